@@ -55,6 +55,7 @@ typedef struct rope_params {
 
 typedef struct backend_ops {
     const char *name; /* "cpu-scalar", "cpu-avx2", "cuda:0" */
+    bool host_memory; /* buffers are ordinary host memory (cpu): comm can use them directly */
 
     /* buffers */
     void *(*alloc)(backend *be, size_t n_bytes); /* NULL on failure */

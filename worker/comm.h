@@ -20,6 +20,7 @@ typedef enum comm_dtype { COMM_F32 = 0, COMM_I32, COMM_U8 } comm_dtype;
 
 typedef struct comm_ops {
     const char *name;
+    bool device_buffers; /* takes device pointers (nccl); otherwise host memory only */
     int (*rank)(comm *c);
     int (*size)(comm *c);
     cv_status (*send)(comm *c, const void *buf, size_t n_bytes, int dst, int tag, cv_err *e);

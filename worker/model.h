@@ -1,0 +1,53 @@
+/* model.h - one rank's shard of a model: config, the weights of its layers
+ * (or slices of them) uploaded to its backend, its KV cache and scratch.
+ * Loads only its own tensors/slices from the mmapped GGUF, so resident
+ * memory is about its share of the weights plus its KV cache. */
+#pragma once
+#include <stdint.h>
+
+#include "../core/gguf.h"
+#include "../core/model_config.h"
+#include "../kernels/backend.h"
+#include "shard.h"
+
+typedef struct model_layer {
+    be_weight attn_norm;          /* F32 (n_embd) */
+    be_weight wq, wk, wv;         /* (n_head*head_dim | n_head_kv*head_dim, n_embd) rows sliced by head */
+    be_weight bq, bk, bv;         /* qwen2 biases, sliced like the rows; data NULL if absent */
+    be_weight wo;                 /* (n_embd, n_head*head_dim) columns sliced by head */
+    be_weight ffn_norm;           /* F32 (n_embd) */
+    be_weight w_gate, w_up;       /* (n_ff, n_embd) rows sliced */
+    be_weight w_down;             /* (n_embd, n_ff) columns sliced */
+    be_kv_layer kv;               /* this layer's KV cache (local heads) */
+} model_layer;
+
+typedef struct model_params {
+    int64_t n_slots;   /* sequences that can be resident at once */
+    int64_t n_ctx;     /* max positions per sequence (<= n_ctx_train unless forced) */
+    int kv_type;       /* DT_F32 or DT_F16 */
+    int64_t max_batch; /* max tokens per forward call (sizes scratch) */
+} model_params;
+
+typedef struct model {
+    model_config cfg;
+    shard_spec shard;
+    model_params params;
+    backend *be;             /* not owned */
+    gguf_file *gguf;         /* owned (mapping) */
+    be_weight tok_embd;      /* (n_vocab, n_embd), stage 0; also the head when tied */
+    be_weight output_norm;   /* F32 (n_embd), last stage */
+    be_weight output;        /* (n_vocab slice, n_embd) rows [vocab0, vocab0 + n_vocab), last stage */
+    be_weight rope_freqs;    /* F32 (n_rot/2) or data NULL */
+    model_layer *layers;     /* shard.n_layers entries: global layer shard.layer0 + i */
+    void *scratch;           /* backend buffers for activations, sized by max_batch */
+    size_t weight_bytes;     /* bytes of weights this rank holds */
+    size_t kv_bytes;         /* bytes of KV cache */
+} model;
+
+/* Load this rank's shard (shard NULL: the whole model) from an open GGUF
+ * (ownership of f passes to the model on success). */
+cv_status model_load(gguf_file *f, const shard_spec *shard, const model_params *p, backend *be,
+                     model **out, cv_err *e);
+void model_free(model *m);
+/* Clear a KV slot (the next sequence in it starts at pos 0). */
+void model_slot_clear(model *m, int32_t slot);
