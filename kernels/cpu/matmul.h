@@ -1,0 +1,26 @@
+/* matmul.h - the CPU matrix products for every weight type: scalar
+ * reference (dot_row from core/dtype.c) and SIMD paths chosen at run time
+ * (kernels/cpu/*_avx2.c, *_avx512.c), parallel over the thread pool. */
+#pragma once
+#include <stdint.h>
+
+#include "../backend.h"
+#include "threadpool.h"
+
+typedef enum cpu_level {
+    CPU_SCALAR = 0,
+    CPU_AVX2 = 1,   /* AVX2 + FMA + F16C */
+    CPU_AVX512 = 2, /* AVX-512 F/BW/VL (+VNNI, BF16 when present) */
+} cpu_level;
+
+/* Best level this CPU supports (CPUID + OS support of the registers). */
+cpu_level cpu_level_detect(void);
+/* Parse "scalar" | "avx2" | "avx512"; -1 if unknown. */
+int cpu_level_parse(const char *s);
+const char *cpu_level_name(cpu_level l);
+
+typedef struct cpu_matmul cpu_matmul; /* per-backend state: scratch for quantized activations */
+cpu_matmul *cpu_matmul_create(threadpool *tp, cpu_level level);
+void cpu_matmul_free(cpu_matmul *mm);
+/* y (n_tok, w->ne1) = x (n_tok, w->ne0) @ W^T, W in host memory. */
+void cpu_matmul_run(cpu_matmul *mm, float *y, const be_weight *w, const float *x, int64_t n_tok);
