@@ -3,6 +3,7 @@
  * no hidden state, so any topology and any replay gives the same token. */
 #pragma once
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct sampling_params {
