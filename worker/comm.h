@@ -8,6 +8,7 @@
  * status; a failed peer becomes CV_ECOMM with the rank named, never a hang
  * where the transport can detect it. */
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 

@@ -1,0 +1,33 @@
+# mpi.cmake - worker-group tests: comm_mpi, the planner, `caravan plan`, and
+# distributed forward/generation under mpirun --oversubscribe (2-core machine:
+# each rank runs one thread; models are small).
+
+# The planner has no MPI dependency.
+cv_add_test(NAME test_plan SOURCES test_plan.c)
+
+if(CARAVAN_HAVE_MPI)
+  set(CV_MPIRUN ${MPIEXEC_EXECUTABLE} --oversubscribe --allow-run-as-root --mca btl self,vader,tcp)
+
+  # cv_add_mpi_test(NAME name NP n TARGET exe [ARGS args...] [TIMEOUT s])
+  function(cv_add_mpi_test)
+    cmake_parse_arguments(T "" "NAME;NP;TARGET;TIMEOUT" "ARGS" ${ARGN})
+    add_test(NAME ${T_NAME} COMMAND ${CV_MPIRUN} -np ${T_NP} $<TARGET_FILE:${T_TARGET}> ${T_ARGS})
+    set(env "CARAVAN_MODELS=${CARAVAN_MODELS}" "CARAVAN_BIN=$<TARGET_FILE:caravan>"
+            "CARAVAN_SRC=${PROJECT_SOURCE_DIR}" "CARAVAN_BUILD=${PROJECT_BINARY_DIR}"
+            "OMPI_ALLOW_RUN_AS_ROOT=1" "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1" "OMP_NUM_THREADS=1")
+    set_tests_properties(${T_NAME} PROPERTIES ENVIRONMENT "${env}" LABELS "mpi"
+                         PROCESSORS ${T_NP})
+    if(T_TIMEOUT)
+      set_tests_properties(${T_NAME} PROPERTIES TIMEOUT ${T_TIMEOUT})
+    else()
+      set_tests_properties(${T_NAME} PROPERTIES TIMEOUT 120)
+    endif()
+  endfunction()
+
+  # Built from comm_mpi.c alone so that it does not wait on the rest of the worker.
+  add_executable(test_comm_mpi test_comm_mpi.c ${PROJECT_SOURCE_DIR}/worker/comm_mpi.c)
+  target_link_libraries(test_comm_mpi PRIVATE cv_core MPI::MPI_C)
+  target_include_directories(test_comm_mpi PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/tests)
+  cv_add_mpi_test(NAME test_comm_mpi_np2 NP 2 TARGET test_comm_mpi TIMEOUT 60)
+  cv_add_mpi_test(NAME test_comm_mpi_np4 NP 4 TARGET test_comm_mpi TIMEOUT 60)
+endif()
