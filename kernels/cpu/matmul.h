@@ -1,6 +1,6 @@
 /* matmul.h - the CPU matrix products for every weight type: scalar
  * reference (dot_row from core/dtype.c) and SIMD paths chosen at run time
- * (kernels/cpu/*_avx2.c, *_avx512.c), parallel over the thread pool. */
+ * (kernels/cpu: files named *_avx2.c, *_avx512.c), parallel over the thread pool. */
 #pragma once
 #include <stdint.h>
 
@@ -12,6 +12,16 @@ typedef enum cpu_level {
     CPU_AVX2 = 1,   /* AVX2 + FMA + F16C */
     CPU_AVX512 = 2, /* AVX-512 F/BW/VL (+VNNI, BF16 when present) */
 } cpu_level;
+
+/* CPU feature bits (CPUID, already masked by what the OS saves in XCR0). */
+typedef struct cpu_features {
+    int avx2;       /* AVX2 + FMA + F16C + BMI2 */
+    int avx512f, avx512bw, avx512vl, avx512dq;
+    int avx512vnni; /* VPDPBUSD on zmm */
+    int avx512bf16; /* VDPBF16PS */
+    int avx_vnni;   /* VEX-encoded VPDPBUSD on ymm (not used yet) */
+} cpu_features;
+const cpu_features *cpu_features_get(void);
 
 /* Best level this CPU supports (CPUID + OS support of the registers). */
 cpu_level cpu_level_detect(void);
