@@ -43,6 +43,7 @@ typedef struct kv_entry {
     char *key; /* NUL-terminated copy */
     gguf_vtype type;
     size_t val_off; /* file offset of the value (the length field for strings) */
+    size_t val_end; /* one past its last byte */
     int64_t node;   /* arrays: index into nodes; else -1 */
 } kv_entry;
 
@@ -450,6 +451,7 @@ static cv_status parse_header_and_kvs(gguf_file *f, rd *r, cv_err *e)
         kv->val_off = r->pos;
         if ((s = parse_value(f, r, kv->type, 0, &kv->node, e)))
             return cv_err_prefix(e, "kv %" PRIu64 " ('%s')", i, kv->key);
+        kv->val_end = r->pos;
     }
     f->n_kv = (int64_t)n_kv;
 
@@ -535,6 +537,7 @@ static cv_status parse_tensors(gguf_file *f, rd *r, cv_err *e)
             goto out;
         }
         t->n_dims = (int)nd;
+        size_t ne0_at = r->pos;
         int64_t nel = 1;
         for (int d = 0; d < GGUF_MAX_DIMS; d++)
             t->ne[d] = 1;
@@ -575,9 +578,9 @@ static cv_status parse_tensors(gguf_file *f, rd *r, cv_err *e)
         t->type = (int)type;
         if (t->ne[0] % tr->block_size) {
             s = cv_err_set(e, CV_EFORMAT,
-                           "tensor %" PRId64 " ('%s'): ne[0] = %" PRId64 " is not a multiple of "
-                           "the %s block size %" PRId64,
-                           i, t->name, t->ne[0], tr->name, tr->block_size);
+                           "tensor %" PRId64 " ('%s'): ne[0] = %" PRId64 " at offset %zu is not a "
+                           "multiple of the %s block size %" PRId64,
+                           i, t->name, t->ne[0], ne0_at, tr->name, tr->block_size);
             goto out;
         }
         size_t row = dtype_row_size(t->type, t->ne[0]);
@@ -586,8 +589,8 @@ static cv_status parse_tensors(gguf_file *f, rd *r, cv_err *e)
         if (row == 0 || __builtin_mul_overflow((uint64_t)row, rows, &nb) || nb > SIZE_MAX) {
             s = cv_err_set(e, CV_EFORMAT,
                            "tensor %" PRId64 " ('%s'): byte size of %" PRId64 " %s elements "
-                           "overflows",
-                           i, t->name, nel, tr->name);
+                           "(shape at offset %zu) overflows",
+                           i, t->name, nel, tr->name, ne0_at);
             goto out;
         }
         t->n_bytes = (size_t)nb;
@@ -613,7 +616,8 @@ static cv_status parse_tensors(gguf_file *f, rd *r, cv_err *e)
     /* data section: after the infos, padded to the alignment */
     size_t end = r->pos, pad = (f->alignment - end % f->alignment) % f->alignment;
     if (end > SIZE_MAX - pad)
-        return cv_err_set(e, CV_EFORMAT, "data offset overflows");
+        return cv_err_set(e, CV_EFORMAT, "data offset overflows (tensor infos end at offset %zu)",
+                          end);
     f->data_offset = end + pad;
     if (n == 0)
         return CV_OK; /* vocab-only files need not be padded */
@@ -930,6 +934,20 @@ const gguf_tensor_info *gguf_tensor_find(const gguf_file *f, const char *name)
         h = (h + 1) & mask;
     }
     return NULL;
+}
+
+bool gguf_kv_raw(const gguf_file *f, int64_t i, const void **data, size_t *len)
+{
+    if (!f || i < 0 || i >= f->n_kv)
+        return false;
+    *data = f->base + f->kvs[i].val_off;
+    *len = f->kvs[i].val_end - f->kvs[i].val_off;
+    return true;
+}
+
+const char *gguf_vtype_name(gguf_vtype t)
+{
+    return (unsigned)t < GGUF_VT_COUNT ? vtype_names[t] : "?";
 }
 
 /* ---- formatting --------------------------------------------------------- */

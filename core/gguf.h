@@ -104,6 +104,11 @@ const gguf_tensor_info *gguf_tensor_find(const gguf_file *f, const char *name);
 
 /* Readable dump of one KV value ("llama", "[32000 strings]", "1e-05") for inspect. */
 void gguf_kv_format(const gguf_file *f, int64_t i, char *buf, size_t bufsz);
+/* The value of KV i exactly as encoded in the file (after its type field):
+ * *data points into the mapping, *len bytes. False for a bad index. */
+bool gguf_kv_raw(const gguf_file *f, int64_t i, const void **data, size_t *len);
+/* Name of a value type ("u32", "string", "array"); "?" if out of range. */
+const char *gguf_vtype_name(gguf_vtype t);
 
 /* ---- writer ----------------------------------------------------------------
  * Streaming: add all KVs and tensor infos first, then gguf_writer_begin()
@@ -122,6 +127,11 @@ void gguf_writer_set_str(gguf_writer *w, const char *key, const char *s, size_t 
 void gguf_writer_copy_kv(gguf_writer *w, const gguf_file *src, int64_t i);
 void gguf_writer_set_arr(gguf_writer *w, const char *key, gguf_vtype elem_type, const void *data,
                          uint64_t n); /* fixed-size element arrays */
+/* Array of n strings; lens may be NULL (then each strs[j] is NUL-terminated). */
+void gguf_writer_set_arr_str(gguf_writer *w, const char *key, const char *const *strs,
+                             const size_t *lens, uint64_t n);
+/* Setters and add_tensor record the first error; begin/close report it.
+ * A key set twice is an error; "general.alignment" (u32) sets the alignment. */
 void gguf_writer_add_tensor(gguf_writer *w, const char *name, int type, int n_dims,
                             const int64_t *ne);
 cv_status gguf_writer_begin(gguf_writer *w, cv_err *e);
