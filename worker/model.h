@@ -28,6 +28,23 @@ typedef struct model_params {
     int64_t max_batch; /* max tokens per forward call (sizes scratch) */
 } model_params;
 
+/* Activation buffers of one rank (backend memory), sized for max_batch
+ * tokens; layout known to forward.c only, allocated by model_load. */
+typedef struct model_scratch {
+    float *x;         /* (max_batch, n_embd) residual stream */
+    float *xn;        /* (max_batch, n_embd) normed input of a block */
+    float *q;         /* (max_batch, n_head_local * head_dim) */
+    float *k, *v;     /* (max_batch, n_head_kv_local * head_dim) */
+    float *att;       /* (max_batch, n_head_local * head_dim) attention output */
+    float *proj;      /* (max_batch, n_embd) wo / w_down output (partial sums under TP) */
+    float *gate, *up; /* (max_batch, n_ff_local) */
+    float *logits;    /* (out_chunk, n_vocab_local) head output of one chunk of rows */
+    int32_t *tokens, *pos, *slot, *out_idx; /* (max_batch) per-step arrays */
+    int64_t out_chunk; /* rows of logits computed per head call */
+    float *host;      /* host staging (max_batch * n_embd) for all-reduce when the
+                         backend is not host memory and the comm wants host buffers */
+} model_scratch;
+
 typedef struct model {
     model_config cfg;
     shard_spec shard;
@@ -39,7 +56,7 @@ typedef struct model {
     be_weight output;        /* (n_vocab slice, n_embd) rows [vocab0, vocab0 + n_vocab), last stage */
     be_weight rope_freqs;    /* F32 (n_rot/2) or data NULL */
     model_layer *layers;     /* shard.n_layers entries: global layer shard.layer0 + i */
-    void *scratch;           /* backend buffers for activations, sized by max_batch */
+    void *scratch;           /* model_scratch*: backend buffers for activations, sized by max_batch */
     size_t weight_bytes;     /* bytes of weights this rank holds */
     size_t kv_bytes;         /* bytes of KV cache */
 } model;

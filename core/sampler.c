@@ -1,0 +1,275 @@
+/* sampler.c - token sampling as a pure function of (logits, parameters,
+ * seed, position, recent tokens). No hidden state: the random draw comes
+ * from a counter-based generator keyed by (seed, position), so a sequence
+ * replayed on another topology or after a failure continues exactly.
+ *
+ * Order of the filters (llama.cpp's default chain): penalties, top-k,
+ * top-p, min-p, temperature, draw. top-p and min-p therefore see the
+ * softmax at temperature 1. Greedy (temperature <= 0) takes the argmax of
+ * the penalised logits, lowest id on ties. Reported logprobs are the raw
+ * log-softmax of the model's logits, before penalties and temperature. */
+#include "sampler.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sampling_params_default(sampling_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->temperature = 0.0f;
+    p->top_k = 0;
+    p->top_p = 1.0f;
+    p->min_p = 0.0f;
+    p->repeat_penalty = 1.0f;
+    p->frequency_penalty = 0.0f;
+    p->presence_penalty = 0.0f;
+    p->penalty_last_n = 64;
+    p->seed = 0;
+    p->n_top_logprobs = 0;
+}
+
+/* splitmix64 finaliser: a bijective 64-bit mix. */
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rng_u64(uint64_t seed, uint64_t counter)
+{
+    /* two rounds so that nearby seeds and nearby counters decorrelate */
+    return mix64(mix64(seed + 0x9E3779B97F4A7C15ULL) ^ (counter * 0xD1B54A32D192ED03ULL + 1));
+}
+
+float sampler_uniform(uint64_t seed, uint64_t counter)
+{
+    return (float)(rng_u64(seed, counter) >> 40) * (1.0f / 16777216.0f);
+}
+
+/* 53-bit uniform in [0, 1) for the draw itself. */
+static double uniform_d(uint64_t seed, uint64_t counter)
+{
+    return (double)(rng_u64(seed, counter) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+size_t sampler_scratch_bytes(int64_t n_vocab)
+{
+    return (size_t)n_vocab * (2 * sizeof(float) + sizeof(int32_t));
+}
+
+typedef struct cand {
+    float logit;
+    int32_t id;
+} cand;
+
+/* descending logit, ascending id on ties: a total order, so the result
+ * never depends on the sort algorithm */
+static int cand_cmp(const void *a, const void *b)
+{
+    const cand *x = a, *y = b;
+    if (x->logit > y->logit)
+        return -1;
+    if (x->logit < y->logit)
+        return 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+static inline bool cand_before(float la, int32_t ia, float lb, int32_t ib)
+{
+    return la > lb || (la == lb && ia < ib);
+}
+
+/* Raw log-softmax facts: max and log-sum-exp of the logits. */
+static void log_softmax_stats(const float *l, int64_t n, float *mx, double *lse)
+{
+    float m = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        if (l[i] > m)
+            m = l[i];
+    double s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += exp((double)l[i] - m);
+    *mx = m;
+    *lse = (double)m + log(s);
+}
+
+/* The k best (logit, id) of l[n] in order, by insertion into a small sorted list. */
+static int top_n(const float *l, int64_t n, int k, int32_t *ids, float *vals)
+{
+    int cnt = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float v = l[i];
+        if (cnt == k && !cand_before(v, (int32_t)i, vals[k - 1], ids[k - 1]))
+            continue;
+        int j = cnt < k ? cnt++ : k - 1;
+        while (j > 0 && cand_before(v, (int32_t)i, vals[j - 1], ids[j - 1])) {
+            vals[j] = vals[j - 1];
+            ids[j] = ids[j - 1];
+            j--;
+        }
+        vals[j] = v;
+        ids[j] = (int32_t)i;
+    }
+    return cnt;
+}
+
+/* Sift-down for a min-heap (worst candidate at the root) used by top-k. */
+static void heap_down(cand *h, int n, int i)
+{
+    for (;;) {
+        int w = i, l = 2 * i + 1, r = l + 1;
+        if (l < n && cand_before(h[w].logit, h[w].id, h[l].logit, h[l].id))
+            w = l;
+        if (r < n && cand_before(h[w].logit, h[w].id, h[r].logit, h[r].id))
+            w = r;
+        if (w == i)
+            return;
+        cand t = h[i];
+        h[i] = h[w];
+        h[w] = t;
+        i = w;
+    }
+}
+
+void sampler_sample(const float *logits, int64_t n_vocab, const sampling_params *p, int64_t pos,
+                    const int32_t *recent, int64_t n_recent, void *scratch, sample_result *out)
+{
+    memset(out, 0, sizeof *out);
+    float *work = scratch;                         /* n_vocab: penalised logits */
+    cand *cands = (cand *)(work + n_vocab);        /* n_vocab (float + int32 each) */
+
+    /* raw log-softmax for the reported logprobs */
+    float mx;
+    double lse;
+    log_softmax_stats(logits, n_vocab, &mx, &lse);
+    int n_top = p->n_top_logprobs;
+    if (n_top > SAMPLER_MAX_TOP)
+        n_top = SAMPLER_MAX_TOP;
+    if (n_top > n_vocab)
+        n_top = (int)n_vocab;
+    if (n_top > 0) {
+        out->n_top = top_n(logits, n_vocab, n_top, out->top_ids, out->top_logprobs);
+        for (int i = 0; i < out->n_top; i++)
+            out->top_logprobs[i] = (float)((double)out->top_logprobs[i] - lse);
+    }
+
+    /* penalties over the last penalty_last_n tokens (-1: all of `recent`) */
+    memcpy(work, logits, (size_t)n_vocab * sizeof(float));
+    int64_t win = n_recent;
+    if (p->penalty_last_n >= 0 && p->penalty_last_n < win)
+        win = p->penalty_last_n;
+    bool pen = win > 0 && recent &&
+               (p->repeat_penalty != 1.0f || p->frequency_penalty != 0.0f ||
+                p->presence_penalty != 0.0f);
+    if (pen) {
+        /* count occurrences in cands[].id (scratch), touching only the window's tokens */
+        const int32_t *rw = recent + (n_recent - win);
+        for (int64_t i = 0; i < win; i++)
+            if (rw[i] >= 0 && rw[i] < n_vocab)
+                cands[rw[i]].id = 0;
+        for (int64_t i = 0; i < win; i++)
+            if (rw[i] >= 0 && rw[i] < n_vocab)
+                cands[rw[i]].id++;
+        for (int64_t i = 0; i < win; i++) {
+            int32_t t = rw[i];
+            if (t < 0 || t >= n_vocab || cands[t].id == 0)
+                continue; /* out of range, or already penalised */
+            int32_t cnt = cands[t].id;
+            cands[t].id = 0;
+            float l = work[t];
+            if (p->repeat_penalty != 1.0f && p->repeat_penalty > 0)
+                l = l > 0 ? l / p->repeat_penalty : l * p->repeat_penalty;
+            l -= (float)cnt * p->frequency_penalty + p->presence_penalty;
+            work[t] = l;
+        }
+    }
+
+    int32_t tok = 0;
+    if (!(p->temperature > 0)) {
+        /* greedy: argmax, lowest id on ties */
+        float best = work[0];
+        for (int64_t i = 1; i < n_vocab; i++)
+            if (work[i] > best) {
+                best = work[i];
+                tok = (int32_t)i;
+            }
+    } else {
+        int64_t n = 0;
+        /* top-k: keep the k best (a min-heap of size k), else every token */
+        if (p->top_k > 0 && p->top_k < n_vocab) {
+            int k = p->top_k;
+            for (int64_t i = 0; i < n_vocab; i++) {
+                if (n < k) {
+                    cands[n].logit = work[i];
+                    cands[n].id = (int32_t)i;
+                    n++;
+                    if (n == k)
+                        for (int j = k / 2 - 1; j >= 0; j--)
+                            heap_down(cands, k, j);
+                } else if (cand_before(work[i], (int32_t)i, cands[0].logit, cands[0].id)) {
+                    cands[0].logit = work[i];
+                    cands[0].id = (int32_t)i;
+                    heap_down(cands, k, 0);
+                }
+            }
+        } else {
+            for (int64_t i = 0; i < n_vocab; i++) {
+                cands[i].logit = work[i];
+                cands[i].id = (int32_t)i;
+            }
+            n = n_vocab;
+        }
+        float cmax = -INFINITY;
+        for (int64_t i = 0; i < n; i++)
+            if (cands[i].logit > cmax)
+                cmax = cands[i].logit;
+        /* min-p: keep p_i >= min_p * p_max, i.e. logit >= max + log(min_p). It
+         * cuts the same sorted list as top-p, so applying it first only saves
+         * sorting work; the kept set is the shorter of the two prefixes. */
+        if (p->min_p > 0 && p->min_p <= 1) {
+            float thr = cmax + logf(p->min_p);
+            int64_t w = 0;
+            for (int64_t i = 0; i < n; i++)
+                if (cands[i].logit >= thr)
+                    cands[w++] = cands[i];
+            n = w;
+        }
+        bool sorted = false;
+        if (p->top_p < 1.0f) {
+            qsort(cands, (size_t)n, sizeof *cands, cand_cmp);
+            sorted = true;
+            double z = 0;
+            for (int64_t i = 0; i < n; i++)
+                z += exp((double)cands[i].logit - cmax);
+            double cum = 0, target = (double)p->top_p * z;
+            int64_t keep = n;
+            for (int64_t i = 0; i < n; i++) {
+                cum += exp((double)cands[i].logit - cmax);
+                if (cum >= target) {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            n = keep < 1 ? 1 : keep;
+        }
+        if (!sorted && p->top_k > 0 && p->top_k < n_vocab) /* heap order is not a fixed order */
+            qsort(cands, (size_t)n, sizeof *cands, cand_cmp);
+        /* temperature, softmax over the kept candidates, one draw */
+        double inv_t = 1.0 / (double)p->temperature;
+        double z = 0;
+        for (int64_t i = 0; i < n; i++)
+            z += exp(((double)cands[i].logit - cmax) * inv_t);
+        double u = uniform_d(p->seed, (uint64_t)pos) * z, cum = 0;
+        tok = cands[n - 1].id;
+        for (int64_t i = 0; i < n; i++) {
+            cum += exp(((double)cands[i].logit - cmax) * inv_t);
+            if (u < cum) {
+                tok = cands[i].id;
+                break;
+            }
+        }
+    }
+    out->token = tok;
+    out->logprob = (float)((double)logits[tok] - lse);
+}

@@ -1,0 +1,536 @@
+/* backend_cpu.c - the CPU backend: host-memory buffers and every op of
+ * kernels/backend.h, parallelised over a persistent thread pool.
+ *
+ * The element-wise ops, RMSNorm, RoPE and attention here are plain scalar C
+ * written to be exactly right: they are the oracle the SIMD and CUDA paths
+ * are checked against. Matrix products go through cpu_matmul_run
+ * (kernels/cpu/matmul.c), which picks the scalar or SIMD kernel per weight
+ * type. Not thread-safe: one caller thread per backend. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../core/dtype.h"
+#include "../backend.h"
+#include "matmul.h"
+#include "threadpool.h"
+
+#define CPU_ALIGN 64
+/* Below this many elements an element-wise op runs on the caller thread. */
+#define CPU_PAR_MIN 16384
+
+typedef struct cpu_backend {
+    backend base;
+    threadpool *tp;
+    cpu_matmul *mm;
+    cpu_level level;
+    int n_threads;
+    float *att_scratch;  /* n_threads x att_cap floats: attention scores */
+    int64_t att_cap;     /* positions per thread in att_scratch */
+} cpu_backend;
+
+static cpu_backend *cpu_of(backend *be) { return (cpu_backend *)be->impl; }
+
+/* ---- parallel-for helper -------------------------------------------------- */
+
+typedef void (*range_fn)(void *ctx, int64_t i0, int64_t i1, int ith);
+
+typedef struct par_ctx {
+    range_fn fn;
+    void *ctx;
+    int64_t n;
+} par_ctx;
+
+static void par_trampoline(void *p, int ith, int nth)
+{
+    par_ctx *pc = p;
+    int64_t per = (pc->n + nth - 1) / nth;
+    int64_t i0 = per * ith, i1 = i0 + per;
+    if (i1 > pc->n)
+        i1 = pc->n;
+    if (i0 < i1)
+        pc->fn(pc->ctx, i0, i1, ith);
+}
+
+/* Run fn over [0, n) split into one contiguous range per thread; inline when
+ * the work (n items of `cost` elements each) is too small to pay for a wake-up. */
+static void par_for(cpu_backend *cb, int64_t n, int64_t cost, range_fn fn, void *ctx)
+{
+    if (n <= 0)
+        return;
+    if (cb->n_threads <= 1 || n == 1 || n * cost < CPU_PAR_MIN) {
+        fn(ctx, 0, n, 0);
+        return;
+    }
+    par_ctx pc = {fn, ctx, n};
+    threadpool_run(cb->tp, par_trampoline, &pc);
+}
+
+/* ---- buffers -------------------------------------------------------------- */
+
+static void *cpu_alloc(backend *be, size_t n_bytes)
+{
+    void *p = NULL;
+    if (n_bytes == 0)
+        n_bytes = CPU_ALIGN;
+    if (posix_memalign(&p, CPU_ALIGN, n_bytes))
+        return NULL;
+    return p;
+}
+static void cpu_free(backend *be, void *buf) { free(buf); }
+static void cpu_memcpy_c(backend *be, void *dst, const void *src, size_t n)
+{
+    if (n && dst != src)
+        memmove(dst, src, n);
+}
+static void cpu_memset0(backend *be, void *dst, size_t n)
+{
+    if (n)
+        memset(dst, 0, n);
+}
+static void cpu_sync(backend *be) {}
+
+static cv_status cpu_weight_upload(backend *be, be_weight *w, int type, int64_t ne0, int64_t ne1,
+                                   const void *src, size_t src_stride, bool src_is_mapped,
+                                   cv_err *e)
+{
+    memset(w, 0, sizeof *w);
+    const dtype_traits *tr = dtype_get(type);
+    if (!tr->known || !tr->supported)
+        return cv_err_set(e, CV_EUNSUPPORTED, "weight type %s is not supported by the cpu backend",
+                          dtype_name(type));
+    if (ne0 <= 0 || ne1 <= 0)
+        return cv_err_set(e, CV_EINVAL, "weight shape [%lld, %lld] is empty", (long long)ne0,
+                          (long long)ne1);
+    size_t row = dtype_row_size(type, ne0);
+    if (!row)
+        return cv_err_set(e, CV_EINVAL, "weight row of %lld elements is not a multiple of the %s "
+                          "block size %lld", (long long)ne0, tr->name, (long long)tr->block_size);
+    if (src_stride < row)
+        return cv_err_set(e, CV_EINVAL, "weight row stride %zu is below the row size %zu",
+                          src_stride, row);
+    w->type = type;
+    w->ne0 = ne0;
+    w->ne1 = ne1;
+    w->row_bytes = row;
+    if (src_is_mapped && src_stride == row) {
+        w->data = (void *)src; /* alias the mapping: zero-copy */
+        w->owned = false;
+        return CV_OK;
+    }
+    uint8_t *dst = cpu_alloc(be, row * (size_t)ne1);
+    if (!dst)
+        return cv_err_set(e, CV_ENOMEM, "allocating %zu bytes for a %s weight [%lld, %lld]",
+                          row * (size_t)ne1, tr->name, (long long)ne0, (long long)ne1);
+    if (src_stride == row) {
+        memcpy(dst, src, row * (size_t)ne1);
+    } else {
+        for (int64_t r = 0; r < ne1; r++)
+            memcpy(dst + (size_t)r * row, (const uint8_t *)src + (size_t)r * src_stride, row);
+    }
+    w->data = dst;
+    w->owned = true;
+    return CV_OK;
+}
+
+static void cpu_weight_free(backend *be, be_weight *w)
+{
+    if (w->owned)
+        free(w->data);
+    memset(w, 0, sizeof *w);
+}
+
+/* MemAvailable from /proc/meminfo (what the kernel can give without
+ * swapping), else free pages from sysconf. */
+static size_t cpu_mem_free(backend *be)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[256];
+        unsigned long long kb;
+        while (fgets(line, sizeof line, f)) {
+            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+                fclose(f);
+                return (size_t)kb * 1024;
+            }
+        }
+        fclose(f);
+    }
+    long pages = sysconf(_SC_AVPHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && psz > 0)
+        return (size_t)pages * (size_t)psz;
+    return 0;
+}
+
+/* ---- ops ------------------------------------------------------------------ */
+
+static void cpu_op_matmul(backend *be, float *y, const be_weight *w, const float *x, int64_t n_tok)
+{
+    cpu_matmul_run(cpu_of(be)->mm, y, w, x, n_tok);
+}
+
+typedef struct rms_ctx {
+    float *y;
+    const float *x, *g;
+    int64_t n;
+    float eps;
+} rms_ctx;
+
+static void rms_range(void *p, int64_t t0, int64_t t1, int ith)
+{
+    rms_ctx *c = p;
+    for (int64_t t = t0; t < t1; t++) {
+        const float *x = c->x + t * c->n;
+        float *y = c->y + t * c->n;
+        double ss = 0;
+        for (int64_t i = 0; i < c->n; i++)
+            ss += (double)x[i] * x[i];
+        float r = (float)(1.0 / sqrt(ss / (double)c->n + (double)c->eps));
+        for (int64_t i = 0; i < c->n; i++)
+            y[i] = x[i] * r * c->g[i];
+    }
+}
+
+static void cpu_rmsnorm(backend *be, float *y, const float *x, const be_weight *g, int64_t n_tok,
+                        int64_t n, float eps)
+{
+    rms_ctx c = {y, x, (const float *)g->data, n, eps};
+    par_for(cpu_of(be), n_tok, n, rms_range, &c);
+}
+
+typedef struct rope_ctx {
+    float *x;
+    int n_head, head_dim;
+    const int32_t *pos;
+    const rope_params *rp;
+} rope_ctx;
+
+static void rope_range(void *p, int64_t t0, int64_t t1, int ith)
+{
+    rope_ctx *c = p;
+    const rope_params *rp = c->rp;
+    int half = rp->n_rot / 2;
+    for (int64_t t = t0; t < t1; t++) {
+        double pos = (double)c->pos[t] * rp->freq_scale;
+        for (int i = 0; i < half; i++) {
+            /* theta_i = pos * base^(-2i / n_rot) / factor_i */
+            double theta = pos * pow((double)rp->freq_base, -2.0 * i / (double)rp->n_rot);
+            if (rp->freq_factors)
+                theta /= rp->freq_factors[i];
+            float cs = (float)cos(theta), sn = (float)sin(theta);
+            for (int h = 0; h < c->n_head; h++) {
+                float *v = c->x + (t * c->n_head + h) * (int64_t)c->head_dim;
+                int a, b;
+                if (rp->mode == ROPE_NEOX) {
+                    a = i;
+                    b = i + half;
+                } else {
+                    a = 2 * i;
+                    b = 2 * i + 1;
+                }
+                float x0 = v[a], x1 = v[b];
+                v[a] = x0 * cs - x1 * sn;
+                v[b] = x0 * sn + x1 * cs;
+            }
+        }
+    }
+}
+
+static void cpu_rope(backend *be, float *x, int64_t n_tok, int n_head, int head_dim,
+                     const int32_t *pos, const rope_params *rp)
+{
+    rope_ctx c = {x, n_head, head_dim, pos, rp};
+    par_for(cpu_of(be), n_tok, (int64_t)n_head * head_dim * 8, rope_range, &c);
+}
+
+typedef struct att_ctx {
+    cpu_backend *cb;
+    float *out;
+    const float *q, *k, *v;
+    be_kv_layer *kv;
+    const int32_t *slot, *pos;
+    int64_t n_tok;
+    int n_head, n_head_kv, head_dim;
+    float scale;
+} att_ctx;
+
+static inline float kv_get(const be_kv_layer *kv, const void *base, int64_t idx)
+{
+    if (kv->type == DT_F16)
+        return fp16_to_f32(((const uint16_t *)base)[idx]);
+    return ((const float *)base)[idx];
+}
+
+static void kv_store_range(void *p, int64_t t0, int64_t t1, int ith)
+{
+    att_ctx *c = p;
+    be_kv_layer *kv = c->kv;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t off = ((int64_t)c->slot[t] * kv->n_ctx + c->pos[t]) * kv->kv_dim;
+        const float *ks = c->k + t * kv->kv_dim, *vs = c->v + t * kv->kv_dim;
+        if (kv->type == DT_F16) {
+            uint16_t *kd = (uint16_t *)kv->k + off, *vd = (uint16_t *)kv->v + off;
+            for (int64_t i = 0; i < kv->kv_dim; i++) {
+                kd[i] = f32_to_fp16(ks[i]);
+                vd[i] = f32_to_fp16(vs[i]);
+            }
+        } else {
+            memcpy((float *)kv->k + off, ks, kv->kv_dim * sizeof(float));
+            memcpy((float *)kv->v + off, vs, kv->kv_dim * sizeof(float));
+        }
+    }
+}
+
+/* One (token, head) pair: scores over positions 0..pos, softmax, weighted V.
+ * `s` holds pos+1 floats, or is NULL when no scratch was available: then
+ * the scores are recomputed in a second pass instead of stored. */
+static void att_one(att_ctx *c, int64_t t, int h, float *s)
+{
+    be_kv_layer *kv = c->kv;
+    int hd = c->head_dim;
+    int group = c->n_head / c->n_head_kv;
+    int hk = h / group;
+    const float *q = c->q + (t * c->n_head + h) * (int64_t)hd;
+    float *o = c->out + (t * c->n_head + h) * (int64_t)hd;
+    int64_t n_pos = (int64_t)c->pos[t] + 1;
+    int64_t base = (int64_t)c->slot[t] * kv->n_ctx * kv->kv_dim + (int64_t)hk * hd;
+
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < n_pos; j++) {
+        int64_t kb = base + j * kv->kv_dim;
+        float d = 0;
+        for (int i = 0; i < hd; i++)
+            d += q[i] * kv_get(kv, kv->k, kb + i);
+        d *= c->scale;
+        if (s)
+            s[j] = d;
+        if (d > mx)
+            mx = d;
+    }
+    for (int i = 0; i < hd; i++)
+        o[i] = 0;
+    double sum = 0;
+    for (int64_t j = 0; j < n_pos; j++) {
+        int64_t kb = base + j * kv->kv_dim;
+        float d;
+        if (s) {
+            d = s[j];
+        } else {
+            d = 0;
+            for (int i = 0; i < hd; i++)
+                d += q[i] * kv_get(kv, kv->k, kb + i);
+            d *= c->scale;
+        }
+        float p = expf(d - mx);
+        sum += p;
+        for (int i = 0; i < hd; i++)
+            o[i] += p * kv_get(kv, kv->v, kb + i);
+    }
+    float inv = (float)(1.0 / sum);
+    for (int i = 0; i < hd; i++)
+        o[i] *= inv;
+}
+
+static void att_range(void *p, int64_t i0, int64_t i1, int ith)
+{
+    att_ctx *c = p;
+    float *s = c->cb->att_scratch ? c->cb->att_scratch + (int64_t)ith * c->cb->att_cap : NULL;
+    for (int64_t i = i0; i < i1; i++)
+        att_one(c, i / c->n_head, (int)(i % c->n_head), s);
+}
+
+static void cpu_attention(backend *be, float *out, const float *q, const float *k, const float *v,
+                          be_kv_layer *kv, const int32_t *slot, const int32_t *pos, int64_t n_tok,
+                          int n_head, int n_head_kv, int head_dim, float scale)
+{
+    cpu_backend *cb = cpu_of(be);
+    att_ctx c = {cb, out, q, k, v, kv, slot, pos, n_tok, n_head, n_head_kv, head_dim, scale};
+    /* every token's K/V first, so tokens of one sequence in this batch see
+     * the earlier ones (causal order holds through pos) */
+    par_for(cb, n_tok, kv->kv_dim * 2, kv_store_range, &c);
+
+    int64_t need = 0;
+    for (int64_t t = 0; t < n_tok; t++)
+        if (pos[t] + 1 > need)
+            need = pos[t] + 1;
+    if (need > cb->att_cap) {
+        free(cb->att_scratch);
+        cb->att_cap = 0;
+        int64_t cap = need < 4096 ? 4096 : need;
+        cb->att_scratch = malloc((size_t)cap * cb->n_threads * sizeof(float));
+        if (cb->att_scratch)
+            cb->att_cap = cap; /* else: att_one recomputes scores (no scratch) */
+    }
+    par_for(cb, n_tok * n_head, need * head_dim * 2, att_range, &c);
+}
+
+typedef struct ew_ctx {
+    float *y;
+    const float *a, *b;
+    float s;
+    int64_t n_col; /* add_bias: row length */
+} ew_ctx;
+
+static void swiglu_range(void *p, int64_t i0, int64_t i1, int ith)
+{
+    ew_ctx *c = p;
+    for (int64_t i = i0; i < i1; i++) {
+        float g = c->a[i];
+        c->y[i] = g / (1.0f + expf(-g)) * c->b[i];
+    }
+}
+
+static void cpu_swiglu(backend *be, float *y, const float *gate, const float *up, int64_t n)
+{
+    ew_ctx c = {y, gate, up, 0, 0};
+    par_for(cpu_of(be), n, 8, swiglu_range, &c);
+}
+
+static void add_range(void *p, int64_t i0, int64_t i1, int ith)
+{
+    ew_ctx *c = p;
+    for (int64_t i = i0; i < i1; i++)
+        c->y[i] = c->a[i] + c->b[i];
+}
+
+static void cpu_add(backend *be, float *y, const float *a, const float *b, int64_t n)
+{
+    ew_ctx c = {y, a, b, 0, 0};
+    par_for(cpu_of(be), n, 1, add_range, &c);
+}
+
+static void bias_range(void *p, int64_t t0, int64_t t1, int ith)
+{
+    ew_ctx *c = p;
+    for (int64_t t = t0; t < t1; t++)
+        for (int64_t i = 0; i < c->n_col; i++)
+            c->y[t * c->n_col + i] += c->b[i];
+}
+
+static void cpu_add_bias(backend *be, float *y, const be_weight *bias, int64_t n_tok, int64_t n)
+{
+    ew_ctx c = {y, NULL, (const float *)bias->data, 0, n};
+    par_for(cpu_of(be), n_tok, n, bias_range, &c);
+}
+
+static void scale_range(void *p, int64_t i0, int64_t i1, int ith)
+{
+    ew_ctx *c = p;
+    for (int64_t i = i0; i < i1; i++)
+        c->y[i] = c->a[i] * c->s;
+}
+
+static void cpu_scale(backend *be, float *y, const float *x, float s, int64_t n)
+{
+    ew_ctx c = {y, x, NULL, s, 0};
+    par_for(cpu_of(be), n, 1, scale_range, &c);
+}
+
+typedef struct embed_ctx {
+    float *y;
+    const be_weight *emb;
+    const int32_t *tokens;
+} embed_ctx;
+
+static void embed_range(void *p, int64_t t0, int64_t t1, int ith)
+{
+    embed_ctx *c = p;
+    const be_weight *w = c->emb;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t id = c->tokens[t];
+        float *y = c->y + t * w->ne0;
+        if (id < 0 || id >= w->ne1) { /* callers validate; never read out of bounds */
+            memset(y, 0, w->ne0 * sizeof(float));
+            continue;
+        }
+        dequantize_row(w->type, (const uint8_t *)w->data + (size_t)id * w->row_bytes, y, w->ne0);
+    }
+}
+
+static void cpu_embed(backend *be, float *y, const be_weight *emb, const int32_t *tokens,
+                      int64_t n_tok)
+{
+    embed_ctx c = {y, emb, tokens};
+    par_for(cpu_of(be), n_tok, emb->ne0, embed_range, &c);
+}
+
+static void cpu_get_rows(backend *be, float *y, const float *x, const int32_t *idx, int64_t n_rows,
+                         int64_t n)
+{
+    for (int64_t r = 0; r < n_rows; r++)
+        memmove(y + r * n, x + (int64_t)idx[r] * n, n * sizeof(float));
+}
+
+static void cpu_destroy(backend *be)
+{
+    cpu_backend *cb = cpu_of(be);
+    if (!cb)
+        return;
+    cpu_matmul_free(cb->mm);
+    threadpool_free(cb->tp);
+    free(cb->att_scratch);
+    free(cb);
+}
+
+#define CPU_OPS(nm)                                                                                \
+    {                                                                                              \
+        .name = nm, .host_memory = true, .alloc = cpu_alloc, .free = cpu_free,                     \
+        .from_host = cpu_memcpy_c, .to_host = cpu_memcpy_c, .copy = cpu_memcpy_c,                  \
+        .memset0 = cpu_memset0, .sync = cpu_sync, .weight_upload = cpu_weight_upload,              \
+        .weight_free = cpu_weight_free, .mem_free = cpu_mem_free, .matmul = cpu_op_matmul,            \
+        .rmsnorm = cpu_rmsnorm, .rope = cpu_rope, .attention = cpu_attention,                      \
+        .swiglu = cpu_swiglu, .add = cpu_add, .add_bias = cpu_add_bias, .embed = cpu_embed,        \
+        .get_rows = cpu_get_rows, .scale = cpu_scale, .destroy = cpu_destroy,                      \
+    }
+/* One ops table per level so the name says which kernels are in use. */
+static const backend_ops cpu_ops_by_level[3] = {
+    CPU_OPS("cpu-scalar"),
+    CPU_OPS("cpu-avx2"),
+    CPU_OPS("cpu-avx512"),
+};
+
+
+cv_status backend_cpu_create(int n_threads, const char *level, backend **out, cv_err *e)
+{
+    *out = NULL;
+    cpu_level best = cpu_level_detect();
+    cpu_level lv = best;
+    if (level && *level) {
+        int l = cpu_level_parse(level);
+        if (l < 0)
+            return cv_err_set(e, CV_EINVAL, "unknown cpu level '%s' (expected scalar, avx2 or "
+                              "avx512)", level);
+        if (l > (int)best)
+            return cv_err_set(e, CV_EUNSUPPORTED, "cpu level '%s' is not supported by this CPU "
+                              "(best: %s)", level, cpu_level_name(best));
+        lv = (cpu_level)l;
+    }
+    if (n_threads < 0)
+        return cv_err_set(e, CV_EINVAL, "n_threads %d < 0", n_threads);
+    if (n_threads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = n > 0 ? (int)n : 1;
+    }
+    cpu_backend *cb = calloc(1, sizeof *cb);
+    if (!cb)
+        return cv_err_set(e, CV_ENOMEM, "allocating the cpu backend");
+    cb->n_threads = n_threads;
+    cb->level = lv;
+    cb->tp = threadpool_create(n_threads);
+    if (!cb->tp) {
+        free(cb);
+        return cv_err_set(e, CV_ENOMEM, "creating a thread pool of %d threads", n_threads);
+    }
+    cb->mm = cpu_matmul_create(cb->tp, lv);
+    if (!cb->mm) {
+        threadpool_free(cb->tp);
+        free(cb);
+        return cv_err_set(e, CV_ENOMEM, "creating the cpu matmul state");
+    }
+    cb->base.ops = &cpu_ops_by_level[lv];
+    cb->base.impl = cb;
+    *out = &cb->base;
+    return CV_OK;
+}

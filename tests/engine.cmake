@@ -1,0 +1,3 @@
+# engine: model config, CPU backend, forward pass, sampler, engine step.
+cv_add_test(NAME test_engine_golden SOURCES test_engine_golden.c LABELS model asan)
+add_dependencies(caravan_asan_tests test_engine_golden)
