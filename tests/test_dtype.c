@@ -515,6 +515,68 @@ static void kat_q6_k(void)
     TU_CHECK(y[165] == 0.0f && y[197] == 0.0f, "Q6_K literal zeros %g %g", y[165], y[197]);
 }
 
+/* ---- golden checksums from an independent decoder ------------------------------
+ * The sums below were computed once by gguf-py 0.19.0 (gguf.quants.dequantize,
+ * the numpy decoder of the llama.cpp project) over the blocks golden_blocks()
+ * generates: c = sum_i y_i * ((7919 i mod 97) - 48) / 48 and q = sum_i y_i^2
+ * over 4 blocks. Random bytes exercise every bit of qh/hmask/scales. */
+/* seeded random blocks of `type` (nb blocks): random bytes, scale fields set to
+ * f16 of uniform [-1, 1) so every value is finite */
+static void golden_blocks(int type, int nb, uint8_t *w)
+{
+    const dtype_traits *tr = dtype_get(type);
+    uint64_t s = 0x9e3779b97f4a7c15ULL ^ (uint64_t)type;
+    for (size_t i = 0; i < (size_t)nb * tr->type_size; i++)
+        w[i] = (uint8_t)tu_rand_u64(&s);
+    size_t off = type == DT_Q2_K ? 80 : type == DT_Q3_K ? 108 : type == DT_Q6_K ? 208 : 0;
+    int two = type == DT_Q4_1 || type == DT_Q5_1 || type == DT_Q2_K || type == DT_Q4_K ||
+              type == DT_Q5_K;
+    for (int b = 0; b < nb; b++) {
+        uint8_t *p = w + (size_t)b * tr->type_size + off;
+        uint16_t h = f32_to_fp16(tu_rand_f(&s));
+        p[0] = (uint8_t)h, p[1] = (uint8_t)(h >> 8);
+        if (two) {
+            h = f32_to_fp16(tu_rand_f(&s));
+            p[2] = (uint8_t)h, p[3] = (uint8_t)(h >> 8);
+        }
+    }
+}
+
+static void test_golden(void)
+{
+    static const struct {
+        int type;
+        double c, q;
+    } gold[] = {
+        {DT_Q4_0, -13.843292236328123, 1161.0170013904572},
+        {DT_Q4_1, 3.3619689941406214, 5234.8519513607025},
+        {DT_Q5_0, -12.186599731445307, 2885.1175418496132},
+        {DT_Q5_1, 47.49444580078125, 10929.32316297479},
+        {DT_Q8_0, 320.16877237955725, 170726.08288264275},
+        {DT_Q2_K, -75.23084831237793, 92970.456873512827},
+        {DT_Q3_K, -148.70513343811041, 335476.35568261892},
+        {DT_Q4_K, -1883.7704760233557, 34008399.781009391},
+        {DT_Q5_K, 1698.1433938344323, 180034269.17786947},
+        {DT_Q6_K, 1994.8803151448565, 161225767.73805445},
+    };
+    for (size_t k = 0; k < sizeof gold / sizeof gold[0]; k++) {
+        int64_t n = 4 * dtype_get(gold[k].type)->block_size;
+        uint8_t w[4 * 292];
+        float y[1024];
+        golden_blocks(gold[k].type, 4, w);
+        dequantize_row(gold[k].type, w, y, n);
+        double c = 0, q = 0;
+        for (int64_t i = 0; i < n; i++) {
+            c += (double)y[i] * (double)((i * 7919) % 97 - 48) / 48.0;
+            q += (double)y[i] * y[i];
+        }
+        TU_CHECK(fabs(c - gold[k].c) <= 1e-9 * fabs(gold[k].q) &&
+                     fabs(q - gold[k].q) <= 1e-9 * fabs(gold[k].q),
+                 "%s: golden checksums %.17g %.17g want %.17g %.17g", dtype_name(gold[k].type), c,
+                 q, gold[k].c, gold[k].q);
+    }
+}
+
 /* ---- quantize / dequantize / dot over random data ----------------------------- */
 
 typedef struct type_case {
@@ -682,6 +744,7 @@ int main(void)
     kat_q45_k(4);
     kat_q45_k(5);
     kat_q6_k();
+    test_golden();
     /* bounds: about 1.2x the relative RMSE measured on fill_row data (gaussian-ish
      * with 1/512 outliers of 6x); a quantizer that regresses past them fails */
     static const type_case cases[] = {
