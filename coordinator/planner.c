@@ -234,6 +234,9 @@ typedef struct ctx {
     uint64_t *lay;      /* n_layer x tp: weights + kv of layer l on TP rank t */
     uint64_t *fix;      /* pp x tp: fixed + scratch */
     const double *mem;  /* pp x tp */
+    uint64_t *cmp;      /* n_layer x tp: weight bytes read per token (compute proxy) */
+    uint64_t *cfix;     /* pp x tp: the head slice on the last stage */
+    double cmax;        /* compute budget per rank (INFINITY: none) */
 } ctx;
 
 /* Greedy contiguous packing within budget f * mem: each stage takes as many
@@ -244,10 +247,11 @@ static bool pack(const ctx *x, double f, int *counts)
     int L = x->pm->cfg.n_layer, P = x->rq->pp, T = x->rq->tp;
     int l = 0;
     for (int s = 0; s < P; s++) {
-        double used[256];
+        double used[256], cused[256];
         for (int t = 0; t < T; t++) {
             used[t] = (double)x->fix[s * T + t];
-            if (used[t] > f * x->mem[s * T + t])
+            cused[t] = (double)x->cfix[s * T + t];
+            if (used[t] > f * x->mem[s * T + t] || cused[t] > x->cmax)
                 return false;
         }
         int n = 0;
@@ -255,11 +259,14 @@ static bool pack(const ctx *x, double f, int *counts)
         while (n < max_take) {
             bool fits = true;
             for (int t = 0; t < T && fits; t++)
-                fits = used[t] + (double)x->lay[(l + n) * T + t] <= f * x->mem[s * T + t];
+                fits = used[t] + (double)x->lay[(l + n) * T + t] <= f * x->mem[s * T + t] &&
+                       cused[t] + (double)x->cmp[(l + n) * T + t] <= x->cmax;
             if (!fits)
                 break;
-            for (int t = 0; t < T; t++)
+            for (int t = 0; t < T; t++) {
                 used[t] += (double)x->lay[(l + n) * T + t];
+                cused[t] += (double)x->cmp[(l + n) * T + t];
+            }
             n++;
         }
         if (n == 0 || (s == P - 1 && n < max_take))
@@ -268,6 +275,30 @@ static bool pack(const ctx *x, double f, int *counts)
         l += n;
     }
     return l == L;
+}
+
+/* Smallest compute budget at which the layers pack within memory (f = 1);
+ * false when they do not fit memory at any budget. */
+static bool pack_compute_min(ctx *x, int *counts)
+{
+    x->cmax = INFINITY;
+    if (!pack(x, 1.0, counts))
+        return false;
+    double lo = 0, hi = 0;
+    for (int i = 0; i < x->pm->cfg.n_layer * x->rq->tp; i++)
+        hi += (double)x->cmp[i];
+    for (int i = 0; i < x->rq->pp * x->rq->tp; i++)
+        hi += (double)x->cfix[i];
+    for (int it = 0; it < 64; it++) {
+        x->cmax = 0.5 * (lo + hi);
+        if (pack(x, 1.0, counts))
+            hi = x->cmax;
+        else
+            lo = x->cmax;
+    }
+    x->cmax = hi;
+    pack(x, 1.0, counts);
+    return true;
 }
 
 /* Smallest f (used fraction of the fullest rank) at which the layers pack. */
@@ -285,6 +316,20 @@ static double pack_min(const ctx *x, int *counts)
     }
     pack(x, hi, counts);
     return hi;
+}
+
+/* Do all T ranks' query-head column ranges of attn_output start and end on
+ * blocks of `bs` elements? */
+static bool wo_columns_aligned(const model_config *c, int T, int bs)
+{
+    int gqa = c->n_head / c->n_head_kv;
+    for (int t = 0; t < T; t++) {
+        int64_t kv0, nkv;
+        split_even(c->n_head_kv, T, t, &kv0, &nkv);
+        if ((kv0 * gqa * c->head_dim) % bs || (nkv * gqa * c->head_dim) % bs)
+            return false;
+    }
+    return true;
 }
 
 static void fmt_gib(char *buf, size_t n, double bytes)
@@ -337,6 +382,27 @@ cv_status planner_plan(const plan_model *pm, const plan_request *rq, plan *out, 
         return cv_err_set(e, CV_EINVAL, "plan: --tp %d is more than the %lld vocabulary rows", T,
                           (long long)c->n_vocab);
 
+    /* attn_output is split by columns (the rank's query heads): the loader
+     * needs those slices on block boundaries of its type */
+    {
+        int wo_block = 1;
+        for (int l = 0; l < L; l++)
+            if (block_of(pm->layers[l].wo) > wo_block)
+                wo_block = block_of(pm->layers[l].wo);
+        int best = 0;
+        for (int tt = 1; tt <= T; tt++)
+            if (wo_columns_aligned(c, tt, wo_block))
+                best = tt;
+        if (best != T)
+            return cv_err_set(e, CV_EINVAL,
+                              "plan: --tp %d would split attn_output (%s) into column slices of "
+                              "whole KV-head groups that are not on its %d-element blocks "
+                              "(head_dim %d, %d query heads per KV head): the largest --tp for "
+                              "this model is %d",
+                              T, dtype_name(pm->layers[0].wo), wo_block, c->head_dim,
+                              c->n_head / c->n_head_kv, best);
+    }
+
     int N = P * T;
     int gqa = c->n_head / c->n_head_kv;
     ctx x = {.pm = pm, .rq = rq};
@@ -344,11 +410,15 @@ cv_status planner_plan(const plan_model *pm, const plan_request *rq, plan *out, 
     x.lay = calloc((size_t)L * T, sizeof *x.lay);
     x.fix = calloc((size_t)N, sizeof *x.fix);
     double *mem = calloc((size_t)N, sizeof *mem);
+    x.cmp = calloc((size_t)L * T, sizeof *x.cmp);
+    x.cfix = calloc((size_t)N, sizeof *x.cfix);
+    x.cmax = INFINITY;
     uint64_t *kv_lay = calloc((size_t)L * T, sizeof *kv_lay);
     int *counts = calloc((size_t)P, sizeof *counts);
     out->ranks = calloc((size_t)N, sizeof *out->ranks);
     cv_status st = CV_OK;
-    if (!x.sp || !x.lay || !x.fix || !mem || !kv_lay || !counts || !out->ranks) {
+    if (!x.sp || !x.lay || !x.fix || !mem || !kv_lay || !counts || !out->ranks || !x.cmp ||
+        !x.cfix) {
         st = cv_err_set(e, CV_ENOMEM, "plan: out of memory");
         goto done;
     }
@@ -370,6 +440,7 @@ cv_status planner_plan(const plan_model *pm, const plan_request *rq, plan *out, 
             uint64_t w = layer_bytes(pm, rq, l, &x.sp[t], &kv);
             x.lay[l * T + t] = w + kv;
             kv_lay[l * T + t] = kv;
+            x.cmp[l * T + t] = w;
         }
     bool known = rq->mem != NULL;
     for (int r = 0; r < N && known; r++)
@@ -378,9 +449,24 @@ cv_status planner_plan(const plan_model *pm, const plan_request *rq, plan *out, 
         int s = r / T, t = r % T;
         x.fix[r] = fixed_bytes(pm, s, P, &x.sp[t]) + scratch_bytes(pm, rq, s, P, &x.sp[t]);
         mem[r] = known ? (double)rq->mem[r] : 1.0;
+        if (s == P - 1)
+            x.cfix[r] = plan_slice_bytes(pm->output_type, x.sp[t].n_vocab, c->n_embd);
     }
 
-    if (known) {
+    bool by_memory = known && rq->balance == PLAN_BALANCE_MEMORY;
+    bool fits = true;
+    if (!by_memory) {
+        /* memory as a cap only (unknown: no cap); balance the weights read per token */
+        for (int r = 0; r < N; r++)
+            mem[r] = rq->mem && rq->mem[r] ? (double)rq->mem[r] : INFINITY;
+        fits = pack_compute_min(&x, counts);
+        if (!fits) {
+            x.cmax = INFINITY;
+            for (int r = 0; r < N; r++)
+                mem[r] = rq->mem && rq->mem[r] ? (double)rq->mem[r] : 1e30;
+        }
+    }
+    if (by_memory || !fits) {
         double f = pack_min(&x, counts);
         if (f > 1.0) {
             /* Why: the fullest rank at the best packing. What would fit: the
@@ -403,6 +489,7 @@ cv_status planner_plan(const plan_model *pm, const plan_request *rq, plan *out, 
             double need_w = worst_f * mem[worst];
             for (int r = 0; r < N; r++)
                 mem[r] = 1.0;
+            x.cmax = INFINITY;
             double eq = pack_min(&x, counts);
             double total = 0, kv_total = 0;
             for (int r = 0; r < N; r++)
@@ -426,12 +513,6 @@ cv_status planner_plan(const plan_model *pm, const plan_request *rq, plan *out, 
                             worst, worst / T, worst % T, a, b, c1, N, k, (long long)rq->n_slots,
                             (long long)rq->n_ctx, d);
             goto done;
-        }
-    } else {
-        for (int s = 0; s < P; s++) {
-            int64_t s0, n;
-            split_even(L, P, s, &s0, &n);
-            counts[s] = (int)n;
         }
     }
 
@@ -468,8 +549,8 @@ cv_status planner_plan(const plan_model *pm, const plan_request *rq, plan *out, 
                 pr->weight_bytes += x.lay[l * T + t] - kv_lay[l * T + t];
             }
             pr->total_bytes = pr->weight_bytes + pr->kv_bytes + pr->scratch_bytes;
-            /* unknown memory on some ranks: still refuse a known rank that is too small */
-            if (!known && pr->mem && pr->total_bytes > pr->mem) {
+            /* the scratch estimate is not part of the packing: check it too */
+            if (pr->mem && pr->total_bytes > pr->mem) {
                 char a[32], b[32];
                 fmt_gib(a, sizeof a, (double)pr->total_bytes);
                 fmt_gib(b, sizeof b, (double)pr->mem);
@@ -501,6 +582,8 @@ done:
     free(mem);
     free(kv_lay);
     free(counts);
+    free(x.cmp);
+    free(x.cfix);
     return st;
 }
 

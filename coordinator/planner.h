@@ -7,11 +7,13 @@
  *
  * Rules:
  *  - World rank r is stage r / T, TP rank r % T.
- *  - Layers: contiguous ranges; with memory known, ranges minimise the
- *    largest used fraction of any rank's memory (uneven memory gives uneven
- *    ranges); with memory unknown (0), layer counts are as even as possible,
- *    the first stages taking the extra ones. Stage 0 also holds the token
- *    embedding, the last stage the final norm and the output head.
+ *  - Layers: contiguous ranges. PLAN_BALANCE_MEMORY with every rank's
+ *    memory known: ranges minimise the largest used fraction of any rank's
+ *    memory (uneven memory gives uneven ranges). Otherwise (memory unknown,
+ *    or PLAN_BALANCE_COMPUTE): ranges minimise the largest weight bytes a
+ *    rank reads per token (layers + the head on the last stage; the
+ *    embedding is a row lookup), with known memory as a cap. Stage 0 also
+ *    holds the token embedding, the last stage the final norm and the head.
  *  - Attention: whole KV heads with their query heads (GQA groups), uneven
  *    when T does not divide n_head_kv (the first ranks get one more).
  *  - FFN: hidden rows in whole quantization blocks of ffn_down's type (256
@@ -19,6 +21,8 @@
  *  - Output head: vocabulary rows, as even as possible.
  *  - Bytes per rank: its weight slices + its KV cache (n_slots x n_ctx of
  *    its KV heads, per layer) + activation scratch for max_batch tokens.
+ *  - Attention output columns (the rank's query heads) must fall on blocks
+ *    of attn_output's type, as the loader slices whole blocks.
  *  - Refused, with why and what would fit: T > n_head_kv (largest T), P >
  *    n_layer (largest P), FFN blocks < T, ranks != P x T, a rank whose share
  *    is over its memory (the least memory per rank that would fit). */
@@ -55,8 +59,14 @@ cv_status plan_shape_preset(const char *name, model_config *cfg, cv_err *e);
 /* Comma-separated preset names (for help and errors). */
 const char *plan_shape_names(void);
 
+typedef enum plan_balance {
+    PLAN_BALANCE_MEMORY = 0,  /* layer ranges proportional to memory (when every rank's is known) */
+    PLAN_BALANCE_COMPUTE = 1, /* balance weight bytes read per token; memory only as a cap */
+} plan_balance;
+
 typedef struct plan_request {
     int tp, pp;
+    int balance;         /* plan_balance */
     int64_t n_slots;     /* KV slots per rank (sequences resident at once) */
     int64_t n_ctx;       /* positions per slot */
     int kv_type;         /* DT_F16 or DT_F32 */

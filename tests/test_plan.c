@@ -208,6 +208,12 @@ static void test_kquant_and_memory(void)
     /* unaligned slice counted as F32 */
     TU_CHECK(plan_slice_bytes(DT_Q4_K, 512, 128) == 512ull * 128 * 4, "unaligned slice bytes");
     plan_free(&p);
+    /* head_dim 64, 2 heads per KV head: TP 4 gives 128-column slices of
+     * attn_output, not whole Q4_K blocks -> refused, largest T is 2 */
+    rq = req(4, 1, NULL);
+    TU_CHECK(planner_plan(&pm, &rq, &p, &e) == CV_EINVAL &&
+                 strstr(e.msg, "largest --tp for this model is 2"),
+             "q4k tp4: %s", e.msg);
     /* 5 FFN blocks cannot go to 8 ranks... but KV heads refuse first (4) */
     rq = req(8, 1, NULL);
     TU_CHECK(planner_plan(&pm, &rq, &p, &e) == CV_EINVAL, "tp8 accepted");
