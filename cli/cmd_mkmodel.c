@@ -44,25 +44,71 @@ typedef struct gen_job {
     int tensor_idx;
     int64_t row0, n_rows;
     size_t row_bytes;
-    uint8_t *out;   /* n_rows * row_bytes */
-    float **scratch; /* per thread: ne0 floats */
+    uint8_t *out;      /* n_rows * row_bytes */
+    float **scratch;   /* per thread: ne0 floats */
+    const uint8_t *pool; /* quantized types: n_pool random blocks of this tensor */
+    int64_t n_pool;
 } gen_job;
 
+static void fill_random(float *x, int64_t n, uint64_t st, float center, float scale)
+{
+    for (int64_t i = 0; i < n; i++) {
+        st ^= st << 13;
+        st ^= st >> 7;
+        st ^= st << 17;
+        float u = (float)((st >> 40) * (1.0 / 8388608.0) - 1.0); /* [-1, 1) */
+        x[i] = center + scale * u;
+    }
+}
+
+static uint64_t row_seed(uint64_t seed, int tensor_idx, int64_t row)
+{
+    return mix64(seed ^ mix64(((uint64_t)tensor_idx << 40) ^ (uint64_t)row));
+}
+
+/* Float types: every element drawn afresh. Quantized types: each block of a
+ * row is a block drawn from a pool of properly quantized random blocks (at
+ * this tensor's scale), chosen by a hash of (row, block): rows are distinct
+ * random sequences of real blocks, and a multi-GB model is written at
+ * memory speed instead of quantizer speed. */
 static void gen_rows(void *ctx, int ith, int nth)
 {
     gen_job *j = ctx;
     const mk_tensor *t = j->t;
-    float *x = j->scratch[ith];
+    const dtype_traits *tr = dtype_get(t->type);
     for (int64_t r = ith; r < j->n_rows; r += nth) {
-        uint64_t st = mix64(j->seed ^ mix64(((uint64_t)j->tensor_idx << 40) ^ (uint64_t)(j->row0 + r)));
-        for (int64_t i = 0; i < t->ne[0]; i++) {
-            st ^= st << 13;
-            st ^= st >> 7;
-            st ^= st << 17;
-            float u = (float)((st >> 40) * (1.0 / 8388608.0) - 1.0); /* [-1, 1) */
-            x[i] = t->center + t->scale * u;
+        uint64_t st = row_seed(j->seed, j->tensor_idx, j->row0 + r);
+        uint8_t *dst = j->out + (size_t)r * j->row_bytes;
+        if (!j->pool) {
+            fill_random(j->scratch[ith], t->ne[0], st, t->center, t->scale);
+            quantize_row(t->type, j->scratch[ith], dst, t->ne[0]);
+            continue;
         }
-        quantize_row(t->type, x, j->out + (size_t)r * j->row_bytes, t->ne[0]);
+        int64_t nb = t->ne[0] / tr->block_size;
+        for (int64_t b = 0; b < nb; b++) {
+            uint64_t h = mix64(st + (uint64_t)b);
+            memcpy(dst + (size_t)b * tr->type_size, j->pool + (size_t)(h % (uint64_t)j->n_pool) * tr->type_size,
+                   tr->type_size);
+        }
+    }
+}
+
+/* Pool of quantized random blocks for one tensor (rows of pool_row elements). */
+static void gen_pool(void *ctx, int ith, int nth)
+{
+    gen_job *j = ctx;
+    const mk_tensor *t = j->t;
+    const dtype_traits *tr = dtype_get(t->type);
+    int64_t per_row = t->ne[0] / tr->block_size;
+    int64_t n_rows = (j->n_pool + per_row - 1) / per_row;
+    for (int64_t r = ith; r < n_rows; r += nth) {
+        int64_t nb = per_row;
+        if ((r + 1) * per_row > j->n_pool)
+            nb = j->n_pool - r * per_row;
+        fill_random(j->scratch[ith], nb * tr->block_size, row_seed(j->seed, j->tensor_idx, -1 - r),
+                    t->center, t->scale);
+        quantize_row(t->type, j->scratch[ith], (uint8_t *)j->pool + (size_t)(r * per_row) * tr->type_size,
+                     nb * tr->block_size);
     }
 }
 
@@ -367,13 +413,32 @@ int cmd_mkmodel(int argc, char **argv)
             rc = 1;
             break;
         }
+        const dtype_traits *tr = dtype_get(t->type);
+        uint8_t *pool = NULL;
+        int64_t n_pool = 0;
+        int64_t n_blocks = rows * (t->ne[0] / tr->block_size);
+        if (tr->block_size > 1 && n_blocks > 4 * 512) {
+            n_pool = 512;
+            pool = malloc((size_t)n_pool * tr->type_size);
+            if (!pool) {
+                fprintf(stderr, "caravan mkmodel: out of memory\n");
+                rc = 1;
+                if (whole != buf)
+                    free(whole);
+                break;
+            }
+            gen_job pj = {.t = t, .seed = (uint64_t)seed, .tensor_idx = i, .scratch = scratch,
+                          .pool = pool, .n_pool = n_pool};
+            threadpool_run(tp, gen_pool, &pj);
+        }
         for (int64_t r0 = 0; r0 < rows; r0 += per_chunk) {
             gen_job j = {.t = t, .seed = (uint64_t)seed, .tensor_idx = i, .row0 = r0,
                          .n_rows = (r0 + per_chunk <= rows) ? per_chunk : rows - r0,
                          .row_bytes = row_bytes, .out = whole + (size_t)r0 * row_bytes,
-                         .scratch = scratch};
+                         .scratch = scratch, .pool = pool, .n_pool = n_pool};
             threadpool_run(tp, gen_rows, &j);
         }
+        free(pool);
         if (gguf_writer_write_tensor(w, whole, tensor_bytes, &err) != CV_OK) {
             fprintf(stderr, "caravan mkmodel: writing %s: %s\n", t->name, err.msg);
             rc = 1;
