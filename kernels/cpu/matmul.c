@@ -1,15 +1,30 @@
-/* matmul.c - CPU matrix products y = x @ W^T for every weight type,
- * parallel over the thread pool. Scalar path: dot_row (core/dtype.c) per
- * (token, row), rows split evenly over the threads. */
+/* matmul.c - CPU matrix products y = x @ W^T for every weight type, split
+ * over the persistent thread pool.
+ *
+ * Levels: scalar (dot_row from core/dtype.c per (token, row): the oracle),
+ * avx2 and avx512 (kernels in matmul_avx2.c / matmul_avx512.c, see
+ * cpu_kernels.h). For the SIMD levels the activations are quantized once
+ * per matmul (Q8_0-style blocks or Q8_K, as quantize_row_q8_0/_k) unless the
+ * weights are float. Work items are (row chunk, token block) pairs handed
+ * out through an atomic counter: decode splits the rows over the threads,
+ * prefill also blocks the tokens so one block of quantized activations stays
+ * in L2 while the weight rows stream through once per block. */
 #include "matmul.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../../core/dtype.h"
+#include "cpu_kernels.h"
 
 struct cpu_matmul {
     threadpool *tp;
     cpu_level level;
+    uint8_t *xq;         /* quantized activations */
+    size_t xq_cap;
+    uint8_t *scratch;    /* n_threads x per-thread scratch: unpacked weight rows */
+    size_t scratch_cap;
 };
 
 cpu_matmul *cpu_matmul_create(threadpool *tp, cpu_level level)
@@ -18,37 +33,170 @@ cpu_matmul *cpu_matmul_create(threadpool *tp, cpu_level level)
     if (!mm)
         return NULL;
     mm->tp = tp;
-    mm->level = level;
+    mm->level = level > cpu_level_detect() ? cpu_level_detect() : level;
     return mm;
 }
 
 void cpu_matmul_free(cpu_matmul *mm)
 {
+    if (!mm)
+        return;
+    free(mm->xq);
+    free(mm->scratch);
     free(mm);
 }
 
+cpu_level cpu_matmul_level(const cpu_matmul *mm)
+{
+    return mm->level;
+}
+
+/* ---- scalar path ---------------------------------------------------------- */
+
+static void gemm_scalar(const cpu_gemm_args *a)
+{
+    for (int64_t t = 0; t < a->n_tok; t++) {
+        const float *xt = (const float *)(a->x + t * a->x_stride);
+        for (int64_t r = 0; r < a->n_rows; r++)
+            a->y[t * a->ldy + r] = dot_row(a->type, a->w + r * a->w_stride, xt, a->n);
+    }
+}
+
+static cpu_kernel mm_kernel(cpu_level level, int type)
+{
+    cpu_kernel k = {CPU_ACT_F32, NULL, NULL};
+#if defined(__x86_64__)
+    if (level >= CPU_AVX512)
+        k = cpu_kernel_avx512(type);
+    if (!k.gemm && level >= CPU_AVX2)
+        k = cpu_kernel_avx2(type);
+#endif
+    if (!k.gemm) {
+        k.act = CPU_ACT_F32;
+        k.quantize = NULL;
+        k.gemm = gemm_scalar;
+    }
+    return k;
+}
+
+/* ---- parallel driver ------------------------------------------------------ */
+
 typedef struct mm_job {
-    float *y;
-    const be_weight *w;
-    const float *x;
-    int64_t n_tok;
+    cpu_kernel k;
+    cpu_gemm_args a;     /* whole problem; sliced per work item */
+    int64_t row_chunk, n_row_chunks;
+    int64_t tok_block, n_tok_blocks;
+    atomic_llong next;   /* next work item */
+    /* quantization phase */
+    const float *xf;
+    uint8_t *scratch;
+    size_t scratch_each;
 } mm_job;
 
-static void mm_scalar_worker(void *ctx, int ith, int nth)
+static void mm_quant_worker(void *ctx, int ith, int nth)
 {
-    const mm_job *j = ctx;
-    const be_weight *w = j->w;
-    int64_t r0 = w->ne1 * ith / nth, r1 = w->ne1 * (ith + 1) / nth;
-    for (int64_t t = 0; t < j->n_tok; t++) {
-        const float *xt = j->x + t * w->ne0;
-        float *yt = j->y + t * w->ne1;
-        for (int64_t r = r0; r < r1; r++)
-            yt[r] = dot_row(w->type, (const char *)w->data + r * w->row_bytes, xt, w->ne0);
+    mm_job *j = ctx;
+    int64_t t0 = j->a.n_tok * ith / nth, t1 = j->a.n_tok * (ith + 1) / nth;
+    for (int64_t t = t0; t < t1; t++)
+        j->k.quantize(j->xf + t * j->a.n, (uint8_t *)j->a.x + t * j->a.x_stride, j->a.n);
+}
+
+static void mm_gemm_worker(void *ctx, int ith, int nth)
+{
+    mm_job *j = ctx;
+    int64_t n_items = j->n_row_chunks * j->n_tok_blocks;
+    for (;;) {
+        int64_t it = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (it >= n_items)
+            break;
+        int64_t tb = it / j->n_row_chunks, rc = it % j->n_row_chunks;
+        cpu_gemm_args a = j->a;
+        int64_t r0 = rc * j->row_chunk, t0 = tb * j->tok_block;
+        a.w += r0 * a.w_stride;
+        a.n_rows = a.n_rows - r0 < j->row_chunk ? a.n_rows - r0 : j->row_chunk;
+        a.x += t0 * a.x_stride;
+        a.n_tok = a.n_tok - t0 < j->tok_block ? a.n_tok - t0 : j->tok_block;
+        a.y += t0 * a.ldy + r0;
+        a.scratch = j->scratch + (size_t)ith * j->scratch_each;
+        j->k.gemm(&a);
     }
+}
+
+static bool mm_reserve(uint8_t **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return true;
+    free(*buf);
+    *cap = 0;
+    *buf = aligned_alloc(64, cpu_align64(need));
+    if (!*buf)
+        return false;
+    *cap = cpu_align64(need);
+    return true;
 }
 
 void cpu_matmul_run(cpu_matmul *mm, float *y, const be_weight *w, const float *x, int64_t n_tok)
 {
-    mm_job j = {y, w, x, n_tok};
-    threadpool_run(mm->tp, mm_scalar_worker, &j);
+    int nth = threadpool_size(mm->tp);
+    mm_job j;
+    memset(&j, 0, sizeof j);
+    j.k = mm_kernel(mm->level, w->type);
+    int64_t n = w->ne0;
+    /* quantized types need whole blocks; anything else goes to the oracle */
+    if (j.k.act != CPU_ACT_F32 && n % dtype_get(w->type)->block_size != 0)
+        j.k = mm_kernel(CPU_SCALAR, w->type);
+    size_t x_stride = cpu_act_row_bytes(j.k.act, n);
+    size_t scratch_each = cpu_align64(CPU_TILE_ROWS * cpu_unpacked_row_bytes(j.k.act, n));
+    if ((j.k.act != CPU_ACT_F32 && !mm_reserve(&mm->xq, &mm->xq_cap, x_stride * (size_t)n_tok)) ||
+        !mm_reserve(&mm->scratch, &mm->scratch_cap, scratch_each * (size_t)nth + 64)) {
+        j.k = mm_kernel(CPU_SCALAR, w->type); /* out of memory: the oracle needs no scratch */
+        x_stride = (size_t)n * 4;
+        scratch_each = 0;
+    }
+    j.a.type = w->type;
+    j.a.n = n;
+    j.a.w = w->data;
+    j.a.w_stride = w->row_bytes;
+    j.a.n_rows = w->ne1;
+    j.a.x_stride = x_stride;
+    j.a.n_tok = n_tok;
+    j.a.y = y;
+    j.a.ldy = w->ne1;
+    j.xf = x;
+    j.scratch = mm->scratch;
+    j.scratch_each = scratch_each;
+    if (j.k.act == CPU_ACT_F32) {
+        j.a.x = (const uint8_t *)x;
+    } else {
+        j.a.x = mm->xq;
+        if (n_tok * n >= 16384 && nth > 1)
+            threadpool_run(mm->tp, mm_quant_worker, &j);
+        else
+            mm_quant_worker(&j, 0, 1);
+    }
+    /* Token blocks: the activations of one block should stay in L2 (~256 KiB). */
+    int64_t tb = (int64_t)((256 << 10) / (x_stride ? x_stride : 1));
+    tb = tb < 4 ? 4 : (tb / 4) * 4;
+    if (tb > 64)
+        tb = 64;
+    if (tb >= n_tok)
+        tb = n_tok;
+    j.tok_block = tb;
+    j.n_tok_blocks = (n_tok + tb - 1) / tb;
+    /* Row chunks: about 4 per thread per token block (load balance under
+     * noise), multiples of 4 rows, at least 16 rows. */
+    int64_t rows = w->ne1;
+    int64_t rc = rows / (4 * nth);
+    rc = (rc + 3) & ~(int64_t)3;
+    if (rc < 16)
+        rc = 16;
+    if (rc > rows)
+        rc = rows;
+    j.row_chunk = rc;
+    j.n_row_chunks = (rows + rc - 1) / rc;
+    atomic_init(&j.next, 0);
+    if (j.n_row_chunks * j.n_tok_blocks == 1 || nth == 1)
+        mm_gemm_worker(&j, 0, 1);
+    else
+        threadpool_run(mm->tp, mm_gemm_worker, &j);
 }

@@ -32,5 +32,7 @@ const char *cpu_level_name(cpu_level l);
 typedef struct cpu_matmul cpu_matmul; /* per-backend state: scratch for quantized activations */
 cpu_matmul *cpu_matmul_create(threadpool *tp, cpu_level level);
 void cpu_matmul_free(cpu_matmul *mm);
+/* Level actually used (the requested one capped at what the CPU has). */
+cpu_level cpu_matmul_level(const cpu_matmul *mm);
 /* y (n_tok, w->ne1) = x (n_tok, w->ne0) @ W^T, W in host memory. */
 void cpu_matmul_run(cpu_matmul *mm, float *y, const be_weight *w, const float *x, int64_t n_tok);

@@ -1,0 +1,76 @@
+/* cpu_kernels.h - private interface between the matmul driver (matmul.c) and
+ * the per-ISA kernel files (matmul_avx2.c, matmul_avx512.c).
+ *
+ * Every quantized weight row is first unpacked (into a small per-thread
+ * scratch that stays in L1/L2) to one of two integer-friendly layouts, then
+ * tile kernels multiply RR unpacked rows by RT quantized activation rows.
+ * The unpack cost is paid once per row per block of tokens, so prefill reuses
+ * each weight block across many tokens.
+ *
+ * Unpacked weight row, family A (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0), nb = n/32:
+ *   | q[n] u8 levels (Q8_0: s8) | dw[nbp] f32 | cw[nbp] f32 |
+ *   row dot = sum_b dw[b]*dx[b]*sum(q*xq) + cw[b]*sx[b]   (nbp = nb rounded up to 8, zero pad)
+ * Unpacked weight row, family K (Q2_K..Q6_K), nc = n/32 chunks, ns = n/256:
+ *   | q[n] u8 levels 0..63 | sc[nc][16] s16 (scale of each level pair) |
+ *   | d[ns] f32 | dm[ns] f32 | m[ns][16] s16 (per group of 16) |
+ *   row dot = sum_s dx[s]*(d[s]*sum_c madd(maddubs(q,xq), sc) + dm[s]*sum(m*bsums))
+ * Activation row "q8b" (family A): | qs[n] s8 | dx[nbp] f32 | sx[nbp] f32 (= dx*sum qs) |
+ *   qs and dx exactly as quantize_row_q8_0 (d rounded to f16).
+ * Activation row "q8kb" (family K): | qs[n] s8 | dx[ns] f32 | bsums[ns][16] s16 |
+ *   exactly as quantize_row_q8_k. */
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+enum { CPU_ACT_F32 = 0, CPU_ACT_Q8B = 1, CPU_ACT_Q8KB = 2 };
+
+static inline int64_t cpu_pad8(int64_t v) { return (v + 7) & ~(int64_t)7; }
+static inline size_t cpu_align64(size_t v) { return (v + 63) & ~(size_t)63; }
+
+/* Bytes of one activation row of n elements in layout `act`. */
+static inline size_t cpu_act_row_bytes(int act, int64_t n)
+{
+    if (act == CPU_ACT_Q8B)
+        return cpu_align64((size_t)n + 8 * (size_t)cpu_pad8(n / 32));
+    if (act == CPU_ACT_Q8KB)
+        return cpu_align64((size_t)n + 4 * (size_t)(n / 256) + 32 * (size_t)(n / 256));
+    return (size_t)n * 4;
+}
+/* Bytes of one unpacked weight row (family A or K by act). */
+static inline size_t cpu_unpacked_row_bytes(int act, int64_t n)
+{
+    if (act == CPU_ACT_Q8B)
+        return cpu_align64((size_t)n + 8 * (size_t)cpu_pad8(n / 32));
+    if (act == CPU_ACT_Q8KB)
+        return cpu_align64((size_t)n + 32 * (size_t)(n / 32) + 8 * (size_t)(n / 256) +
+                           32 * (size_t)(n / 256));
+    return 0;
+}
+
+/* One matmul block: y[t*ldy + r] = row r of w . activation row t, for
+ * r < n_rows, t < n_tok. `scratch` holds at least CPU_TILE_ROWS unpacked rows. */
+typedef struct cpu_gemm_args {
+    int type;
+    int64_t n;          /* elements per row */
+    const uint8_t *w;   /* first weight row */
+    size_t w_stride;    /* bytes between weight rows */
+    int64_t n_rows;
+    const uint8_t *x;   /* first activation row (layout per type) */
+    size_t x_stride;    /* bytes between activation rows */
+    int64_t n_tok;
+    float *y;
+    int64_t ldy;        /* floats between output rows (tokens) */
+    uint8_t *scratch;   /* per-thread, 64-byte aligned */
+} cpu_gemm_args;
+
+#define CPU_TILE_ROWS 4 /* unpacked rows held in scratch at once */
+
+typedef struct cpu_kernel {
+    int act; /* CPU_ACT_*: activation layout the gemm expects */
+    void (*quantize)(const float *x, uint8_t *xq, int64_t n); /* NULL for CPU_ACT_F32 */
+    void (*gemm)(const cpu_gemm_args *a);
+} cpu_kernel;
+
+/* Kernel of a weight type for a level; .gemm NULL when that level has none. */
+cpu_kernel cpu_kernel_avx2(int type);
+cpu_kernel cpu_kernel_avx512(int type);
