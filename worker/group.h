@@ -84,5 +84,10 @@ const float *group_last_logits(const group *g, int64_t *n_rows, int64_t *n_vocab
  * failure (its status and message, naming the rank). */
 cv_status group_serve(group *g, cv_err *e);
 
-/* Bytes this rank sent to other ranks so far (activations + plans + results). */
+/* True once a communication or compute error hit this rank's group: the
+ * caller should end the job (MPI_Abort), since peers may be blocked. */
+bool group_failed(const group *g);
+
+/* Bytes this rank sent to other ranks so far: activations + plans + results
+ * + logits gathers + the payload of its TP all-reduces. */
 uint64_t group_bytes_sent(const group *g);
