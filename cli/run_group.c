@@ -79,11 +79,24 @@ cv_status run_group_open(const run_opts *o, run_backend *rb, int rank, int world
 
 int run_group_serve(run_backend *rb, cv_err *e)
 {
-    return group_serve(rb->grp, e) == CV_OK ? 0 : 1;
+    if (group_serve(rb->grp, e) == CV_OK)
+        return 0;
+    /* Peers may be blocked in a collective with this rank: end the job now
+     * (the leader has been told which rank failed and why). */
+    fprintf(stderr, "caravan run: %s\n", e->msg);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    return 1;
 }
 
 void run_group_close(run_backend *rb)
 {
+    if (rb->grp && group_failed(rb->grp)) {
+        /* the error was printed by the caller; ranks may be blocked: end the job */
+        fflush(stdout);
+        fflush(stderr);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
     group_free(rb->grp);
     rb->grp = NULL;
 }
