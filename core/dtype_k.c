@@ -23,14 +23,18 @@ static inline float f16_round(float f)
     return fp16_to_f32(f32_to_fp16(f));
 }
 
-/* round to nearest (ties to even), clamped to [lo, hi]; NaN gives lo */
+/* round to nearest (ties to even), clamped to [lo, hi]; NaN gives lo.
+ * Branch-free so the candidate searches vectorize: the clamp compiles to
+ * max/min, and adding 1.5 * 2^23 leaves the rounded integer in the low
+ * mantissa bits (exact for |v| < 2^22, which the clamp guarantees). */
 static inline int nint_clamp(float v, int lo, int hi)
 {
-    if (!(v > (float)lo))
-        return lo;
-    if (v >= (float)hi)
-        return hi;
-    return (int)lrintf(v);
+    v = v > (float)lo ? v : (float)lo;
+    v = v < (float)hi ? v : (float)hi;
+    float r = v + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &r, 4);
+    return (i & 0x007fffff) - 0x00400000;
 }
 
 /* ---- 6-bit scales of Q4_K / Q5_K and Q3_K ------------------------------- */
@@ -564,15 +568,17 @@ static float fit_asym(const float *x, int n, int nmax, bool free_offset, float *
         *b_out = lo;
         return 0.0f;
     }
-    float best_err = FLT_MAX, best_a = (hi - lo) / (float)nmax, best_b = lo;
-    for (int k = -10; k <= 10; k++) {
+    float sx = 0.0f, sx2 = 0.0f;
+    for (int i = 0; i < n; i++)
+        sx += x[i], sx2 += x[i] * x[i];
+    double best_err = DBL_MAX;
+    float best_a = (hi - lo) / (float)nmax, best_b = lo;
+    for (int k = -10; k <= 10; k += 2) {
         float iscale = ((float)nmax + 0.1f * (float)k) / (hi - lo);
-        float sl = 0, sl2 = 0, sxl = 0, sx = 0;
-        int L[256];
+        float sl = 0, sl2 = 0, sxl = 0;
         for (int i = 0; i < n; i++) {
-            L[i] = nint_clamp((x[i] - lo) * iscale, 0, nmax);
-            sl += (float)L[i], sl2 += (float)(L[i] * L[i]);
-            sxl += x[i] * (float)L[i], sx += x[i];
+            float l = (float)nint_clamp((x[i] - lo) * iscale, 0, nmax);
+            sl += l, sl2 += l * l, sxl += x[i] * l;
         }
         float D = (float)n * sl2 - sl * sl;
         if (!(D > 0.0f))
@@ -583,11 +589,9 @@ static float fit_asym(const float *x, int n, int nmax, bool free_offset, float *
             b = 0.0f, a = sxl / sl2;
         if (!(a > 0.0f))
             continue;
-        float err = 0.0f;
-        for (int i = 0; i < n; i++) {
-            float e = a * (float)L[i] + b - x[i];
-            err += e * e;
-        }
+        /* sum (a L + b - x)^2 expanded over the sums above */
+        double err = (double)sx2 + (double)a * a * sl2 + (double)n * b * b + 2.0 * a * b * sl -
+                     2.0 * a * sxl - 2.0 * b * sx;
         if (err < best_err)
             best_err = err, best_a = a, best_b = b;
     }
@@ -607,7 +611,7 @@ static float fit_sym(const float *x, int n, int nmax)
         return 0.0f;
     float best = -1.0f, scale = -max / (float)nmax;
     for (int sign = -1; sign <= 1; sign += 2) {
-        for (int k = -9; k <= 9; k++) {
+        for (int k = -9; k <= 9; k += 2) {
             float iscale = sign < 0 ? -((float)nmax + 0.1f * (float)k) / max
                                     : ((float)(nmax - 1) + 0.1f * (float)k) / max;
             float sxl = 0.0f, sl2 = 0.0f;
@@ -647,10 +651,10 @@ static void pick_group(const float *x, int gs, float d, float dmin, int sc_lo, i
 {
     int sc0 = d > 0.0f || d < 0.0f ? nint_clamp(want_sc / d, sc_lo, sc_hi) : 0;
     int mn0 = dmin > 0.0f ? nint_clamp(want_mn / dmin, 0, mn_hi) : 0;
-    int rm = mn_hi > 0 && dmin > 0.0f ? 2 : 0;
+    int rm = mn_hi > 0 && dmin > 0.0f ? 1 : 0;
     float best = FLT_MAX;
     int bsc = sc0, bmn = mn0;
-    for (int ds = -2; ds <= 2; ds++) {
+    for (int ds = -1; ds <= 1; ds++) {
         int sc = sc0 + ds;
         if (sc < sc_lo || sc > sc_hi)
             continue;
