@@ -242,6 +242,66 @@ static void check_streaming(const char *vocab, const char *text)
     tokenizer_free(t);
 }
 
+/* Seeded random texts: valid UTF-8 from several scripts, whitespace runs,
+ * digits, apostrophes and emoji must round-trip exactly (SPM: the added
+ * leading space is dropped by the decoder; a literal U+2581 is left out
+ * there, since SentencePiece itself cannot tell it from an escaped space);
+ * arbitrary bytes must encode
+ * without error and decode to valid UTF-8. */
+static void check_random_roundtrip(const char *vocab, int n_iter)
+{
+    tokenizer *t = load_tok(vocab, NULL);
+    if (!t) return;
+    static const uint32_t pool[] = {' ', ' ', ' ', '\n', '\t', '\r', 'a', 'Z', 'q', '0', '7',
+                                    '\'', 's', '!', '.', '<', '|', '>', 0xE9, 0x4E2D, 0x6587,
+                                    0x3042, 0x0416, 0x03A9, 0x0915, 0x093F, 0x1F999, 0x1F600,
+                                    0x2581, 0x0120, 0xA0, 0x3000, 0xFFFD, 0x10FFFD, 0x0301};
+    uint64_t seed = 0x5EED0001u;
+    int n_ok = 0;
+    for (int it = 0; it < n_iter; it++) {
+        char text[512];
+        size_t len = 0;
+        int n_cp = (int)(tu_rand_u64(&seed) % 40);
+        for (int k = 0; k < n_cp; k++) {
+            uint32_t cp = pool[tu_rand_u64(&seed) % (sizeof pool / sizeof pool[0])];
+            if (cp == 0x2581 && tokenizer_get_kind(t) == TOKENIZER_SPM) cp = ' ';
+            char u[4];
+            size_t m = unicode_utf8_encode(cp, u);
+            memcpy(text + len, u, m);
+            len += m;
+        }
+        int32_t *ids = NULL;
+        int64_t n = 0;
+        cv_err e = {0};
+        char *dec = NULL;
+        size_t dlen = 0;
+        bool ok = tokenizer_encode_alloc(t, text, len, false, false, &ids, &n, &e) == CV_OK &&
+                  tokenizer_decode(t, ids, n, true, false, &dec, &dlen, &e) == CV_OK &&
+                  dlen == len && !memcmp(dec, text, len);
+        if (ok) n_ok++;
+        else if (n_ok + 5 > it) {
+            fprintf(stderr, "ROUNDTRIP random %s #%d\n", vocab, it);
+            print_str("text   ", text, len);
+            print_str("decoded", dec ? dec : "", dlen);
+        }
+        free(ids);
+        free(dec);
+        /* arbitrary bytes */
+        for (size_t k = 0; k < len; k++) text[k] = (char)tu_rand_u64(&seed);
+        ids = NULL;
+        dec = NULL;
+        bool ok2 = tokenizer_encode_alloc(t, text, len, true, true, &ids, &n, &e) == CV_OK &&
+                   tokenizer_decode(t, ids, n, true, true, &dec, &dlen, &e) == CV_OK &&
+                   valid_utf8(dec, dlen);
+        TU_CHECK(ok2, "%s: random bytes #%d: encode/decode failed or invalid UTF-8", vocab, it);
+        free(ids);
+        free(dec);
+    }
+    TU_CHECK(n_ok == n_iter, "%s: random round trip %d/%d", vocab, n_ok, n_iter);
+    fprintf(stderr, "random round trip %s: %d/%d\n", vocab, n_ok, n_iter);
+    tokenizer_free(t);
+}
+
 static void check_stories(void)
 {
     tokenizer *t = load_tok("stories260K.gguf", NULL);
@@ -340,5 +400,9 @@ int main(void)
     check_streaming("vocab/ggml-vocab-llama-spm.gguf", multi);
     check_streaming("vocab/llama3.2-bpe-vocab.gguf", multi);
     check_streaming("vocab/ggml-vocab-gpt-2.gguf", multi);
+    check_random_roundtrip("vocab/ggml-vocab-llama-spm.gguf", 300);
+    check_random_roundtrip("vocab/llama3.2-bpe-vocab.gguf", 300);
+    check_random_roundtrip("vocab/ggml-vocab-gpt-2.gguf", 300);
+    check_random_roundtrip("stories260K.gguf", 300);
     return tu_finish("test_tokenizer");
 }
