@@ -37,3 +37,20 @@ if(CARAVAN_HAVE_MPI)
   cv_add_mpi_test(NAME test_comm_mpi_np2 NP 2 TARGET test_comm_mpi TIMEOUT 60)
   cv_add_mpi_test(NAME test_comm_mpi_np4 NP 4 TARGET test_comm_mpi TIMEOUT 60)
 endif()
+
+if(CARAVAN_HAVE_MPI)
+  # Distributed forward vs the single-process engine (rank 0 runs both).
+  add_executable(test_group test_group.c)
+  # group.c uses the planner (cv_sched): list cv_worker on both sides of it
+  target_link_libraries(test_group PRIVATE cv_worker cv_sched cv_worker cv_kernels cv_core MPI::MPI_C)
+  target_include_directories(test_group PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/tests)
+  # Acceptance 1: stories260K golden 256 greedy tokens from every layout.
+  foreach(layout "1;2" "1;3" "1;5" "2;1" "4;1" "2;2")
+    list(GET layout 0 tp)
+    list(GET layout 1 pp)
+    math(EXPR np "${tp} * ${pp}")
+    cv_add_mpi_test(NAME test_group_stories_tp${tp}_pp${pp} NP ${np} TARGET test_group
+                    ARGS stories260K.gguf ${tp} ${pp} --gen 256 --golden stories260K.greedy.json
+                    TIMEOUT 180)
+  endforeach()
+endif()
