@@ -13,6 +13,8 @@ int net_coord_parse(const char *cmd, int argc, char **argv, coord_config *cfg, c
                     int *n_rest);
 /* Create the coordinator, print the bound ports (one line on stdout:
  * "caravan: listening grpc=P http=P cluster=P"), run the loop until
- * SIGINT/SIGTERM. on_start is called once the coordinator is up. */
+ * SIGINT/SIGTERM. on_start is called once the coordinator is up, on_stop
+ * after the loop ends (before the coordinator and loop are freed). */
 int net_coord_run(const char *cmd, const coord_config *cfg,
-                  void (*on_start)(coord *c, struct event_base *base, void *ud), void *ud);
+                  void (*on_start)(coord *c, struct event_base *base, void *ud),
+                  void (*on_stop)(void *ud), void *ud);

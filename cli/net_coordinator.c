@@ -122,7 +122,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 }
 
 int net_coord_run(const char *cmd, const coord_config *cfg,
-                  void (*on_start)(coord *c, struct event_base *base, void *ud), void *ud)
+                  void (*on_start)(coord *c, struct event_base *base, void *ud),
+                  void (*on_stop)(void *ud), void *ud)
 {
     signal(SIGPIPE, SIG_IGN);
     cv_log_set_tag("coord");
@@ -150,6 +151,7 @@ int net_coord_run(const char *cmd, const coord_config *cfg,
     fflush(stdout);
     if (on_start) on_start(c, base, ud);
     event_base_dispatch(base);
+    if (on_stop) on_stop(ud);
     coord_free(c);
     event_free(sint);
     event_free(sterm);
@@ -162,5 +164,5 @@ int cmd_coordinator(int argc, char **argv)
     coord_config cfg;
     int rc = net_coord_parse("coordinator", argc, argv, &cfg, NULL, NULL);
     if (rc >= 0) return rc;
-    return net_coord_run("coordinator", &cfg, NULL, NULL);
+    return net_coord_run("coordinator", &cfg, NULL, NULL, NULL);
 }
