@@ -152,9 +152,13 @@ static void usage(FILE *f)
             "usage: caravan mkmodel -o OUT.gguf --vocab-from VOCAB.gguf [--arch llama|qwen2]\n"
             "         --n-layer L --n-embd E --n-head H [--n-head-kv K] --n-ff F [--n-ctx C]\n"
             "         [--type Q4_K] [--tied] [--seed S] [--rope-base B] [--rms-eps X]\n"
-            "         [--name NAME] [-t THREADS]\n"
+            "         [--name NAME] [-t THREADS] [--pool-blocks N]\n"
             "Writes a random-weight model of that shape; matrices in --type (default F16;\n"
-            "rows that a block size does not divide fall back to Q8_0/F16), norms in F32.\n");
+            "rows that a block size does not divide fall back to Q8_0/F16), norms in F32.\n"
+            "--pool-blocks N: draw quantized blocks from a pool of N per tensor (fast for\n"
+            "multi-GB models); 0 quantizes every element, so the same --seed in F32 and in\n"
+            "a quantized type gives the same underlying weights. Default: 0 up to 256M\n"
+            "parameters, 512 above.\n");
 }
 
 int cmd_mkmodel(int argc, char **argv)
@@ -162,7 +166,7 @@ int cmd_mkmodel(int argc, char **argv)
     const char *out_path = NULL, *vocab_path = NULL, *arch = "llama", *type_name = "F16";
     const char *name = NULL;
     int64_t n_layer = -1, n_embd = -1, n_head = -1, n_head_kv = -1, n_ff = -1, n_ctx = 4096;
-    int64_t seed = 1234, threads = 0;
+    int64_t seed = 1234, threads = 0, pool_blocks = -1;
     double rope_base = -1, rms_eps = 1e-5;
     int tied = 0;
     for (int i = 1; i < argc; i++) {
@@ -201,6 +205,7 @@ int cmd_mkmodel(int argc, char **argv)
         INTARG("--n-ctx", n_ctx, 2, 1 << 24)
         INTARG("--seed", seed, 0, INT64_MAX)
         INTARG("-t", threads, 0, 1024)
+        INTARG("--pool-blocks", pool_blocks, 0, 1 << 24)
 #undef INTARG
         if (!strcmp(a, "--tied")) {
             tied = 1;
@@ -318,6 +323,13 @@ int cmd_mkmodel(int argc, char **argv)
     }
 #undef ADD
 
+    if (pool_blocks < 0) {
+        int64_t n_params = 0;
+        for (int i = 0; i < nt; i++)
+            n_params += ts[i].ne[0] * (ts[i].n_dims == 1 ? 1 : ts[i].ne[1]);
+        pool_blocks = n_params <= (256ll << 20) ? 0 : 512;
+    }
+
     gguf_writer *w = NULL;
     if (gguf_writer_open(out_path, &w, &err) != CV_OK) {
         fprintf(stderr, "caravan mkmodel: %s\n", err.msg);
@@ -417,8 +429,8 @@ int cmd_mkmodel(int argc, char **argv)
         uint8_t *pool = NULL;
         int64_t n_pool = 0;
         int64_t n_blocks = rows * (t->ne[0] / tr->block_size);
-        if (tr->block_size > 1 && n_blocks > 4 * 512) {
-            n_pool = 512;
+        if (tr->block_size > 1 && pool_blocks > 0 && n_blocks > 4 * pool_blocks) {
+            n_pool = pool_blocks;
             pool = malloc((size_t)n_pool * tr->type_size);
             if (!pool) {
                 fprintf(stderr, "caravan mkmodel: out of memory\n");
