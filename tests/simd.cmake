@@ -1,3 +1,7 @@
 # simd: CPU kernels (kernels/cpu) against their scalar oracles, and the
 # stories260K golden run at several thread counts and CPU levels.
 cv_add_test(NAME test_simd SOURCES test_simd.c TIMEOUT 600 LABELS simd)
+# Kernel benchmarks (not a ctest: timings depend on the machine).
+add_executable(bench_kernels bench/bench_kernels.c)
+target_link_libraries(bench_kernels PRIVATE cv_kernels cv_core)
+target_include_directories(bench_kernels PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/tests)

@@ -1,0 +1,341 @@
+/* cmd_bench.c - `caravan bench`: prompt-processing and generation speed of a
+ * model against this machine's measured memory read bandwidth.
+ *
+ *   caravan bench -m MODEL [-t THREADS] [-p 512] [-n 128] [-r 5]
+ *                 [--cpu-level scalar|avx2|avx512] [-d cpu|cuda:N]
+ *
+ * Order: open the model, warm up, run a streaming-read probe (a buffer far
+ * larger than the caches, read by all cores) right before the model runs so
+ * both see the same machine state, then pp (one forward of p tokens) and tg
+ * (n single-token decode steps) r times each after one warm-up run.
+ * Prints one grep-able key=value line per result:
+ *   test=pp512|tg128 type= threads= tok_s= (median) tok_s_min= tok_s_max=
+ *   weight_bytes= gb_s= read_bw_gb_s= bw_pct= gflop_s= logits_hash=
+ * Bytes per token count every weight tensor except token_embd, of which one
+ * row is read (all of it when it doubles as the output matrix).
+ * gflop_s = 2 x matmul weight elements x tok/s (attention not counted). */
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "cli/cli.h"
+#include "core/dtype.h"
+#include "core/gguf.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/threadpool.h"
+#include "worker/engine.h"
+#include "worker/forward.h"
+
+static double bench_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int bench_cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* ---- streaming-read probe ---------------------------------------------- */
+
+typedef struct probe_job {
+    const uint8_t *buf;
+    size_t n;          /* bytes, multiple of 128 * threads */
+    uint64_t sink[64]; /* per thread, defeats dead-code elimination */
+} probe_job;
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) static uint64_t probe_read_avx2(const uint8_t *p, size_t n)
+{
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t o = 0; o < n; o += 128) {
+        a0 = _mm256_add_epi64(a0, _mm256_load_si256((const __m256i *)(p + o)));
+        a1 = _mm256_add_epi64(a1, _mm256_load_si256((const __m256i *)(p + o + 32)));
+        a2 = _mm256_add_epi64(a2, _mm256_load_si256((const __m256i *)(p + o + 64)));
+        a3 = _mm256_add_epi64(a3, _mm256_load_si256((const __m256i *)(p + o + 96)));
+    }
+    a0 = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+    uint64_t v[4];
+    _mm256_storeu_si256((__m256i *)v, a0);
+    return v[0] + v[1] + v[2] + v[3];
+}
+#endif
+
+static uint64_t probe_read_scalar(const uint8_t *p, size_t n)
+{
+    const uint64_t *q = (const uint64_t *)p;
+    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (size_t i = 0; i < n / 8; i += 4)
+        a0 += q[i], a1 += q[i + 1], a2 += q[i + 2], a3 += q[i + 3];
+    return a0 + a1 + a2 + a3;
+}
+
+static void probe_worker(void *ctx, int ith, int nth)
+{
+    probe_job *j = ctx;
+    size_t per = j->n / (size_t)nth;
+    const uint8_t *p = j->buf + per * (size_t)ith;
+#if defined(__x86_64__)
+    if (cpu_level_detect() >= CPU_AVX2) {
+        j->sink[ith % 64] += probe_read_avx2(p, per);
+        return;
+    }
+#endif
+    j->sink[ith % 64] += probe_read_scalar(p, per);
+}
+
+/* Median read bandwidth (GB/s) of `reps` passes over a 1 GiB buffer with
+ * n_threads threads. */
+static double probe_read_bw(int n_threads, int reps)
+{
+    size_t n = (size_t)1 << 30;
+    uint8_t *buf = aligned_alloc(4096, n);
+    if (!buf)
+        return 0;
+    for (size_t i = 0; i < n; i += 8) /* touch every page, non-trivial content */
+        *(uint64_t *)(buf + i) = i * 0x9E3779B97F4A7C15ull;
+    threadpool *tp = threadpool_create(n_threads);
+    if (!tp) {
+        free(buf);
+        return 0;
+    }
+    probe_job j = {.buf = buf, .n = n - n % (128 * (size_t)n_threads)};
+    double t[16];
+    if (reps > 16)
+        reps = 16;
+    threadpool_run(tp, probe_worker, &j); /* warm-up */
+    for (int r = 0; r < reps; r++) {
+        double t0 = bench_now();
+        threadpool_run(tp, probe_worker, &j);
+        t[r] = bench_now() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof t[0], bench_cmp_d);
+    threadpool_free(tp);
+    uint64_t s = 0;
+    for (int i = 0; i < 64; i++)
+        s += j.sink[i];
+    free(buf);
+    if (s == 42) /* practically never; keeps the sums alive */
+        fprintf(stderr, " ");
+    return (double)j.n / t[reps / 2] / 1e9;
+}
+
+/* ---- model accounting ------------------------------------------------------ */
+
+typedef struct model_bytes {
+    double bytes_per_token;  /* weights read by one decode step */
+    double matmul_elements;  /* elements of the weight matrices used in matmuls */
+    int main_type;           /* type holding the most matmul weight bytes */
+} model_bytes;
+
+static model_bytes bench_count_bytes(const gguf_file *g)
+{
+    model_bytes mb = {0, 0, -1};
+    const gguf_tensor_info *emb = gguf_tensor_find(g, "token_embd.weight");
+    int tied = gguf_tensor_find(g, "output.weight") == NULL;
+    double type_bytes[DT_COUNT] = {0};
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const gguf_tensor_info *t = gguf_tensor(g, i);
+        int is_emb = t == emb;
+        if (is_emb && !tied)
+            mb.bytes_per_token += (double)t->n_bytes / (double)(t->ne[1] > 0 ? t->ne[1] : 1);
+        else
+            mb.bytes_per_token += (double)t->n_bytes;
+        if (t->n_dims >= 2 && (!is_emb || tied)) {
+            mb.matmul_elements += (double)t->n_elements;
+            if (t->type >= 0 && t->type < DT_COUNT)
+                type_bytes[t->type] += (double)t->n_bytes;
+        }
+    }
+    double best = -1;
+    for (int k = 0; k < DT_COUNT; k++)
+        if (type_bytes[k] > best)
+            best = type_bytes[k], mb.main_type = k;
+    return mb;
+}
+
+static uint64_t fnv1a(const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+static void bench_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: caravan bench -m MODEL [-t THREADS] [-p 512] [-n 128] [-r 5]\n"
+            "                     [--cpu-level scalar|avx2|avx512] [-d cpu|cuda:N]\n"
+            "  -t  cpu threads (default: all online cores)\n"
+            "  -p  prompt tokens of the pp test (0 = skip)\n"
+            "  -n  generated tokens of the tg test (0 = skip)\n"
+            "  -r  repetitions after one warm-up (median and min/max reported)\n");
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    const char *model_path = NULL, *level = NULL, *device = "cpu";
+    int64_t n_threads = sysconf(_SC_NPROCESSORS_ONLN), n_pp = 512, n_tg = 128, reps = 5;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            bench_usage(stdout);
+            return 0;
+        } else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) {
+            model_path = v, i++;
+        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+            if (!cli_parse_int("bench", a, v, 1, 1024, &n_threads))
+                return 2;
+            i++;
+        } else if (!strcmp(a, "-p")) {
+            if (!cli_parse_int("bench", a, v, 0, 1 << 20, &n_pp))
+                return 2;
+            i++;
+        } else if (!strcmp(a, "-n")) {
+            if (!cli_parse_int("bench", a, v, 0, 1 << 20, &n_tg))
+                return 2;
+            i++;
+        } else if (!strcmp(a, "-r")) {
+            if (!cli_parse_int("bench", a, v, 1, 1000, &reps))
+                return 2;
+            i++;
+        } else if (!strcmp(a, "--cpu-level") && v) {
+            level = v, i++;
+        } else if ((!strcmp(a, "-d") || !strcmp(a, "--device")) && v) {
+            device = v, i++;
+        } else {
+            fprintf(stderr, "caravan bench: unknown or incomplete option '%s'\n", a);
+            bench_usage(stderr);
+            return 2;
+        }
+    }
+    if (!model_path) {
+        fprintf(stderr, "caravan bench: -m MODEL is required\n");
+        bench_usage(stderr);
+        return 2;
+    }
+    engine_config cfg = {0};
+    cfg.model_path = model_path;
+    cfg.be.device = device;
+    cfg.be.n_threads = (int)n_threads;
+    cfg.be.cpu_level = level;
+    cfg.params.n_slots = 1;
+    cfg.params.n_ctx = (n_pp > n_tg ? n_pp : n_tg) + 8;
+    cfg.params.kv_type = DT_F32;
+    cfg.params.max_batch = n_pp > 0 ? n_pp : 1;
+    engine *eng = NULL;
+    cv_err e = {0};
+    if (engine_create(&cfg, &eng, &e)) {
+        fprintf(stderr, "caravan bench: %s\n", e.msg);
+        return 1;
+    }
+    const model_config *mc = engine_model_config(eng);
+    model_bytes mb = bench_count_bytes(engine_gguf(eng));
+    int64_t n_vocab = mc->n_vocab;
+    int64_t n_max = n_pp > n_tg ? n_pp : n_tg;
+    if (n_max < 1)
+        n_max = 1;
+    int32_t *tokens = malloc(sizeof(int32_t) * (size_t)n_max);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)n_max);
+    int32_t *slot = calloc((size_t)n_max, sizeof(int32_t));
+    float *logits = malloc(sizeof(float) * (size_t)n_vocab);
+    double *times = malloc(sizeof(double) * (size_t)(reps + 1));
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    for (int64_t i = 0; i < n_max; i++) {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        tokens[i] = (int32_t)(rng % (uint64_t)n_vocab);
+        pos[i] = (int32_t)i;
+    }
+    const char *tname = mb.main_type >= 0 ? dtype_name(mb.main_type) : "?";
+    const char *base = strrchr(model_path, '/') ? strrchr(model_path, '/') + 1 : model_path;
+    int64_t n_cores = sysconf(_SC_NPROCESSORS_ONLN);
+    printf("bench: model=%s type=%s weight_bytes_per_token=%.0f matmul_params=%.0f threads=%lld "
+           "device=%s\n",
+           base, tname, mb.bytes_per_token, mb.matmul_elements, (long long)n_threads, device);
+    fflush(stdout);
+    /* One untimed decode step so that first-touch costs stay out of the probe's neighbourhood. */
+    {
+        int32_t out0 = 0;
+        fwd_batch b = {.n_tok = 1, .tokens = tokens, .pos = pos, .slot = slot, .n_out = 1, .out_idx = &out0};
+        if (engine_forward_logits(eng, &b, logits, &e)) {
+            fprintf(stderr, "caravan bench: forward: %s\n", e.msg);
+            return 1;
+        }
+    }
+    double bw_all = probe_read_bw((int)n_cores, 5);
+    double bw_t = n_threads == n_cores ? bw_all : probe_read_bw((int)n_threads, 5);
+    printf("bench: read_bw_gb_s=%.2f (all %lld cores) read_bw_threads_gb_s=%.2f (%lld threads), "
+           "1 GiB streaming read, median of 5\n",
+           bw_all, (long long)n_cores, bw_t, (long long)n_threads);
+    fflush(stdout);
+    int rc = 0;
+    for (int test = 0; test < 2 && !rc; test++) {
+        int64_t n = test == 0 ? n_pp : n_tg;
+        if (n <= 0)
+            continue;
+        uint64_t hash = 0;
+        for (int64_t r = 0; r <= reps && !rc; r++) {
+            double t0 = bench_now();
+            if (test == 0) {
+                int32_t last = (int32_t)(n - 1);
+                fwd_batch b = {.n_tok = n, .tokens = tokens, .pos = pos, .slot = slot, .n_out = 1,
+                               .out_idx = &last};
+                rc = engine_forward_logits(eng, &b, logits, &e) != CV_OK;
+            } else {
+                for (int64_t i = 0; i < n && !rc; i++) {
+                    int32_t out0 = 0;
+                    fwd_batch b = {.n_tok = 1, .tokens = tokens + i, .pos = pos + i, .slot = slot,
+                                   .n_out = 1, .out_idx = &out0};
+                    rc = engine_forward_logits(eng, &b, logits, &e) != CV_OK;
+                }
+            }
+            double dt = bench_now() - t0;
+            if (r > 0) /* r == 0 is the warm-up */
+                times[r - 1] = dt;
+            uint64_t h = fnv1a(logits, sizeof(float) * (size_t)n_vocab);
+            if (r > 0 && hash && h != hash) {
+                fprintf(stderr, "caravan bench: logits differ between repetitions (%016llx vs "
+                        "%016llx): non-deterministic kernels\n",
+                        (unsigned long long)h, (unsigned long long)hash);
+                rc = 1;
+            }
+            hash = h;
+        }
+        if (rc) {
+            if (e.msg[0])
+                fprintf(stderr, "caravan bench: forward: %s\n", e.msg);
+            break;
+        }
+        qsort(times, (size_t)reps, sizeof times[0], bench_cmp_d);
+        double t_med = times[reps / 2];
+        double tok_s = (double)n / t_med, tok_min = (double)n / times[reps - 1],
+               tok_max = (double)n / times[0];
+        /* pp reads the weights once per forward; tg once per token */
+        double bytes_s = test == 0 ? mb.bytes_per_token / t_med : mb.bytes_per_token * tok_s;
+        double gflop_s = 2.0 * mb.matmul_elements * tok_s / 1e9;
+        printf("test=%s%lld model=%s type=%s threads=%lld reps=%lld tok_s=%.2f tok_s_min=%.2f "
+               "tok_s_max=%.2f ms_per_tok=%.3f weight_bytes=%.0f gb_s=%.2f read_bw_gb_s=%.2f "
+               "bw_pct=%.1f gflop_s=%.1f logits_hash=%016llx\n",
+               test == 0 ? "pp" : "tg", (long long)n, base, tname, (long long)n_threads,
+               (long long)reps, tok_s, tok_min, tok_max, 1e3 / tok_s, mb.bytes_per_token,
+               bytes_s / 1e9, bw_all, 100.0 * bytes_s / 1e9 / bw_all, gflop_s,
+               (unsigned long long)hash);
+        fflush(stdout);
+    }
+    free(tokens), free(pos), free(slot), free(logits), free(times);
+    engine_free(eng);
+    return rc;
+}
