@@ -10,6 +10,8 @@ typedef enum tok_pre_type {
     TOK_PRE_LLAMA3,   /* Llama 3 "llama-bpe" */
     TOK_PRE_GPT2,     /* GPT-2 */
     TOK_PRE_QWEN2,    /* Llama 3 rules with single digits */
+    TOK_PRE_DEEPSEEK_LLM,
+    TOK_PRE_DEEPSEEK_CODER,
 } tok_pre_type;
 
 typedef struct tok_span {

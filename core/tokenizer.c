@@ -254,6 +254,8 @@ static tok_pre_type pre_from_name(const char *name, bool *known)
         if (!strcmp(name, gpt2[i])) return TOK_PRE_GPT2;
     for (size_t i = 0; i < sizeof qwen2 / sizeof *qwen2; i++)
         if (!strcmp(name, qwen2[i])) return TOK_PRE_QWEN2;
+    if (!strcmp(name, "deepseek-llm")) return TOK_PRE_DEEPSEEK_LLM;
+    if (!strcmp(name, "deepseek-coder")) return TOK_PRE_DEEPSEEK_CODER;
     *known = false;
     return TOK_PRE_LLAMA3;
 }

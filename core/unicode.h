@@ -1,6 +1,7 @@
 /* unicode.h - the small amount of Unicode the tokenizers need: UTF-8
  * decode/encode, the general-category classes used by the BPE
- * pre-tokenizers (letter \p{L}, number \p{N}, White_Space \s) and the
+ * pre-tokenizers (letter \p{L}, number \p{N}, punctuation \p{P},
+ * White_Space \s) and the
  * GPT-2 byte <-> code point map. No normalisation, no case folding. */
 #pragma once
 #include <stdbool.h>
@@ -29,6 +30,7 @@ size_t unicode_utf8_valid_prefix(const uint8_t *s, size_t len, bool *incomplete_
 
 bool unicode_is_letter(uint32_t cp);     /* general category L* */
 bool unicode_is_number(uint32_t cp);     /* general category N* */
+bool unicode_is_punct(uint32_t cp);      /* general category P* */
 bool unicode_is_whitespace(uint32_t cp); /* White_Space property */
 
 /* GPT-2 byte-level BPE map: every byte maps to a printable code point

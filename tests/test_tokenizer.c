@@ -1,6 +1,7 @@
 /* test_tokenizer.c - the tokenizers against llama.cpp's test vectors
  * (.inp/.out files in ../shared/models/vocab), decode(encode(x)) == x, the
- * stories260K prompt of acceptance 1, the streaming detokenizer's UTF-8
+ * stories260K prompt of acceptance 1 (plus the deepseek-llm/coder vectors,
+ * which the models README left unverified), the streaming detokenizer's UTF-8
  * guarantee, special-token flags and the buffer contract of
  * tokenizer_encode. Any mismatch prints the string, the expected and the
  * actual ids, and fails the test. */
@@ -173,7 +174,7 @@ static int run_vectors(const char *vocab, const char *vec, int *n_total)
     TU_CHECK(idx > 0, "%s: no vectors read", vec);
     TU_CHECK(n_ok == idx, "%s: %d of %d vectors match", vec, n_ok, idx);
     TU_CHECK(n_rt_ok == idx, "%s: decode(encode(x)) == x for %d of %d", vec, n_rt_ok, idx);
-    fprintf(stderr, "vectors %-28s vocab %-32s %d/%d match, round trip %d/%d\n", vec, vocab,
+    fprintf(stderr, "vectors %-31s vocab %-37s %d/%d match, round trip %d/%d\n", vec, vocab,
             n_ok, idx, n_rt_ok, idx);
     *n_total = idx;
     free(inp);
@@ -386,6 +387,8 @@ int main(void)
         {"vocab/llama3.2-bpe-vocab.gguf", "ggml-vocab-llama-bpe.gguf"},
         {"vocab/ggml-vocab-llama-spm.gguf", "ggml-vocab-tinyllama.gguf"},
         {"llama-2-tiny-random.gguf", "ggml-vocab-llama-spm.gguf"},
+        {"vocab/ggml-vocab-deepseek-llm.gguf", "ggml-vocab-deepseek-llm.gguf"},
+        {"vocab/ggml-vocab-deepseek-coder.gguf", "ggml-vocab-deepseek-coder.gguf"},
     };
     int ok_all = 0, total_all = 0;
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
@@ -404,5 +407,7 @@ int main(void)
     check_random_roundtrip("vocab/llama3.2-bpe-vocab.gguf", 300);
     check_random_roundtrip("vocab/ggml-vocab-gpt-2.gguf", 300);
     check_random_roundtrip("stories260K.gguf", 300);
+    check_random_roundtrip("vocab/ggml-vocab-deepseek-llm.gguf", 300);
+    check_random_roundtrip("vocab/ggml-vocab-deepseek-coder.gguf", 300);
     return tu_finish("test_tokenizer");
 }
