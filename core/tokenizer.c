@@ -227,16 +227,19 @@ static int32_t read_id(const gguf_file *f, const char *key, int32_t dflt, int64_
     return (int32_t)v;
 }
 
-static const tokenizer *g_sort_tok; /* qsort context (load only; guarded by no concurrency need) */
+/* Sort key of a special token: first byte, then longer first, then id. */
+typedef struct special_key {
+    uint8_t first;
+    uint32_t len;
+    int32_t id;
+} special_key;
 
 static int special_cmp(const void *a, const void *b)
 {
-    const tokenizer *t = g_sort_tok;
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    uint8_t fx = (uint8_t)tok_text(t, x)[0], fy = (uint8_t)tok_text(t, y)[0];
-    if (fx != fy) return fx < fy ? -1 : 1;
-    if (t->toks[x].len != t->toks[y].len) return t->toks[x].len > t->toks[y].len ? -1 : 1;
-    return x < y ? -1 : x > y;
+    const special_key *x = a, *y = b;
+    if (x->first != y->first) return x->first < y->first ? -1 : 1;
+    if (x->len != y->len) return x->len > y->len ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
 }
 
 static tok_pre_type pre_from_name(const char *name, bool *known)
@@ -491,16 +494,22 @@ cv_status tokenizer_load(const gguf_file *f, tokenizer **out, cv_err *e)
         st = cv_err_set(e, CV_ENOMEM, "tokenizer: out of memory");
         goto err;
     }
+    special_key *keys = malloc((t->n_special ? t->n_special : 1) * sizeof *keys);
+    if (!keys) {
+        st = cv_err_set(e, CV_ENOMEM, "tokenizer: out of memory");
+        goto err;
+    }
     size_t k = 0;
     for (int64_t i = 0; i < n; i++) {
         int ty = t->toks[i].type;
         if ((ty == TOKEN_TYPE_CONTROL || ty == TOKEN_TYPE_USER_DEFINED || ty == TOKEN_TYPE_UNKNOWN) &&
             t->toks[i].len > 0)
-            t->special[k++] = (int32_t)i;
+            keys[k++] = (special_key){(uint8_t)tok_text(t, (int32_t)i)[0], t->toks[i].len,
+                                      (int32_t)i};
     }
-    g_sort_tok = t;
-    qsort(t->special, t->n_special, sizeof *t->special, special_cmp);
-    g_sort_tok = NULL;
+    qsort(keys, t->n_special, sizeof *keys, special_cmp);
+    for (k = 0; k < t->n_special; k++) t->special[k] = keys[k].id;
+    free(keys);
     for (int c = 0, j = 0; c <= 256; c++) {
         while ((size_t)j < t->n_special && (uint8_t)tok_text(t, t->special[j])[0] < c) j++;
         t->special_start[c] = (size_t)j;
@@ -1009,6 +1018,17 @@ static void token_piece(const tokenizer *t, int32_t id, bool render_special, sbu
             i += adv;
         }
     }
+}
+
+size_t tokenizer_token_piece(const tokenizer *t, int32_t id, bool render_special, char *buf,
+                             size_t cap)
+{
+    sbuf b = {0};
+    token_piece(t, id, render_special, &b);
+    size_t n = b.oom ? 0 : b.n;
+    if (n && cap) memcpy(buf, b.p, n < cap ? n : cap);
+    free(b.p);
+    return n;
 }
 
 struct detok {

@@ -5,8 +5,9 @@
  *            merging by token score, byte fallback through <0xNN> tokens.
  *   "gpt2"   byte-level BPE: GPT-2 byte <-> code point map, merges by rank,
  *            a regex-style pre-tokenizer chosen by tokenizer.ggml.pre
- *            ("llama-bpe" = Llama 3, "gpt-2"; anything else falls back to
- *            llama-bpe with a warning).
+ *            ("llama-bpe" = Llama 3, "gpt-2", "qwen2", "deepseek-llm",
+ *            "deepseek-coder"; anything else falls back to llama-bpe with
+ *            a warning).
  * Encoding matches llama.cpp's llama_tokenize() for the same flags; the
  * shared test vectors (tests/test_tokenizer.c) hold it to that.
  *
@@ -82,6 +83,13 @@ tokenizer_token_type tokenizer_token_type_of(const tokenizer *t, int32_t id);
 const char *tokenizer_token_str(const tokenizer *t, int32_t id, size_t *len);
 /* Id of a token whose vocabulary string is exactly s (NUL-terminated), -1 if none. */
 int32_t tokenizer_find_token(const tokenizer *t, const char *s);
+
+/* The bytes one token decodes to, on its own (may be part of a UTF-8
+ * character: a <0xE4> byte token gives one byte). Writes at most cap bytes
+ * to buf and returns the full length. For logprob listings; text for users
+ * should go through detok. */
+size_t tokenizer_token_piece(const tokenizer *t, int32_t id, bool render_special, char *buf,
+                             size_t cap);
 
 /* Decode a whole sequence into a malloc'ed NUL-terminated string (valid
  * UTF-8: malformed bytes become U+FFFD). at_start / render_special as for

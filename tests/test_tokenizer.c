@@ -334,6 +334,15 @@ static void check_stories(void)
     tokenizer_decode(t, ids + 2, 3, false, false, &s, &len, &e);
     TU_CHECK(s && !strcmp(s, " upon a time"), "continuation decode = '%s'", s);
     free(s);
+    /* single-token pieces: raw bytes, partial UTF-8 allowed, control empty */
+    char buf[16];
+    size_t pn = tokenizer_token_piece(t, 403, false, buf, sizeof buf);
+    TU_CHECK(pn == 5 && !memcmp(buf, " Once", 5), "piece(403) = '%.*s'", (int)pn, buf);
+    int32_t e4 = tokenizer_find_token(t, "<0xE4>");
+    pn = tokenizer_token_piece(t, e4, false, buf, sizeof buf);
+    TU_CHECK(e4 >= 0 && pn == 1 && (uint8_t)buf[0] == 0xE4, "piece(<0xE4>) is the byte");
+    TU_CHECK(tokenizer_token_piece(t, 1, false, buf, sizeof buf) == 0 &&
+             tokenizer_token_piece(t, 1, true, buf, sizeof buf) == 3, "piece(BOS) '' / '<s>'");
     tokenizer_free(t);
 }
 
