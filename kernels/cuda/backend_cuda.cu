@@ -1,0 +1,1137 @@
+/* backend_cuda.cu - the CUDA backend: device buffers, upload of a rank's
+ * weights into the device layout of cuda_quant.cuh, and every op of
+ * kernels/backend.h as CUDA kernels on one stream.
+ *
+ * Matrix products: for a few tokens (n_tok <= MMV_MAX_TOK) a dequantizing
+ * matrix-vector kernel, one warp per weight row, each lane decoding 32
+ * weights per step from aligned 16-byte loads (memory-bandwidth bound); for
+ * more tokens the weights are dequantized in row chunks to F16 and
+ * multiplied on the tensor cores by cuBLAS (cublasGemmEx, F32 accumulate;
+ * F16/BF16/F32 weights are used in place). Without cuBLAS a plain tiled
+ * kernel does the products (correct, slower).
+ *
+ * Ops return nothing (backend.h): a CUDA error is logged with file:line the
+ * first time, kept as the backend's sticky status (backend_cuda_status), and
+ * later to_host calls fill their output with NaN so that the caller cannot
+ * mistake a failed step for a result. Not thread-safe: one caller thread. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#ifdef CARAVAN_HAVE_CUBLAS
+#include <cublas_v2.h>
+#endif
+
+extern "C" {
+#include "../../core/log.h"
+#include "../../core/status.h"
+#include "../backend.h"
+#include "backend_cuda.h"
+}
+#include "cuda_quant.cuh"
+
+#define MMV_MAX_TOK 8     /* n_tok up to this uses the matrix-vector kernel */
+#define MMV_WARPS 4       /* rows (warps) per block of the matrix-vector kernel */
+#define ATT_WARPS 8       /* warps per (token, head) in attention */
+#define ATT_MAX_HD 256    /* head_dim limit of the attention kernel */
+#define GEMM_CHUNK_EL (32ll << 20) /* dequantized F16 elements per GEMM chunk (64 MiB) */
+#define STAGE_BYTES (32u << 20)    /* pinned upload staging buffer, two of them */
+
+typedef struct cuda_backend {
+    backend base;
+    int device;
+    char name[32];
+    cudaStream_t stream;
+#ifdef CARAVAN_HAVE_CUBLAS
+    cublasHandle_t blas;
+#endif
+    void *wh;         /* dequantized weight chunk (F16) */
+    size_t wh_cap;
+    void *xh;         /* activations converted to F16/BF16 */
+    size_t xh_cap;
+    void *stage[2];   /* pinned host staging for uploads */
+    cudaEvent_t stage_ev[2];
+    cv_status err;    /* first error (sticky) */
+    char err_msg[CV_ERR_MSG_MAX];
+} cuda_backend;
+
+static cuda_backend *cb_of(backend *be) { return (cuda_backend *)be->impl; }
+
+/* Record the first CUDA error of this backend with where it happened. */
+static bool cb_fail(cuda_backend *cb, cudaError_t rc, const char *what, const char *file, int line)
+{
+    if (rc == cudaSuccess)
+        return false;
+    if (cb->err == CV_OK) {
+        cb->err = CV_EDEVICE;
+        snprintf(cb->err_msg, sizeof cb->err_msg, "%s:%d: %s: %s (%s) on %s", file, line, what,
+                 cudaGetErrorString(rc), cudaGetErrorName(rc), cb->name);
+        cv_log(LOG_ERROR, file, line, "%s", cb->err_msg);
+    }
+    return true;
+}
+/* checked call inside an op: records the error, evaluates to true on failure */
+#define CB_CHECK(cb, call) cb_fail((cb), (call), #call, __FILE__, __LINE__)
+/* after a kernel launch */
+#define CB_LAUNCHED(cb, what) cb_fail((cb), cudaGetLastError(), what, __FILE__, __LINE__)
+/* checked call in a function that returns cv_status */
+#define CV_CUDA(e, call)                                                                           \
+    do {                                                                                           \
+        cudaError_t rc_ = (call);                                                                  \
+        if (rc_ != cudaSuccess)                                                                    \
+            return cv_err_set((e), CV_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call,        \
+                              cudaGetErrorString(rc_));                                            \
+    } while (0)
+
+static unsigned grid1(int64_t n, int threads)
+{
+    int64_t g = (n + threads - 1) / threads;
+    return (unsigned)(g < 1 ? 1 : (g > 0x7fffffff ? 0x7fffffff : g));
+}
+
+/* ---- buffers --------------------------------------------------------------- */
+
+static void *cuda_alloc(backend *be, size_t n)
+{
+    cuda_backend *cb = cb_of(be);
+    void *p = NULL;
+    cudaError_t rc = cudaMalloc(&p, n ? n : 1);
+    if (rc != cudaSuccess) {
+        (void)cudaGetLastError(); /* an OOM is reported by the NULL, not sticky */
+        log_warn("%s: cudaMalloc(%zu) failed: %s", cb->name, n, cudaGetErrorString(rc));
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_free(backend *be, void *p)
+{
+    if (p) {
+        cuda_backend *cb = cb_of(be);
+        CB_CHECK(cb, cudaStreamSynchronize(cb->stream));
+        CB_CHECK(cb, cudaFree(p));
+    }
+}
+
+static void cuda_from_host(backend *be, void *dst, const void *src, size_t n)
+{
+    cuda_backend *cb = cb_of(be);
+    if (n)
+        CB_CHECK(cb, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, cb->stream));
+}
+
+static void cuda_to_host(backend *be, void *dst, const void *src, size_t n)
+{
+    cuda_backend *cb = cb_of(be);
+    if (n) {
+        CB_CHECK(cb, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, cb->stream));
+        CB_CHECK(cb, cudaStreamSynchronize(cb->stream));
+    }
+    if (cb->err != CV_OK) { /* never hand out a result computed after an error */
+        float *f = (float *)dst;
+        for (size_t i = 0; i < n / sizeof(float); i++)
+            f[i] = NAN;
+    }
+}
+
+static void cuda_copy(backend *be, void *dst, const void *src, size_t n)
+{
+    cuda_backend *cb = cb_of(be);
+    if (n)
+        CB_CHECK(cb, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, cb->stream));
+}
+
+static void cuda_memset0(backend *be, void *dst, size_t n)
+{
+    cuda_backend *cb = cb_of(be);
+    if (n)
+        CB_CHECK(cb, cudaMemsetAsync(dst, 0, n, cb->stream));
+}
+
+static void cuda_sync(backend *be)
+{
+    cuda_backend *cb = cb_of(be);
+    CB_CHECK(cb, cudaStreamSynchronize(cb->stream));
+}
+
+static size_t cuda_mem_free(backend *be)
+{
+    cuda_backend *cb = cb_of(be);
+    size_t fr = 0, tot = 0;
+    if (CB_CHECK(cb, cudaMemGetInfo(&fr, &tot)))
+        return 0;
+    /* keep room for the GEMM chunk, cuBLAS workspace and the context's own needs */
+    size_t reserve = (size_t)GEMM_CHUNK_EL * 2 + (512u << 20);
+    return fr > reserve ? fr - reserve : 0;
+}
+
+/* ---- weights --------------------------------------------------------------- */
+
+/* Rows are packed into the device layout on the host (two pinned staging
+ * buffers, so packing one chunk overlaps the copy of the previous one). */
+static cv_status cuda_weight_upload(backend *be, be_weight *w, int type, int64_t ne0, int64_t ne1,
+                                    const void *src, size_t src_stride, bool src_is_mapped,
+                                    cv_err *e)
+{
+    cuda_backend *cb = cb_of(be);
+    memset(w, 0, sizeof *w);
+    if (!qt_type_supported(type))
+        return cv_err_set(e, CV_EUNSUPPORTED, "%s: weight type %s has no CUDA kernel", cb->name,
+                          dtype_name(type));
+    if (ne0 <= 0 || ne1 <= 0 || (ne0 % qt_block(type) && type != DT_F32 && type != DT_F16 &&
+                                    type != DT_BF16))
+        return cv_err_set(e, CV_EINVAL, "%s: weight %s shape (%lld, %lld): ne0 must be a positive multiple of %lld",
+                          cb->name, dtype_name(type), (long long)ne0, (long long)ne1,
+                          (long long)qt_block(type));
+    size_t rb = dtype_row_size(type, ne0), pitch = qt_pitch(type, ne0);
+    if (rb == 0 || pitch == 0)
+        return cv_err_set(e, CV_EINVAL, "%s: bad row size for %s x %lld", cb->name,
+                          dtype_name(type), (long long)ne0);
+    if (src_stride < rb)
+        return cv_err_set(e, CV_EINVAL, "%s: src_stride %zu < row bytes %zu", cb->name, src_stride,
+                          rb);
+    if (pitch > STAGE_BYTES)
+        return cv_err_set(e, CV_EUNSUPPORTED, "%s: a row of %zu bytes exceeds the upload stage",
+                          cb->name, pitch);
+    if (cb->err != CV_OK)
+        return cv_err_set(e, cb->err, "%s", cb->err_msg);
+
+    uint8_t *dev = NULL;
+    cudaError_t rc = cudaMalloc((void **)&dev, pitch * (size_t)ne1);
+    if (rc != cudaSuccess) {
+        (void)cudaGetLastError();
+        return cv_err_set(e, CV_ENOMEM, "%s: cudaMalloc of %zu bytes for a %s (%lld x %lld) weight: %s",
+                          cb->name, pitch * (size_t)ne1, dtype_name(type), (long long)ne1,
+                          (long long)ne0, cudaGetErrorString(rc));
+    }
+    int64_t rows_per = (int64_t)(STAGE_BYTES / pitch);
+    int k = 0;
+    for (int64_t r0 = 0; r0 < ne1; r0 += rows_per, k ^= 1) {
+        int64_t nr = ne1 - r0 < rows_per ? ne1 - r0 : rows_per;
+        /* wait until the copy that last used this staging buffer is done */
+        rc = cudaEventSynchronize(cb->stage_ev[k]);
+        uint8_t *st = (uint8_t *)cb->stage[k];
+        for (int64_t r = 0; r < nr && rc == cudaSuccess; r++)
+            qt_pack_row(type, st + r * pitch, (const uint8_t *)src + (size_t)(r0 + r) * src_stride,
+                        ne0);
+        if (rc == cudaSuccess)
+            rc = cudaMemcpyAsync(dev + (size_t)r0 * pitch, st, (size_t)nr * pitch,
+                                 cudaMemcpyHostToDevice, cb->stream);
+        if (rc == cudaSuccess)
+            rc = cudaEventRecord(cb->stage_ev[k], cb->stream);
+        if (rc != cudaSuccess)
+            break;
+    }
+    if (rc == cudaSuccess)
+        rc = cudaStreamSynchronize(cb->stream);
+    if (rc != cudaSuccess) {
+        cudaFree(dev);
+        return cv_err_set(e, CV_EDEVICE, "%s: uploading a %s (%lld x %lld) weight: %s", cb->name,
+                          dtype_name(type), (long long)ne1, (long long)ne0, cudaGetErrorString(rc));
+    }
+    w->type = type;
+    w->ne0 = ne0;
+    w->ne1 = ne1;
+    w->row_bytes = rb;
+    w->data = dev;
+    w->owned = true;
+    w->priv = NULL;
+    return CV_OK;
+}
+
+static void cuda_weight_free(backend *be, be_weight *w)
+{
+    if (w->data && w->owned) {
+        cuda_backend *cb = cb_of(be);
+        CB_CHECK(cb, cudaStreamSynchronize(cb->stream));
+        CB_CHECK(cb, cudaFree(w->data));
+    }
+    w->data = NULL;
+}
+
+/* ---- matrix-vector (decode) ------------------------------------------------ */
+
+/* 16 products x[c..c+16) * q[..] and (for types with offsets) the sum of x */
+template <bool HAS_MIN>
+__device__ __forceinline__ void mmv_dot16(const float *__restrict__ xp, const float *q, bool vec,
+                                          int64_t c, int64_t ne0, float &s, float &sx)
+{
+    if (vec) {
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float4 v = __ldg((const float4 *)xp + k);
+            s = fmaf(q[4 * k + 0], v.x, s);
+            s = fmaf(q[4 * k + 1], v.y, s);
+            s = fmaf(q[4 * k + 2], v.z, s);
+            s = fmaf(q[4 * k + 3], v.w, s);
+            if (HAS_MIN)
+                sx += (v.x + v.y) + (v.z + v.w);
+        }
+    } else {
+#pragma unroll
+        for (int l = 0; l < 16; l++) {
+            float v = c + l < ne0 ? __ldg(xp + l) : 0.0f;
+            s = fmaf(q[l], v, s);
+            if (HAS_MIN)
+                sx += v;
+        }
+    }
+}
+
+/* y[t][r] = sum_k W[r][k] x[t][k] for t < NT: one warp per row r. */
+template <int T, int NT>
+__global__ void __launch_bounds__(MMV_WARPS * 32)
+    k_mmv(float *__restrict__ y, int64_t ldy, const uint8_t *__restrict__ W, size_t pitch,
+          int64_t ne0, int64_t ne1, const float *__restrict__ x, int64_t ldx, bool vec)
+{
+    typedef qt_dec<T> D;
+    const int lane = threadIdx.x & 31;
+    const int64_t r = (int64_t)blockIdx.x * MMV_WARPS + (threadIdx.x >> 5);
+    if (r >= ne1)
+        return;
+    const uint8_t *row = W + r * pitch;
+    const int64_t nt = (ne0 + 31) / 32;
+    float acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++)
+        acc[t] = 0.0f;
+#pragma unroll 2
+    for (int64_t i = lane; i < nt; i += 32) {
+        float q[32], sc[2], mn[2];
+        int64_t c[2];
+        D::task(row, ne0, i, q, sc, mn, c);
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                float s = 0.0f, sx = 0.0f;
+                mmv_dot16<D::has_min>(x + t * ldx + c[h], q + 16 * h, vec, c[h], ne0, s, sx);
+                if (D::scaled)
+                    acc[t] = fmaf(sc[h], s, acc[t]);
+                else
+                    acc[t] += s;
+                if (D::has_min)
+                    acc[t] = fmaf(mn[h], sx, acc[t]);
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        float v = acc[t];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+            v += __shfl_xor_sync(0xffffffffu, v, o);
+        acc[t] = v;
+    }
+    if (lane == 0) {
+#pragma unroll
+        for (int t = 0; t < NT; t++)
+            y[t * ldy + r] = acc[t];
+    }
+}
+
+typedef void (*mmv_fn)(float *, int64_t, const uint8_t *, size_t, int64_t, int64_t, const float *,
+                       int64_t, bool);
+
+template <int T> static mmv_fn mmv_pick(int nt)
+{
+    switch (nt) {
+    case 8: return k_mmv<T, 8>;
+    case 4: return k_mmv<T, 4>;
+    case 2: return k_mmv<T, 2>;
+    default: return k_mmv<T, 1>;
+    }
+}
+
+static mmv_fn mmv_get(int type, int nt)
+{
+    switch (type) {
+#define QT_CASE(t)                                                                                 \
+    case t: return mmv_pick<t>(nt);
+        QT_FOR_TYPES(QT_CASE)
+#undef QT_CASE
+    default: return NULL;
+    }
+}
+
+/* ---- dequantize rows (embedding, GEMM chunks) -------------------------------- */
+
+template <typename OT> __device__ __forceinline__ OT cvt_out(float v);
+template <> __device__ __forceinline__ float cvt_out<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half cvt_out<__half>(float v) { return __float2half_rn(v); }
+
+/* out[i][c] = W[idx ? idx[r0+i] : r0+i][c] for i < n_rows, c < ne0; one thread per task. */
+template <int T, typename OT>
+__global__ void k_dequant_rows(OT *__restrict__ out, int64_t ldo, const uint8_t *__restrict__ W,
+                               size_t pitch, int64_t ne0, int64_t ne1, const int32_t *idx,
+                               int64_t r0, int64_t n_rows)
+{
+    const int64_t nt = (ne0 + 31) / 32;
+    const int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (g >= nt * n_rows)
+        return;
+    const int64_t i = g / nt, task = g % nt;
+    int64_t r = idx ? (int64_t)idx[r0 + i] : r0 + i;
+    OT *o = out + i * ldo;
+    if (r < 0 || r >= ne1) { /* bad row id: NaN rather than reading out of bounds */
+        for (int l = 0; l < 32; l++)
+            if (task * 32 + l < ne0)
+                o[task * 32 + l] = cvt_out<OT>(NAN);
+        return;
+    }
+    float q[32], sc[2], mn[2];
+    int64_t c[2];
+    qt_dec<T>::task(W + r * pitch, ne0, task, q, sc, mn, c);
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+        for (int l = 0; l < 16; l++)
+            if (c[h] + l < ne0)
+                o[c[h] + l] = cvt_out<OT>(fmaf(sc[h], q[16 * h + l], mn[h]));
+}
+
+typedef void (*deq_f32_fn)(float *, int64_t, const uint8_t *, size_t, int64_t, int64_t,
+                           const int32_t *, int64_t, int64_t);
+typedef void (*deq_f16_fn)(__half *, int64_t, const uint8_t *, size_t, int64_t, int64_t,
+                           const int32_t *, int64_t, int64_t);
+
+static deq_f32_fn deq_f32_get(int type)
+{
+    switch (type) {
+#define QT_CASE(t)                                                                                 \
+    case t: return k_dequant_rows<t, float>;
+        QT_FOR_TYPES(QT_CASE)
+#undef QT_CASE
+    default: return NULL;
+    }
+}
+
+static deq_f16_fn deq_f16_get(int type)
+{
+    switch (type) {
+#define QT_CASE(t)                                                                                 \
+    case t: return k_dequant_rows<t, __half>;
+        QT_FOR_TYPES(QT_CASE)
+#undef QT_CASE
+    default: return NULL;
+    }
+}
+
+__global__ void k_f32_to_f16(__half *__restrict__ y, const float *__restrict__ x, int64_t n)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        y[i] = __float2half_rn(x[i]);
+}
+
+__global__ void k_f32_to_bf16(__nv_bfloat16 *__restrict__ y, const float *__restrict__ x, int64_t n)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        y[i] = __float2bfloat16_rn(x[i]);
+}
+
+/* ---- fallback GEMM (no cuBLAS) -------------------------------------------------- */
+
+template <typename WT> __device__ __forceinline__ float ld_w(const WT *p);
+template <> __device__ __forceinline__ float ld_w<float>(const float *p) { return *p; }
+template <> __device__ __forceinline__ float ld_w<__half>(const __half *p) { return __half2float(*p); }
+template <> __device__ __forceinline__ float ld_w<__nv_bfloat16>(const __nv_bfloat16 *p)
+{
+    return __bfloat162float(*p);
+}
+
+/* y (M, ldy) [:, 0..N) = x (M, K; ldx) @ Wt^T where Wt is (N, K; ldw). 64x64 tiles, 4x4 per thread. */
+template <typename WT>
+__global__ void __launch_bounds__(256)
+    k_gemm_tiled(float *__restrict__ y, int64_t ldy, const float *__restrict__ x, int64_t ldx,
+                 const WT *__restrict__ Wt, int64_t ldw, int64_t M, int64_t N, int64_t K)
+{
+    __shared__ float xs[16][64 + 1];
+    __shared__ float ws[16][64 + 1];
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    const int64_t m0 = (int64_t)blockIdx.y * 64, n0 = (int64_t)blockIdx.x * 64;
+    float acc[4][4] = {};
+    for (int64_t k0 = 0; k0 < K; k0 += 16) {
+        for (int e = threadIdx.x; e < 16 * 64; e += 256) {
+            int kk = e % 16, mm = e / 16;
+            int64_t m = m0 + mm, n = n0 + mm, k = k0 + kk;
+            xs[kk][mm] = (m < M && k < K) ? x[m * ldx + k] : 0.0f;
+            ws[kk][mm] = (n < N && k < K) ? ld_w<WT>(Wt + n * ldw + k) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < 16; kk++) {
+            float a[4], b[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                a[i] = xs[kk][ty * 4 + i];
+                b[i] = ws[kk][tx * 4 + i];
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            int64_t m = m0 + ty * 4 + i, n = n0 + tx * 4 + j;
+            if (m < M && n < N)
+                y[m * ldy + n] = acc[i][j];
+        }
+}
+
+/* ---- matmul ------------------------------------------------------------------ */
+
+static bool scratch_grow(cuda_backend *cb, void **p, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return true;
+    if (*p) {
+        CB_CHECK(cb, cudaStreamSynchronize(cb->stream));
+        cudaFree(*p);
+        *p = NULL;
+        *cap = 0;
+    }
+    if (CB_CHECK(cb, cudaMalloc(p, need)))
+        return false;
+    *cap = need;
+    return true;
+}
+
+static void matmul_mmv(cuda_backend *cb, float *y, const be_weight *w, const float *x,
+                       int64_t n_tok)
+{
+    size_t pitch = qt_pitch(w->type, w->ne0);
+    bool vec = ((uintptr_t)x % 16 == 0) && (w->ne0 % 16 == 0);
+    for (int64_t t0 = 0; t0 < n_tok;) {
+        int64_t left = n_tok - t0;
+        int nt = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+        mmv_fn f = mmv_get(w->type, nt);
+        f<<<grid1(w->ne1, MMV_WARPS), MMV_WARPS * 32, 0, cb->stream>>>(
+            y + t0 * w->ne1, w->ne1, (const uint8_t *)w->data, pitch, w->ne0, w->ne1,
+            x + t0 * w->ne0, w->ne0, vec);
+        if (CB_LAUNCHED(cb, "matmul (matrix-vector kernel)"))
+            return;
+        t0 += nt;
+    }
+}
+
+static void matmul_gemm(cuda_backend *cb, float *y, const be_weight *w, const float *x,
+                        int64_t n_tok)
+{
+    const int64_t K = w->ne0, N = w->ne1;
+    size_t pitch = qt_pitch(w->type, K);
+    const uint8_t *W = (const uint8_t *)w->data;
+    int64_t chunk = GEMM_CHUNK_EL / K;
+    chunk = chunk < 64 ? 64 : chunk;
+    if (chunk > N)
+        chunk = N;
+    bool in_place = w->type == DT_F16 || w->type == DT_BF16 || w->type == DT_F32;
+#ifdef CARAVAN_HAVE_CUBLAS
+    const float one = 1.0f, zero = 0.0f;
+    if (w->type == DT_F32) {
+        cublasStatus_t st =
+            cublasSgemm(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)n_tok, (int)K, &one,
+                        (const float *)W, (int)(pitch / 4), x, (int)K, &zero, y, (int)N);
+        if (st != CUBLAS_STATUS_SUCCESS)
+            cb_fail(cb, cudaErrorUnknown, "cublasSgemm", __FILE__, __LINE__);
+        return;
+    }
+    /* activations to the weights' 16-bit type */
+    bool bf = w->type == DT_BF16;
+    if (!scratch_grow(cb, &cb->xh, &cb->xh_cap, (size_t)(n_tok * K) * 2))
+        return;
+    if (bf)
+        k_f32_to_bf16<<<grid1(n_tok * K, 256), 256, 0, cb->stream>>>((__nv_bfloat16 *)cb->xh, x,
+                                                                      n_tok * K);
+    else
+        k_f32_to_f16<<<grid1(n_tok * K, 256), 256, 0, cb->stream>>>((__half *)cb->xh, x, n_tok * K);
+    if (CB_LAUNCHED(cb, "matmul (activation conversion)"))
+        return;
+    cudaDataType_t dt = bf ? CUDA_R_16BF : CUDA_R_16F;
+    if (!in_place && !scratch_grow(cb, &cb->wh, &cb->wh_cap, (size_t)(chunk * K) * 2))
+        return;
+    for (int64_t r0 = 0; r0 < N; r0 += chunk) {
+        int64_t nr = N - r0 < chunk ? N - r0 : chunk;
+        const void *A;
+        int64_t lda;
+        if (in_place) {
+            A = W + (size_t)r0 * pitch;
+            lda = (int64_t)(pitch / 2);
+        } else {
+            int64_t nth = nr * ((K + 31) / 32);
+            deq_f16_get(w->type)<<<grid1(nth, 256), 256, 0, cb->stream>>>(
+                (__half *)cb->wh, K, W, pitch, K, N, NULL, r0, nr);
+            if (CB_LAUNCHED(cb, "matmul (dequantize chunk)"))
+                return;
+            A = cb->wh;
+            lda = K;
+        }
+        cublasStatus_t st = cublasGemmEx(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, (int)n_tok,
+                                         (int)K, &one, A, dt, (int)lda, cb->xh, dt, (int)K, &zero,
+                                         y + r0, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F,
+                                         CUBLAS_GEMM_DEFAULT);
+        if (st != CUBLAS_STATUS_SUCCESS) {
+            char what[96];
+            snprintf(what, sizeof what, "cublasGemmEx (status %d)", (int)st);
+            cb_fail(cb, cudaErrorUnknown, what, __FILE__, __LINE__);
+            return;
+        }
+    }
+#else
+    if (!in_place && !scratch_grow(cb, &cb->wh, &cb->wh_cap, (size_t)(chunk * K) * 2))
+        return;
+    for (int64_t r0 = 0; r0 < N; r0 += chunk) {
+        int64_t nr = N - r0 < chunk ? N - r0 : chunk;
+        dim3 grid((unsigned)((nr + 63) / 64), (unsigned)((n_tok + 63) / 64));
+        const uint8_t *A = W + (size_t)r0 * pitch;
+        if (w->type == DT_F32) {
+            k_gemm_tiled<float><<<grid, 256, 0, cb->stream>>>(y + r0, N, x, K, (const float *)A,
+                                                               (int64_t)(pitch / 4), n_tok, nr, K);
+        } else if (w->type == DT_BF16) {
+            k_gemm_tiled<__nv_bfloat16><<<grid, 256, 0, cb->stream>>>(
+                y + r0, N, x, K, (const __nv_bfloat16 *)A, (int64_t)(pitch / 2), n_tok, nr, K);
+        } else if (w->type == DT_F16) {
+            k_gemm_tiled<__half><<<grid, 256, 0, cb->stream>>>(y + r0, N, x, K, (const __half *)A,
+                                                                (int64_t)(pitch / 2), n_tok, nr, K);
+        } else {
+            int64_t nth = nr * ((K + 31) / 32);
+            deq_f16_get(w->type)<<<grid1(nth, 256), 256, 0, cb->stream>>>(
+                (__half *)cb->wh, K, W, pitch, K, N, NULL, r0, nr);
+            if (CB_LAUNCHED(cb, "matmul (dequantize chunk)"))
+                return;
+            k_gemm_tiled<__half><<<grid, 256, 0, cb->stream>>>(y + r0, N, x, K,
+                                                                (const __half *)cb->wh, K, n_tok,
+                                                                nr, K);
+        }
+        if (CB_LAUNCHED(cb, "matmul (tiled kernel)"))
+            return;
+    }
+#endif
+}
+
+static void cuda_matmul(backend *be, float *y, const be_weight *w, const float *x, int64_t n_tok)
+{
+    cuda_backend *cb = cb_of(be);
+    if (n_tok <= 0)
+        return;
+    if (n_tok <= MMV_MAX_TOK)
+        matmul_mmv(cb, y, w, x, n_tok);
+    else
+        matmul_gemm(cb, y, w, x, n_tok);
+}
+
+/* ---- norms, rope, element-wise ------------------------------------------------- */
+
+__device__ __forceinline__ float block_sum(float v, float *sh)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    if (lane == 0)
+        sh[w] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : 0.0f;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    return v;
+}
+
+__global__ void k_rmsnorm(float *__restrict__ y, const float *__restrict__ x,
+                          const float *__restrict__ g, int64_t n, float eps)
+{
+    __shared__ float sh[32];
+    const float *xr = x + blockIdx.x * n;
+    float *yr = y + blockIdx.x * n;
+    float ss = 0.0f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+        ss = fmaf(xr[i], xr[i], ss);
+    ss = block_sum(ss, sh);
+    const float sc = 1.0f / sqrtf(ss / (float)n + eps);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+        yr[i] = xr[i] * sc * g[i];
+}
+
+static void cuda_rmsnorm(backend *be, float *y, const float *x, const be_weight *g, int64_t n_tok,
+                         int64_t n, float eps)
+{
+    cuda_backend *cb = cb_of(be);
+    if (n_tok <= 0)
+        return;
+    k_rmsnorm<<<(unsigned)n_tok, 256, 0, cb->stream>>>(y, x, (const float *)g->data, n, eps);
+    CB_LAUNCHED(cb, "rmsnorm");
+}
+
+/* one thread per (token, head, pair i < n_rot/2); theta in double like the oracle */
+__global__ void k_rope(float *__restrict__ x, int64_t n_tok, int n_head, int head_dim,
+                       const int32_t *__restrict__ pos, int mode, int n_rot, float freq_base,
+                       float freq_scale, const float *__restrict__ ff)
+{
+    const int half = n_rot / 2;
+    int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (g >= n_tok * n_head * half)
+        return;
+    const int i = (int)(g % half);
+    const int64_t th = g / half; /* token * n_head + head */
+    const int64_t t = th / n_head;
+    double theta = (double)pos[t] * (double)freq_scale *
+                   pow((double)freq_base, -2.0 * i / (double)n_rot);
+    if (ff)
+        theta /= ff[i];
+    const float cs = (float)cos(theta), sn = (float)sin(theta);
+    float *v = x + th * head_dim;
+    const int a = mode == ROPE_NEOX ? i : 2 * i, b = mode == ROPE_NEOX ? i + half : 2 * i + 1;
+    const float x0 = v[a], x1 = v[b];
+    v[a] = x0 * cs - x1 * sn;
+    v[b] = x0 * sn + x1 * cs;
+}
+
+static void cuda_rope(backend *be, float *x, int64_t n_tok, int n_head, int head_dim,
+                      const int32_t *pos, const rope_params *rp)
+{
+    cuda_backend *cb = cb_of(be);
+    int64_t n = n_tok * n_head * (rp->n_rot / 2);
+    if (n <= 0)
+        return;
+    k_rope<<<grid1(n, 256), 256, 0, cb->stream>>>(x, n_tok, n_head, head_dim, pos, rp->mode,
+                                                   rp->n_rot, rp->freq_base, rp->freq_scale,
+                                                   rp->freq_factors);
+    CB_LAUNCHED(cb, "rope");
+}
+
+/* ---- attention ------------------------------------------------------------------ */
+
+template <typename KT> __device__ __forceinline__ float kv_ld(const KT *p);
+template <> __device__ __forceinline__ float kv_ld<float>(const float *p) { return *p; }
+template <> __device__ __forceinline__ float kv_ld<__half>(const __half *p) { return __half2float(*p); }
+template <typename KT> __device__ __forceinline__ KT kv_cv(float v);
+template <> __device__ __forceinline__ float kv_cv<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half kv_cv<__half>(float v) { return __float2half_rn(v); }
+
+/* K/V rows of the batch into the cache at (slot, pos); grid = n_tok */
+template <typename KT>
+__global__ void k_kv_store(KT *__restrict__ kc, KT *__restrict__ vc, const float *__restrict__ k,
+                           const float *__restrict__ v, const int32_t *__restrict__ slot,
+                           const int32_t *__restrict__ pos, int64_t n_slots, int64_t n_ctx,
+                           int64_t kv_dim)
+{
+    const int64_t t = blockIdx.x;
+    const int64_t s = slot[t], p = pos[t];
+    if (s < 0 || s >= n_slots || p < 0 || p >= n_ctx)
+        return; /* attention reports it (NaN output) */
+    const int64_t off = (s * n_ctx + p) * kv_dim;
+    for (int64_t i = threadIdx.x; i < kv_dim; i += blockDim.x) {
+        kc[off + i] = kv_cv<KT>(k[t * kv_dim + i]);
+        vc[off + i] = kv_cv<KT>(v[t * kv_dim + i]);
+    }
+}
+
+/* out[t][h] = softmax(q[t][h] . K[0..pos]) V for one (head, token) per block.
+ * Each warp walks positions w, w + ATT_WARPS, ... with an online softmax;
+ * lane owns dims lane + 32e; the warps are merged at the end. */
+template <typename KT>
+__global__ void __launch_bounds__(ATT_WARPS * 32)
+    k_attention(float *__restrict__ out, const float *__restrict__ q, const KT *__restrict__ kc,
+                const KT *__restrict__ vc, const int32_t *__restrict__ slot,
+                const int32_t *__restrict__ pos, int64_t n_slots, int64_t n_ctx, int64_t kv_dim,
+                int n_head, int n_head_kv, int head_dim, float scale)
+{
+    constexpr int E = ATT_MAX_HD / 32;
+    __shared__ float sm_m[ATT_WARPS], sm_l[ATT_WARPS];
+    __shared__ float sm_acc[ATT_WARPS][ATT_MAX_HD];
+    const int h = blockIdx.x;
+    const int64_t t = blockIdx.y;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int hk = h / (n_head / n_head_kv);
+    const int64_t s = slot[t], p_last = pos[t];
+    float *o = out + (t * n_head + h) * head_dim;
+    if (s < 0 || s >= n_slots || p_last < 0 || p_last >= n_ctx) {
+        for (int d = threadIdx.x; d < head_dim; d += blockDim.x)
+            o[d] = NAN;
+        return;
+    }
+    const float *qp = q + (t * n_head + h) * head_dim;
+    float qv[E], acc[E];
+#pragma unroll
+    for (int e = 0; e < E; e++) {
+        int d = lane + 32 * e;
+        qv[e] = d < head_dim ? qp[d] * scale : 0.0f;
+        acc[e] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    const KT *kb = kc + s * n_ctx * kv_dim + (int64_t)hk * head_dim;
+    const KT *vb = vc + s * n_ctx * kv_dim + (int64_t)hk * head_dim;
+    for (int64_t p = w; p <= p_last; p += ATT_WARPS) {
+        const KT *kr = kb + p * kv_dim, *vr = vb + p * kv_dim;
+        float part = 0.0f;
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+            int d = lane + 32 * e;
+            if (d < head_dim)
+                part = fmaf(qv[e], kv_ld<KT>(kr + d), part);
+        }
+#pragma unroll
+        for (int o2 = 16; o2 > 0; o2 >>= 1)
+            part += __shfl_xor_sync(0xffffffffu, part, o2);
+        const float mn = fmaxf(m, part);
+        const float corr = expf(m - mn), pe = expf(part - mn);
+        l = l * corr + pe;
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+            int d = lane + 32 * e;
+            float vv = d < head_dim ? kv_ld<KT>(vr + d) : 0.0f;
+            acc[e] = fmaf(pe, vv, acc[e] * corr);
+        }
+        m = mn;
+    }
+    if (lane == 0) {
+        sm_m[w] = m;
+        sm_l[w] = l;
+    }
+#pragma unroll
+    for (int e = 0; e < E; e++) {
+        int d = lane + 32 * e;
+        if (d < head_dim)
+            sm_acc[w][d] = acc[e];
+    }
+    __syncthreads();
+    float M = -INFINITY;
+    for (int k = 0; k < ATT_WARPS; k++)
+        M = fmaxf(M, sm_m[k]);
+    float L = 0.0f;
+    for (int k = 0; k < ATT_WARPS; k++)
+        L += sm_l[k] * expf(sm_m[k] - M); /* a warp with no positions: l = 0, m = -inf */
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+        float a = 0.0f;
+        for (int k = 0; k < ATT_WARPS; k++)
+            if (sm_l[k] > 0.0f)
+                a += sm_acc[k][d] * expf(sm_m[k] - M);
+        o[d] = a / L;
+    }
+}
+
+static void cuda_attention(backend *be, float *out, const float *q, const float *k, const float *v,
+                           be_kv_layer *kv, const int32_t *slot, const int32_t *pos, int64_t n_tok,
+                           int n_head, int n_head_kv, int head_dim, float scale)
+{
+    cuda_backend *cb = cb_of(be);
+    if (n_tok <= 0)
+        return;
+    if (head_dim > ATT_MAX_HD || n_head_kv <= 0 || n_head % n_head_kv) {
+        char what[128];
+        snprintf(what, sizeof what, "attention: head_dim %d (max %d), n_head %d, n_head_kv %d",
+                 head_dim, ATT_MAX_HD, n_head, n_head_kv);
+        cb_fail(cb, cudaErrorInvalidValue, what, __FILE__, __LINE__);
+        return;
+    }
+    dim3 grid((unsigned)n_head, (unsigned)n_tok);
+    if (kv->type == DT_F16) {
+        k_kv_store<__half><<<(unsigned)n_tok, 128, 0, cb->stream>>>(
+            (__half *)kv->k, (__half *)kv->v, k, v, slot, pos, kv->n_slots, kv->n_ctx, kv->kv_dim);
+        k_attention<__half><<<grid, ATT_WARPS * 32, 0, cb->stream>>>(
+            out, q, (const __half *)kv->k, (const __half *)kv->v, slot, pos, kv->n_slots,
+            kv->n_ctx, kv->kv_dim, n_head, n_head_kv, head_dim, scale);
+    } else {
+        k_kv_store<float><<<(unsigned)n_tok, 128, 0, cb->stream>>>(
+            (float *)kv->k, (float *)kv->v, k, v, slot, pos, kv->n_slots, kv->n_ctx, kv->kv_dim);
+        k_attention<float><<<grid, ATT_WARPS * 32, 0, cb->stream>>>(
+            out, q, (const float *)kv->k, (const float *)kv->v, slot, pos, kv->n_slots, kv->n_ctx,
+            kv->kv_dim, n_head, n_head_kv, head_dim, scale);
+    }
+    CB_LAUNCHED(cb, "attention");
+}
+
+__global__ void k_swiglu(float *__restrict__ y, const float *__restrict__ g,
+                         const float *__restrict__ u, int64_t n)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        float a = g[i];
+        y[i] = a / (1.0f + expf(-a)) * u[i];
+    }
+}
+
+__global__ void k_add(float *y, const float *a, const float *b, int64_t n)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        y[i] = a[i] + b[i];
+}
+
+__global__ void k_add_bias(float *__restrict__ y, const float *__restrict__ b, int64_t n_tok,
+                           int64_t n)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n_tok * n)
+        y[i] += b[i % n];
+}
+
+__global__ void k_scale(float *y, const float *x, float s, int64_t n)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        y[i] = x[i] * s;
+}
+
+__global__ void k_get_rows(float *__restrict__ y, const float *__restrict__ x,
+                           const int32_t *__restrict__ idx, int64_t n_rows, int64_t n)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n_rows * n)
+        y[i] = x[(int64_t)idx[i / n] * n + i % n];
+}
+
+static void cuda_swiglu(backend *be, float *y, const float *gate, const float *up, int64_t n)
+{
+    cuda_backend *cb = cb_of(be);
+    if (n <= 0)
+        return;
+    k_swiglu<<<grid1(n, 256), 256, 0, cb->stream>>>(y, gate, up, n);
+    CB_LAUNCHED(cb, "swiglu");
+}
+
+static void cuda_add(backend *be, float *y, const float *a, const float *b, int64_t n)
+{
+    cuda_backend *cb = cb_of(be);
+    if (n <= 0)
+        return;
+    k_add<<<grid1(n, 256), 256, 0, cb->stream>>>(y, a, b, n);
+    CB_LAUNCHED(cb, "add");
+}
+
+static void cuda_add_bias(backend *be, float *y, const be_weight *bias, int64_t n_tok, int64_t n)
+{
+    cuda_backend *cb = cb_of(be);
+    if (n_tok * n <= 0)
+        return;
+    k_add_bias<<<grid1(n_tok * n, 256), 256, 0, cb->stream>>>(y, (const float *)bias->data, n_tok,
+                                                               n);
+    CB_LAUNCHED(cb, "add_bias");
+}
+
+static void cuda_embed(backend *be, float *y, const be_weight *emb, const int32_t *tokens,
+                       int64_t n_tok)
+{
+    cuda_backend *cb = cb_of(be);
+    if (n_tok <= 0)
+        return;
+    int64_t nth = n_tok * ((emb->ne0 + 31) / 32);
+    deq_f32_get(emb->type)<<<grid1(nth, 128), 128, 0, cb->stream>>>(
+        y, emb->ne0, (const uint8_t *)emb->data, qt_pitch(emb->type, emb->ne0), emb->ne0,
+        emb->ne1, tokens, 0, n_tok);
+    CB_LAUNCHED(cb, "embed");
+}
+
+static void cuda_get_rows(backend *be, float *y, const float *x, const int32_t *idx,
+                          int64_t n_rows, int64_t n)
+{
+    cuda_backend *cb = cb_of(be);
+    if (n_rows * n <= 0)
+        return;
+    k_get_rows<<<grid1(n_rows * n, 256), 256, 0, cb->stream>>>(y, x, idx, n_rows, n);
+    CB_LAUNCHED(cb, "get_rows");
+}
+
+static void cuda_scale(backend *be, float *y, const float *x, float s, int64_t n)
+{
+    cuda_backend *cb = cb_of(be);
+    if (n <= 0)
+        return;
+    k_scale<<<grid1(n, 256), 256, 0, cb->stream>>>(y, x, s, n);
+    CB_LAUNCHED(cb, "scale");
+}
+
+/* ---- lifetime --------------------------------------------------------------------- */
+
+static void cuda_destroy(backend *be)
+{
+    if (!be)
+        return;
+    cuda_backend *cb = cb_of(be);
+    cudaSetDevice(cb->device);
+    if (cb->stream)
+        cudaStreamSynchronize(cb->stream);
+#ifdef CARAVAN_HAVE_CUBLAS
+    if (cb->blas)
+        cublasDestroy(cb->blas);
+#endif
+    cudaFree(cb->wh);
+    cudaFree(cb->xh);
+    for (int k = 0; k < 2; k++) {
+        if (cb->stage[k])
+            cudaFreeHost(cb->stage[k]);
+        if (cb->stage_ev[k])
+            cudaEventDestroy(cb->stage_ev[k]);
+    }
+    if (cb->stream)
+        cudaStreamDestroy(cb->stream);
+    free(cb);
+}
+
+static cv_status cuda_last_error(backend *be, cv_err *e)
+{
+    cuda_backend *cb = cb_of(be);
+    if (cb->err == CV_OK) { /* pick up asynchronous kernel faults too */
+        cudaError_t rc = cudaStreamQuery(cb->stream);
+        if (rc != cudaSuccess && rc != cudaErrorNotReady)
+            cb_fail(cb, rc, "stream", __FILE__, __LINE__);
+    }
+    if (cb->err != CV_OK)
+        return cv_err_set(e, cb->err, "%s", cb->err_msg);
+    return CV_OK;
+}
+
+static const backend_ops cuda_ops = {
+    .name = "cuda",
+    .host_memory = false,
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .from_host = cuda_from_host,
+    .to_host = cuda_to_host,
+    .copy = cuda_copy,
+    .memset0 = cuda_memset0,
+    .sync = cuda_sync,
+    .weight_upload = cuda_weight_upload,
+    .weight_free = cuda_weight_free,
+    .mem_free = cuda_mem_free,
+    .matmul = cuda_matmul,
+    .rmsnorm = cuda_rmsnorm,
+    .rope = cuda_rope,
+    .attention = cuda_attention,
+    .swiglu = cuda_swiglu,
+    .add = cuda_add,
+    .add_bias = cuda_add_bias,
+    .embed = cuda_embed,
+    .get_rows = cuda_get_rows,
+    .scale = cuda_scale,
+    .destroy = cuda_destroy,
+};
+
+extern "C" cv_status backend_cuda_status(backend *be, cv_err *e)
+{
+    if (!be || be->ops != &cuda_ops)
+        return CV_OK;
+    return cuda_last_error(be, e);
+}
+
+extern "C" cv_status backend_cuda_create(int device, backend **out, cv_err *e)
+{
+    *out = NULL;
+    int n_dev = 0;
+    cudaError_t rc = cudaGetDeviceCount(&n_dev);
+    if (rc != cudaSuccess) {
+        (void)cudaGetLastError();
+        return cv_err_set(e, CV_EDEVICE, "cuda:%d: no usable CUDA device (%s)", device,
+                          cudaGetErrorString(rc));
+    }
+    if (device < 0 || device >= n_dev)
+        return cv_err_set(e, CV_EINVAL, "cuda:%d: this machine has %d CUDA device(s)", device,
+                          n_dev);
+    CV_CUDA(e, cudaSetDevice(device));
+    cuda_backend *cb = (cuda_backend *)calloc(1, sizeof *cb);
+    if (!cb)
+        return cv_err_set(e, CV_ENOMEM, "cuda backend: out of host memory");
+    cb->device = device;
+    snprintf(cb->name, sizeof cb->name, "cuda:%d", device);
+    cb->base.ops = &cuda_ops;
+    cb->base.impl = cb;
+    cv_status st = CV_OK;
+    if ((rc = cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking)) != cudaSuccess)
+        goto err_cuda;
+    for (int k = 0; k < 2; k++) {
+        if ((rc = cudaMallocHost(&cb->stage[k], STAGE_BYTES)) != cudaSuccess)
+            goto err_cuda;
+        if ((rc = cudaEventCreateWithFlags(&cb->stage_ev[k], cudaEventDisableTiming)) != cudaSuccess)
+            goto err_cuda;
+    }
+#ifdef CARAVAN_HAVE_CUBLAS
+    {
+        cublasStatus_t bs = cublasCreate(&cb->blas);
+        if (bs != CUBLAS_STATUS_SUCCESS) {
+            st = cv_err_set(e, CV_EDEVICE, "cuda:%d: cublasCreate failed (status %d)", device,
+                            (int)bs);
+            goto err;
+        }
+        cublasSetStream(cb->blas, cb->stream);
+        cublasSetMathMode(cb->blas, CUBLAS_DEFAULT_MATH);
+    }
+#endif
+    {
+        cudaDeviceProp prop;
+        if (cudaGetDeviceProperties(&prop, device) == cudaSuccess)
+            log_info("cuda:%d: %s, %d SMs, %.1f GiB, compute %d.%d", device, prop.name,
+                     prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0, prop.major,
+                     prop.minor);
+    }
+    *out = &cb->base;
+    return CV_OK;
+err_cuda:
+    st = cv_err_set(e, CV_EDEVICE, "cuda:%d: backend setup: %s", device, cudaGetErrorString(rc));
+err:
+    cuda_destroy(&cb->base);
+    return st;
+}
+
+/* Device-to-device copy bandwidth (bytes read + written per second), for
+ * benchmarks' "% of measured bandwidth": median of `reps` copies of n_bytes. */
+extern "C" cv_status backend_cuda_copy_bandwidth(int device, size_t n_bytes, int reps, double *bps,
+                                                 cv_err *e)
+{
+    *bps = 0;
+    CV_CUDA(e, cudaSetDevice(device));
+    void *a = NULL, *b = NULL;
+    cudaEvent_t t0 = NULL, t1 = NULL;
+    cudaError_t rc;
+    float *ms = (float *)calloc((size_t)(reps > 0 ? reps : 1), sizeof(float));
+    if (!ms)
+        return cv_err_set(e, CV_ENOMEM, "copy bandwidth: out of memory");
+    if ((rc = cudaMalloc(&a, n_bytes)) || (rc = cudaMalloc(&b, n_bytes)) ||
+        (rc = cudaMemset(a, 0x5a, n_bytes)) || (rc = cudaEventCreate(&t0)) ||
+        (rc = cudaEventCreate(&t1)))
+        goto done;
+    for (int i = 0; i < 3 && !rc; i++) /* warm-up */
+        rc = cudaMemcpy(b, a, n_bytes, cudaMemcpyDeviceToDevice);
+    for (int i = 0; i < reps && !rc; i++) {
+        if ((rc = cudaEventRecord(t0)) || (rc = cudaMemcpyAsync(b, a, n_bytes, cudaMemcpyDeviceToDevice)) ||
+            (rc = cudaEventRecord(t1)) || (rc = cudaEventSynchronize(t1)) ||
+            (rc = cudaEventElapsedTime(&ms[i], t0, t1)))
+            break;
+    }
+    if (!rc) {
+        for (int i = 1; i < reps; i++) /* insertion sort: median */
+            for (int j = i; j > 0 && ms[j] < ms[j - 1]; j--) {
+                float tmp = ms[j];
+                ms[j] = ms[j - 1];
+                ms[j - 1] = tmp;
+            }
+        *bps = 2.0 * (double)n_bytes / (ms[reps / 2] * 1e-3);
+    }
+done:
+    if (t0)
+        cudaEventDestroy(t0);
+    if (t1)
+        cudaEventDestroy(t1);
+    cudaFree(a);
+    cudaFree(b);
+    free(ms);
+    if (rc != cudaSuccess) {
+        (void)cudaGetLastError();
+        return cv_err_set(e, CV_EDEVICE, "copy bandwidth on cuda:%d: %s", device,
+                          cudaGetErrorString(rc));
+    }
+    return CV_OK;
+}
