@@ -14,7 +14,23 @@ set_tests_properties(test_gguf_inspect PROPERTIES SKIP_RETURN_CODE 77)
 
 # libFuzzer target (clang only); tests/fuzz/run.sh builds it standalone for long runs.
 # The short ctest run fuzzes for 15 s seeded with the corpus test_gguf_corrupt writes.
+set(cv_fuzz OFF)
 if(CMAKE_C_COMPILER_ID MATCHES "Clang")
+  include(CheckCSourceCompiles)
+  set(CMAKE_REQUIRED_FLAGS "-fsanitize=fuzzer")
+  set(CMAKE_REQUIRED_LINK_OPTIONS "-fsanitize=fuzzer")
+  check_c_source_compiles("#include <stdint.h>
+#include <stddef.h>
+int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { return 0; }" CARAVAN_CLANG_HAS_LIBFUZZER)
+  unset(CMAKE_REQUIRED_FLAGS)
+  unset(CMAKE_REQUIRED_LINK_OPTIONS)
+  if(CARAVAN_CLANG_HAS_LIBFUZZER)
+    set(cv_fuzz ON)
+  else()
+    message(STATUS "caravan: clang has no libFuzzer runtime; fuzz_gguf is left out")
+  endif()
+endif()
+if(cv_fuzz)
   add_executable(fuzz_gguf fuzz/fuzz_gguf.c ${PROJECT_SOURCE_DIR}/core/gguf.c
                            ${PROJECT_SOURCE_DIR}/core/dtype.c ${PROJECT_SOURCE_DIR}/core/status.c)
   target_include_directories(fuzz_gguf PRIVATE ${PROJECT_SOURCE_DIR})
