@@ -14,7 +14,8 @@
  *   Q5_K 256 el,176 B: | d f16 | dmin f16 | scales[12] | qh[32] | qs[128] |
  *   Q6_K 256 el,210 B: | ql[128] | qh[64] | scales[16] int8 | d f16 |
  *   Q8_K 256 el,292 B: | d f32 | qs[256] int8 | bsums[16] int16 |   (activations only)
- *   F32 4 B, F16 2 B (IEEE half), BF16 2 B (top half of an f32). */
+ *   F32 4 B, F16 2 B (IEEE half), BF16 2 B (top half of an f32).
+ * The same layouts as C structs (dt_block_q4_0 ...) for SIMD/CUDA code: core/dtype_blocks.h. */
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -79,7 +80,7 @@ bool quantize_row(int type, const float *x, void *w, int64_t n);
  * Q8_0 blocks for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weights, Q8_K for the K-quants.
  * vec_dot_q8 is the scalar oracle of the integer path: weights `type` times
  * activations already quantized to dtype_vec_dot_type(type). */
-int dtype_vec_dot_type(int type); /* DT_Q8_0, DT_Q8_K, or DT_F32 for float weights */
+int dtype_vec_dot_type(int type); /* DT_Q8_0, DT_Q8_K, or DT_F32 for float weights; -1 if no dot */
 void quantize_row_q8_0(const float *x, void *out, int64_t n);
 void quantize_row_q8_k(const float *x, void *out, int64_t n);
 float vec_dot_q8(int type, const void *w, const void *xq, int64_t n);
