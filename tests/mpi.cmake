@@ -54,3 +54,17 @@ if(CARAVAN_HAVE_MPI)
                     TIMEOUT 180)
   endforeach()
 endif()
+
+if(CARAVAN_HAVE_MPI)
+  # Acceptance 2 (mkmodel Q4_K/Q8_0, 4 concurrent sequences) and 5 (kill a rank).
+  cv_add_script_test(NAME group_mkmodel COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/group_mkmodel.sh
+                     TIMEOUT 900 LABELS mpi)
+  cv_add_script_test(NAME group_kill_rank COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/kill_rank.sh
+                     TIMEOUT 120 LABELS mpi)
+  # Acceptance 6: the 70B layout prints; 2 x 8 GB is refused with the reason.
+  add_test(NAME plan_70b COMMAND caravan plan --shape llama3-70b --type Q4_K --tp 2 --pp 3
+                                 --mem 24G,24G,24G,24G,12G,12G)
+  add_test(NAME plan_70b_refused COMMAND caravan plan --shape llama3-70b --type Q4_K --pp 2
+                                         --mem 8G,8G)
+  set_tests_properties(plan_70b_refused PROPERTIES WILL_FAIL TRUE)
+endif()

@@ -61,7 +61,13 @@ int main(int argc, char **argv)
     const char *model = argv[1];
     int tp = atoi(argv[2]), pp = atoi(argv[3]), n_seqs = 1, n_gen = 32;
     const char *golden = NULL;
+    double tol = 1e-2;
+    int allow_ties = 0;
     for (int i = 4; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--tol"))
+            tol = atof(argv[i + 1]);
+        if (!strcmp(argv[i], "--near-ties"))
+            allow_ties = atoi(argv[i + 1]);
         if (!strcmp(argv[i], "--seqs"))
             n_seqs = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--gen"))
@@ -74,8 +80,9 @@ int main(int argc, char **argv)
     if (golden && golden[0] != '/')
         golden = tu_model(golden);
     int64_t n_ctx = n_gen + 16;
+    const char *level = getenv("CARAVAN_TEST_CPU_LEVEL"); /* NULL: the best level */
     group_config gc = {.model_path = model,
-                       .be = {.device = "cpu", .n_threads = 1},
+                       .be = {.device = "cpu", .n_threads = 1, .cpu_level = level},
                        .params = {.n_slots = n_seqs, .n_ctx = n_ctx, .kv_type = DT_F32,
                                   .max_batch = 64},
                        .tp = tp,
@@ -100,7 +107,8 @@ int main(int argc, char **argv)
         return 0;
     }
 
-    engine_config ec = {.model_path = model, .be = {.device = "cpu", .n_threads = 1},
+    engine_config ec = {.model_path = model,
+                        .be = {.device = "cpu", .n_threads = 1, .cpu_level = level},
                         .params = gc.params};
     engine *eng = NULL;
     if (engine_create(&ec, &eng, &e)) {
@@ -129,7 +137,7 @@ int main(int argc, char **argv)
     int32_t *bt = malloc(64 * sizeof(int32_t)), *bp = malloc(64 * sizeof(int32_t)),
             *bs = malloc(64 * sizeof(int32_t)), *bo = malloc(64 * sizeof(int32_t));
     double max_diff = 0;
-    int mism = 0, gold_mism = 0;
+    int mism = 0, gold_mism = 0, ties = 0;
     uint64_t step_id = 0;
     int64_t tokens_done = 0;
     for (int round = 0; round < n_gen; round++) {
@@ -182,14 +190,27 @@ int main(int argc, char **argv)
             int r = 0;
             for (int i = m; i < n_seqs && gl; i += n_mb, r++) {
                 int arg = 0;
+                double row_diff = 0;
                 for (int64_t v = 0; v < V; v++) {
                     double d = fabs((double)gl[r * V + v] - (double)ref[r * V + v]);
-                    if (d > max_diff)
-                        max_diff = d;
+                    if (d > row_diff)
+                        row_diff = d;
                     if (ref[r * V + v] > ref[r * V + arg])
                         arg = (int)v;
                 }
+                if (row_diff > max_diff)
+                    max_diff = row_diff;
                 int32_t tok = res.results[r].r.token;
+                /* a near tie: the single-process margin between the two
+                 * tokens is within this row's logit difference */
+                if (allow_ties && tok != arg &&
+                    (double)ref[r * V + arg] - (double)ref[r * V + tok] <= 2 * row_diff) {
+                    fprintf(stderr, "near tie seq %d gen %d: group %d, single-process %d (margin "
+                            "%.3g, row diff %.3g)\n", i, round, tok, arg,
+                            (double)ref[r * V + arg] - (double)ref[r * V + tok], row_diff);
+                    ties++;
+                    arg = tok;
+                }
                 TU_CHECK(res.results[r].seq_id == i, "result %d for seq %lld, expected %d", r,
                          (long long)res.results[r].seq_id, i);
                 if (tok != arg && mism++ < 5)
@@ -206,13 +227,13 @@ int main(int argc, char **argv)
     }
     TU_CHECK(mism == 0, "%d tokens differ from single-process", mism);
     TU_CHECK(gold_mism == 0, "%d tokens differ from the golden ids", gold_mism);
-    TU_CHECK(max_diff < 1e-2, "max |logit diff| %.3g over 1e-2", max_diff);
+    TU_CHECK(max_diff < tol, "max |logit diff| %.3g over %g", max_diff, tol);
     printf("test_group: %s tp %d pp %d: %d seqs x %d tokens (%d micro-batches in flight): "
-           "max |logit diff| vs single-process %.3g, token mismatches %d%s, bytes sent by "
-           "leader %llu\n",
-           model, tp, pp, n_seqs, n_gen, n_mb, max_diff, mism,
+           "max |logit diff| vs single-process %.3g, token mismatches %d, near ties %d%s, "
+           "cpu %s, bytes sent by leader %llu\n",
+           model, tp, pp, n_seqs, n_gen, n_mb, max_diff, mism, ties,
            golden ? (gold_mism ? ", GOLDEN MISMATCH" : ", golden ids match") : "",
-           (unsigned long long)group_bytes_sent(g));
+           level ? level : "best", (unsigned long long)group_bytes_sent(g));
     fflush(stdout);
     group_free(g);
     engine_free(eng);
