@@ -106,6 +106,11 @@ typedef struct backend_ops {
     void (*scale)(backend *be, float *y, const float *x, float s, int64_t n);
 
     void (*destroy)(backend *be);
+
+    /* Optional (NULL on cpu): the first error of the asynchronous ops, which
+     * return nothing. cuda: a failed launch or kernel fault, kept with its
+     * file:line; later to_host outputs are NaN. Check after to_host. */
+    cv_status (*last_error)(backend *be, cv_err *e);
 } backend_ops;
 
 struct backend {

@@ -14,56 +14,11 @@
  * first time, kept as the backend's sticky status (backend_cuda_status), and
  * later to_host calls fill their output with NaN so that the caller cannot
  * mistake a failed step for a result. Not thread-safe: one caller thread. */
-#include <math.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "cuda_internal.cuh"
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-#ifdef CARAVAN_HAVE_CUBLAS
-#include <cublas_v2.h>
-#endif
+__thread int cv_cuda_tl_device = -1;
 
-extern "C" {
-#include "../../core/log.h"
-#include "../../core/status.h"
-#include "../backend.h"
-#include "backend_cuda.h"
-}
-#include "cuda_quant.cuh"
-
-#define MMV_MAX_TOK 8     /* n_tok up to this uses the matrix-vector kernel */
-#define MMV_WARPS 4       /* rows (warps) per block of the matrix-vector kernel */
-#define ATT_WARPS 8       /* warps per (token, head) in attention */
-#define ATT_MAX_HD 256    /* head_dim limit of the attention kernel */
-#define GEMM_CHUNK_EL (32ll << 20) /* dequantized F16 elements per GEMM chunk (64 MiB) */
-#define STAGE_BYTES (32u << 20)    /* pinned upload staging buffer, two of them */
-
-typedef struct cuda_backend {
-    backend base;
-    int device;
-    char name[32];
-    cudaStream_t stream;
-#ifdef CARAVAN_HAVE_CUBLAS
-    cublasHandle_t blas;
-#endif
-    void *wh;         /* dequantized weight chunk (F16) */
-    size_t wh_cap;
-    void *xh;         /* activations converted to F16/BF16 */
-    size_t xh_cap;
-    void *stage[2];   /* pinned host staging for uploads */
-    cudaEvent_t stage_ev[2];
-    cv_status err;    /* first error (sticky) */
-    char err_msg[CV_ERR_MSG_MAX];
-} cuda_backend;
-
-static cuda_backend *cb_of(backend *be) { return (cuda_backend *)be->impl; }
-
-/* Record the first CUDA error of this backend with where it happened. */
-static bool cb_fail(cuda_backend *cb, cudaError_t rc, const char *what, const char *file, int line)
+bool cb_fail(cuda_backend *cb, cudaError_t rc, const char *what, const char *file, int line)
 {
     if (rc == cudaSuccess)
         return false;
@@ -74,24 +29,6 @@ static bool cb_fail(cuda_backend *cb, cudaError_t rc, const char *what, const ch
         cv_log(LOG_ERROR, file, line, "%s", cb->err_msg);
     }
     return true;
-}
-/* checked call inside an op: records the error, evaluates to true on failure */
-#define CB_CHECK(cb, call) cb_fail((cb), (call), #call, __FILE__, __LINE__)
-/* after a kernel launch */
-#define CB_LAUNCHED(cb, what) cb_fail((cb), cudaGetLastError(), what, __FILE__, __LINE__)
-/* checked call in a function that returns cv_status */
-#define CV_CUDA(e, call)                                                                           \
-    do {                                                                                           \
-        cudaError_t rc_ = (call);                                                                  \
-        if (rc_ != cudaSuccess)                                                                    \
-            return cv_err_set((e), CV_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call,        \
-                              cudaGetErrorString(rc_));                                            \
-    } while (0)
-
-static unsigned grid1(int64_t n, int threads)
-{
-    int64_t g = (n + threads - 1) / threads;
-    return (unsigned)(g < 1 ? 1 : (g > 0x7fffffff ? 0x7fffffff : g));
 }
 
 /* ---- buffers --------------------------------------------------------------- */
@@ -252,384 +189,6 @@ static void cuda_weight_free(backend *be, be_weight *w)
         CB_CHECK(cb, cudaFree(w->data));
     }
     w->data = NULL;
-}
-
-/* ---- matrix-vector (decode) ------------------------------------------------ */
-
-/* 16 products x[c..c+16) * q[..] and (for types with offsets) the sum of x */
-template <bool HAS_MIN>
-__device__ __forceinline__ void mmv_dot16(const float *__restrict__ xp, const float *q, bool vec,
-                                          int64_t c, int64_t ne0, float &s, float &sx)
-{
-    if (vec) {
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            float4 v = __ldg((const float4 *)xp + k);
-            s = fmaf(q[4 * k + 0], v.x, s);
-            s = fmaf(q[4 * k + 1], v.y, s);
-            s = fmaf(q[4 * k + 2], v.z, s);
-            s = fmaf(q[4 * k + 3], v.w, s);
-            if (HAS_MIN)
-                sx += (v.x + v.y) + (v.z + v.w);
-        }
-    } else {
-#pragma unroll
-        for (int l = 0; l < 16; l++) {
-            float v = c + l < ne0 ? __ldg(xp + l) : 0.0f;
-            s = fmaf(q[l], v, s);
-            if (HAS_MIN)
-                sx += v;
-        }
-    }
-}
-
-/* y[t][r] = sum_k W[r][k] x[t][k] for t < NT: one warp per row r. */
-template <int T, int NT>
-__global__ void __launch_bounds__(MMV_WARPS * 32)
-    k_mmv(float *__restrict__ y, int64_t ldy, const uint8_t *__restrict__ W, size_t pitch,
-          int64_t ne0, int64_t ne1, const float *__restrict__ x, int64_t ldx, bool vec)
-{
-    typedef qt_dec<T> D;
-    const int lane = threadIdx.x & 31;
-    const int64_t r = (int64_t)blockIdx.x * MMV_WARPS + (threadIdx.x >> 5);
-    if (r >= ne1)
-        return;
-    const uint8_t *row = W + r * pitch;
-    const int64_t nt = (ne0 + 31) / 32;
-    float acc[NT];
-#pragma unroll
-    for (int t = 0; t < NT; t++)
-        acc[t] = 0.0f;
-#pragma unroll 2
-    for (int64_t i = lane; i < nt; i += 32) {
-        float q[32], sc[2], mn[2];
-        int64_t c[2];
-        D::task(row, ne0, i, q, sc, mn, c);
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-#pragma unroll
-            for (int t = 0; t < NT; t++) {
-                float s = 0.0f, sx = 0.0f;
-                mmv_dot16<D::has_min>(x + t * ldx + c[h], q + 16 * h, vec, c[h], ne0, s, sx);
-                if (D::scaled)
-                    acc[t] = fmaf(sc[h], s, acc[t]);
-                else
-                    acc[t] += s;
-                if (D::has_min)
-                    acc[t] = fmaf(mn[h], sx, acc[t]);
-            }
-        }
-    }
-#pragma unroll
-    for (int t = 0; t < NT; t++) {
-        float v = acc[t];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1)
-            v += __shfl_xor_sync(0xffffffffu, v, o);
-        acc[t] = v;
-    }
-    if (lane == 0) {
-#pragma unroll
-        for (int t = 0; t < NT; t++)
-            y[t * ldy + r] = acc[t];
-    }
-}
-
-typedef void (*mmv_fn)(float *, int64_t, const uint8_t *, size_t, int64_t, int64_t, const float *,
-                       int64_t, bool);
-
-template <int T> static mmv_fn mmv_pick(int nt)
-{
-    switch (nt) {
-    case 8: return k_mmv<T, 8>;
-    case 4: return k_mmv<T, 4>;
-    case 2: return k_mmv<T, 2>;
-    default: return k_mmv<T, 1>;
-    }
-}
-
-static mmv_fn mmv_get(int type, int nt)
-{
-    switch (type) {
-#define QT_CASE(t)                                                                                 \
-    case t: return mmv_pick<t>(nt);
-        QT_FOR_TYPES(QT_CASE)
-#undef QT_CASE
-    default: return NULL;
-    }
-}
-
-/* ---- dequantize rows (embedding, GEMM chunks) -------------------------------- */
-
-template <typename OT> __device__ __forceinline__ OT cvt_out(float v);
-template <> __device__ __forceinline__ float cvt_out<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half cvt_out<__half>(float v) { return __float2half_rn(v); }
-
-/* out[i][c] = W[idx ? idx[r0+i] : r0+i][c] for i < n_rows, c < ne0; one thread per task. */
-template <int T, typename OT>
-__global__ void k_dequant_rows(OT *__restrict__ out, int64_t ldo, const uint8_t *__restrict__ W,
-                               size_t pitch, int64_t ne0, int64_t ne1, const int32_t *idx,
-                               int64_t r0, int64_t n_rows)
-{
-    const int64_t nt = (ne0 + 31) / 32;
-    const int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (g >= nt * n_rows)
-        return;
-    const int64_t i = g / nt, task = g % nt;
-    int64_t r = idx ? (int64_t)idx[r0 + i] : r0 + i;
-    OT *o = out + i * ldo;
-    if (r < 0 || r >= ne1) { /* bad row id: NaN rather than reading out of bounds */
-        for (int l = 0; l < 32; l++)
-            if (task * 32 + l < ne0)
-                o[task * 32 + l] = cvt_out<OT>(NAN);
-        return;
-    }
-    float q[32], sc[2], mn[2];
-    int64_t c[2];
-    qt_dec<T>::task(W + r * pitch, ne0, task, q, sc, mn, c);
-#pragma unroll
-    for (int h = 0; h < 2; h++)
-#pragma unroll
-        for (int l = 0; l < 16; l++)
-            if (c[h] + l < ne0)
-                o[c[h] + l] = cvt_out<OT>(fmaf(sc[h], q[16 * h + l], mn[h]));
-}
-
-typedef void (*deq_f32_fn)(float *, int64_t, const uint8_t *, size_t, int64_t, int64_t,
-                           const int32_t *, int64_t, int64_t);
-typedef void (*deq_f16_fn)(__half *, int64_t, const uint8_t *, size_t, int64_t, int64_t,
-                           const int32_t *, int64_t, int64_t);
-
-static deq_f32_fn deq_f32_get(int type)
-{
-    switch (type) {
-#define QT_CASE(t)                                                                                 \
-    case t: return k_dequant_rows<t, float>;
-        QT_FOR_TYPES(QT_CASE)
-#undef QT_CASE
-    default: return NULL;
-    }
-}
-
-static deq_f16_fn deq_f16_get(int type)
-{
-    switch (type) {
-#define QT_CASE(t)                                                                                 \
-    case t: return k_dequant_rows<t, __half>;
-        QT_FOR_TYPES(QT_CASE)
-#undef QT_CASE
-    default: return NULL;
-    }
-}
-
-__global__ void k_f32_to_f16(__half *__restrict__ y, const float *__restrict__ x, int64_t n)
-{
-    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n)
-        y[i] = __float2half_rn(x[i]);
-}
-
-__global__ void k_f32_to_bf16(__nv_bfloat16 *__restrict__ y, const float *__restrict__ x, int64_t n)
-{
-    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n)
-        y[i] = __float2bfloat16_rn(x[i]);
-}
-
-/* ---- fallback GEMM (no cuBLAS) -------------------------------------------------- */
-
-template <typename WT> __device__ __forceinline__ float ld_w(const WT *p);
-template <> __device__ __forceinline__ float ld_w<float>(const float *p) { return *p; }
-template <> __device__ __forceinline__ float ld_w<__half>(const __half *p) { return __half2float(*p); }
-template <> __device__ __forceinline__ float ld_w<__nv_bfloat16>(const __nv_bfloat16 *p)
-{
-    return __bfloat162float(*p);
-}
-
-/* y (M, ldy) [:, 0..N) = x (M, K; ldx) @ Wt^T where Wt is (N, K; ldw). 64x64 tiles, 4x4 per thread. */
-template <typename WT>
-__global__ void __launch_bounds__(256)
-    k_gemm_tiled(float *__restrict__ y, int64_t ldy, const float *__restrict__ x, int64_t ldx,
-                 const WT *__restrict__ Wt, int64_t ldw, int64_t M, int64_t N, int64_t K)
-{
-    __shared__ float xs[16][64 + 1];
-    __shared__ float ws[16][64 + 1];
-    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    const int64_t m0 = (int64_t)blockIdx.y * 64, n0 = (int64_t)blockIdx.x * 64;
-    float acc[4][4] = {};
-    for (int64_t k0 = 0; k0 < K; k0 += 16) {
-        for (int e = threadIdx.x; e < 16 * 64; e += 256) {
-            int kk = e % 16, mm = e / 16;
-            int64_t m = m0 + mm, n = n0 + mm, k = k0 + kk;
-            xs[kk][mm] = (m < M && k < K) ? x[m * ldx + k] : 0.0f;
-            ws[kk][mm] = (n < N && k < K) ? ld_w<WT>(Wt + n * ldw + k) : 0.0f;
-        }
-        __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < 16; kk++) {
-            float a[4], b[4];
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                a[i] = xs[kk][ty * 4 + i];
-                b[i] = ws[kk][tx * 4 + i];
-            }
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-#pragma unroll
-                for (int j = 0; j < 4; j++)
-                    acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-        }
-        __syncthreads();
-    }
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            int64_t m = m0 + ty * 4 + i, n = n0 + tx * 4 + j;
-            if (m < M && n < N)
-                y[m * ldy + n] = acc[i][j];
-        }
-}
-
-/* ---- matmul ------------------------------------------------------------------ */
-
-static bool scratch_grow(cuda_backend *cb, void **p, size_t *cap, size_t need)
-{
-    if (need <= *cap)
-        return true;
-    if (*p) {
-        CB_CHECK(cb, cudaStreamSynchronize(cb->stream));
-        cudaFree(*p);
-        *p = NULL;
-        *cap = 0;
-    }
-    if (CB_CHECK(cb, cudaMalloc(p, need)))
-        return false;
-    *cap = need;
-    return true;
-}
-
-static void matmul_mmv(cuda_backend *cb, float *y, const be_weight *w, const float *x,
-                       int64_t n_tok)
-{
-    size_t pitch = qt_pitch(w->type, w->ne0);
-    bool vec = ((uintptr_t)x % 16 == 0) && (w->ne0 % 16 == 0);
-    for (int64_t t0 = 0; t0 < n_tok;) {
-        int64_t left = n_tok - t0;
-        int nt = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
-        mmv_fn f = mmv_get(w->type, nt);
-        f<<<grid1(w->ne1, MMV_WARPS), MMV_WARPS * 32, 0, cb->stream>>>(
-            y + t0 * w->ne1, w->ne1, (const uint8_t *)w->data, pitch, w->ne0, w->ne1,
-            x + t0 * w->ne0, w->ne0, vec);
-        if (CB_LAUNCHED(cb, "matmul (matrix-vector kernel)"))
-            return;
-        t0 += nt;
-    }
-}
-
-static void matmul_gemm(cuda_backend *cb, float *y, const be_weight *w, const float *x,
-                        int64_t n_tok)
-{
-    const int64_t K = w->ne0, N = w->ne1;
-    size_t pitch = qt_pitch(w->type, K);
-    const uint8_t *W = (const uint8_t *)w->data;
-    int64_t chunk = GEMM_CHUNK_EL / K;
-    chunk = chunk < 64 ? 64 : chunk;
-    if (chunk > N)
-        chunk = N;
-    bool in_place = w->type == DT_F16 || w->type == DT_BF16 || w->type == DT_F32;
-#ifdef CARAVAN_HAVE_CUBLAS
-    const float one = 1.0f, zero = 0.0f;
-    if (w->type == DT_F32) {
-        cublasStatus_t st =
-            cublasSgemm(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)n_tok, (int)K, &one,
-                        (const float *)W, (int)(pitch / 4), x, (int)K, &zero, y, (int)N);
-        if (st != CUBLAS_STATUS_SUCCESS)
-            cb_fail(cb, cudaErrorUnknown, "cublasSgemm", __FILE__, __LINE__);
-        return;
-    }
-    /* activations to the weights' 16-bit type */
-    bool bf = w->type == DT_BF16;
-    if (!scratch_grow(cb, &cb->xh, &cb->xh_cap, (size_t)(n_tok * K) * 2))
-        return;
-    if (bf)
-        k_f32_to_bf16<<<grid1(n_tok * K, 256), 256, 0, cb->stream>>>((__nv_bfloat16 *)cb->xh, x,
-                                                                      n_tok * K);
-    else
-        k_f32_to_f16<<<grid1(n_tok * K, 256), 256, 0, cb->stream>>>((__half *)cb->xh, x, n_tok * K);
-    if (CB_LAUNCHED(cb, "matmul (activation conversion)"))
-        return;
-    cudaDataType_t dt = bf ? CUDA_R_16BF : CUDA_R_16F;
-    if (!in_place && !scratch_grow(cb, &cb->wh, &cb->wh_cap, (size_t)(chunk * K) * 2))
-        return;
-    for (int64_t r0 = 0; r0 < N; r0 += chunk) {
-        int64_t nr = N - r0 < chunk ? N - r0 : chunk;
-        const void *A;
-        int64_t lda;
-        if (in_place) {
-            A = W + (size_t)r0 * pitch;
-            lda = (int64_t)(pitch / 2);
-        } else {
-            int64_t nth = nr * ((K + 31) / 32);
-            deq_f16_get(w->type)<<<grid1(nth, 256), 256, 0, cb->stream>>>(
-                (__half *)cb->wh, K, W, pitch, K, N, NULL, r0, nr);
-            if (CB_LAUNCHED(cb, "matmul (dequantize chunk)"))
-                return;
-            A = cb->wh;
-            lda = K;
-        }
-        cublasStatus_t st = cublasGemmEx(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, (int)n_tok,
-                                         (int)K, &one, A, dt, (int)lda, cb->xh, dt, (int)K, &zero,
-                                         y + r0, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F,
-                                         CUBLAS_GEMM_DEFAULT);
-        if (st != CUBLAS_STATUS_SUCCESS) {
-            char what[96];
-            snprintf(what, sizeof what, "cublasGemmEx (status %d)", (int)st);
-            cb_fail(cb, cudaErrorUnknown, what, __FILE__, __LINE__);
-            return;
-        }
-    }
-#else
-    if (!in_place && !scratch_grow(cb, &cb->wh, &cb->wh_cap, (size_t)(chunk * K) * 2))
-        return;
-    for (int64_t r0 = 0; r0 < N; r0 += chunk) {
-        int64_t nr = N - r0 < chunk ? N - r0 : chunk;
-        dim3 grid((unsigned)((nr + 63) / 64), (unsigned)((n_tok + 63) / 64));
-        const uint8_t *A = W + (size_t)r0 * pitch;
-        if (w->type == DT_F32) {
-            k_gemm_tiled<float><<<grid, 256, 0, cb->stream>>>(y + r0, N, x, K, (const float *)A,
-                                                               (int64_t)(pitch / 4), n_tok, nr, K);
-        } else if (w->type == DT_BF16) {
-            k_gemm_tiled<__nv_bfloat16><<<grid, 256, 0, cb->stream>>>(
-                y + r0, N, x, K, (const __nv_bfloat16 *)A, (int64_t)(pitch / 2), n_tok, nr, K);
-        } else if (w->type == DT_F16) {
-            k_gemm_tiled<__half><<<grid, 256, 0, cb->stream>>>(y + r0, N, x, K, (const __half *)A,
-                                                                (int64_t)(pitch / 2), n_tok, nr, K);
-        } else {
-            int64_t nth = nr * ((K + 31) / 32);
-            deq_f16_get(w->type)<<<grid1(nth, 256), 256, 0, cb->stream>>>(
-                (__half *)cb->wh, K, W, pitch, K, N, NULL, r0, nr);
-            if (CB_LAUNCHED(cb, "matmul (dequantize chunk)"))
-                return;
-            k_gemm_tiled<__half><<<grid, 256, 0, cb->stream>>>(y + r0, N, x, K,
-                                                                (const __half *)cb->wh, K, n_tok,
-                                                                nr, K);
-        }
-        if (CB_LAUNCHED(cb, "matmul (tiled kernel)"))
-            return;
-    }
-#endif
-}
-
-static void cuda_matmul(backend *be, float *y, const be_weight *w, const float *x, int64_t n_tok)
-{
-    cuda_backend *cb = cb_of(be);
-    if (n_tok <= 0)
-        return;
-    if (n_tok <= MMV_MAX_TOK)
-        matmul_mmv(cb, y, w, x, n_tok);
-    else
-        matmul_gemm(cb, y, w, x, n_tok);
 }
 
 /* ---- norms, rope, element-wise ------------------------------------------------- */
@@ -923,19 +482,6 @@ static void cuda_add_bias(backend *be, float *y, const be_weight *bias, int64_t 
     CB_LAUNCHED(cb, "add_bias");
 }
 
-static void cuda_embed(backend *be, float *y, const be_weight *emb, const int32_t *tokens,
-                       int64_t n_tok)
-{
-    cuda_backend *cb = cb_of(be);
-    if (n_tok <= 0)
-        return;
-    int64_t nth = n_tok * ((emb->ne0 + 31) / 32);
-    deq_f32_get(emb->type)<<<grid1(nth, 128), 128, 0, cb->stream>>>(
-        y, emb->ne0, (const uint8_t *)emb->data, qt_pitch(emb->type, emb->ne0), emb->ne0,
-        emb->ne1, tokens, 0, n_tok);
-    CB_LAUNCHED(cb, "embed");
-}
-
 static void cuda_get_rows(backend *be, float *y, const float *x, const int32_t *idx,
                           int64_t n_rows, int64_t n)
 {
@@ -962,7 +508,8 @@ static void cuda_destroy(backend *be)
     if (!be)
         return;
     cuda_backend *cb = cb_of(be);
-    cudaSetDevice(cb->device);
+    if (cudaSetDevice(cb->device) == cudaSuccess)
+        cv_cuda_tl_device = cb->device;
     if (cb->stream)
         cudaStreamSynchronize(cb->stream);
 #ifdef CARAVAN_HAVE_CUBLAS
@@ -1019,6 +566,7 @@ static const backend_ops cuda_ops = {
     .get_rows = cuda_get_rows,
     .scale = cuda_scale,
     .destroy = cuda_destroy,
+    .last_error = cuda_last_error,
 };
 
 extern "C" cv_status backend_cuda_status(backend *be, cv_err *e)
@@ -1042,6 +590,7 @@ extern "C" cv_status backend_cuda_create(int device, backend **out, cv_err *e)
         return cv_err_set(e, CV_EINVAL, "cuda:%d: this machine has %d CUDA device(s)", device,
                           n_dev);
     CV_CUDA(e, cudaSetDevice(device));
+    cv_cuda_tl_device = device;
     cuda_backend *cb = (cuda_backend *)calloc(1, sizeof *cb);
     if (!cb)
         return cv_err_set(e, CV_ENOMEM, "cuda backend: out of host memory");
@@ -1049,6 +598,12 @@ extern "C" cv_status backend_cuda_create(int device, backend **out, cv_err *e)
     snprintf(cb->name, sizeof cb->name, "cuda:%d", device);
     cb->base.ops = &cuda_ops;
     cb->base.impl = cb;
+    cb->gemm_chunk_el = GEMM_CHUNK_EL;
+    {
+        const char *ch = getenv("CARAVAN_CUDA_GEMM_CHUNK");
+        if (ch && atoll(ch) > 0)
+            cb->gemm_chunk_el = atoll(ch);
+    }
     cv_status st = CV_OK;
     if ((rc = cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking)) != cudaSuccess)
         goto err_cuda;
@@ -1093,6 +648,7 @@ extern "C" cv_status backend_cuda_copy_bandwidth(int device, size_t n_bytes, int
 {
     *bps = 0;
     CV_CUDA(e, cudaSetDevice(device));
+    cv_cuda_tl_device = device;
     void *a = NULL, *b = NULL;
     cudaEvent_t t0 = NULL, t1 = NULL;
     cudaError_t rc;

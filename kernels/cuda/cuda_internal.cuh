@@ -1,0 +1,101 @@
+/* cuda_internal.cuh - what the CUDA backend's .cu files share: the backend
+ * state, the checked-call macros, and the kernel dispatchers each file
+ * provides (split so that nvcc compiles the files in parallel). Included by
+ * the .cu files of kernels/cuda only. */
+#pragma once
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#ifdef CARAVAN_HAVE_CUBLAS
+#include <cublas_v2.h>
+#endif
+
+extern "C" {
+#include "../../core/log.h"
+#include "../../core/status.h"
+#include "../backend.h"
+#include "backend_cuda.h"
+}
+#include "cuda_quant.cuh"
+
+#define MMV_MAX_TOK 8     /* n_tok up to this uses the matrix-vector kernel */
+#define MMV_WARPS 4       /* rows (warps) per block of the matrix-vector kernel */
+#define ATT_WARPS 8       /* warps per (token, head) in attention */
+#define ATT_MAX_HD 256    /* head_dim limit of the attention kernel */
+#define GEMM_CHUNK_EL (32ll << 20) /* dequantized F16 elements per GEMM chunk (64 MiB) */
+#define STAGE_BYTES (32u << 20)    /* pinned upload staging buffer, two of them */
+
+typedef struct cuda_backend {
+    backend base;
+    int device;
+    char name[32];
+    cudaStream_t stream;
+#ifdef CARAVAN_HAVE_CUBLAS
+    cublasHandle_t blas;
+#endif
+    void *wh;         /* dequantized weight chunk (F16) */
+    size_t wh_cap;
+    void *xh;         /* activations converted to F16/BF16 */
+    size_t xh_cap;
+    int64_t gemm_chunk_el; /* GEMM_CHUNK_EL, or CARAVAN_CUDA_GEMM_CHUNK (tests: force several chunks) */
+    void *stage[2];   /* pinned host staging for uploads */
+    cudaEvent_t stage_ev[2];
+    cv_status err;    /* first error (sticky) */
+    char err_msg[CV_ERR_MSG_MAX];
+} cuda_backend;
+
+/* Every op starts here: make this backend's device current on the calling
+ * thread (a backend may be used from another thread than the one that made it). */
+extern __thread int cv_cuda_tl_device;
+static inline cuda_backend *cb_of(backend *be)
+{
+    cuda_backend *cb = (cuda_backend *)be->impl;
+    if (cv_cuda_tl_device != cb->device && cudaSetDevice(cb->device) == cudaSuccess)
+        cv_cuda_tl_device = cb->device;
+    return cb;
+}
+
+/* Record the first CUDA error of this backend with where it happened;
+ * true when rc is an error. */
+bool cb_fail(cuda_backend *cb, cudaError_t rc, const char *what, const char *file, int line);
+/* checked call inside an op: records the error, evaluates to true on failure */
+#define CB_CHECK(cb, call) cb_fail((cb), (call), #call, __FILE__, __LINE__)
+/* after a kernel launch */
+#define CB_LAUNCHED(cb, what) cb_fail((cb), cudaGetLastError(), what, __FILE__, __LINE__)
+/* checked call in a function that returns cv_status */
+#define CV_CUDA(e, call)                                                                           \
+    do {                                                                                           \
+        cudaError_t rc_ = (call);                                                                  \
+        if (rc_ != cudaSuccess)                                                                    \
+            return cv_err_set((e), CV_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call,        \
+                              cudaGetErrorString(rc_));                                            \
+    } while (0)
+
+static inline unsigned grid1(int64_t n, int threads)
+{
+    int64_t g = (n + threads - 1) / threads;
+    return (unsigned)(g < 1 ? 1 : (g > 0x7fffffff ? 0x7fffffff : g));
+}
+
+
+/* kernel entry points chosen per weight type and tokens per launch */
+typedef void (*mmv_fn)(float *, int64_t, const uint8_t *, size_t, int64_t, int64_t, const float *,
+                       int64_t, bool);
+mmv_fn mmv_get_basic(int type, int nt); /* mmv_basic.cu: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 */
+mmv_fn mmv_get_k(int type, int nt);     /* mmv_k.cu: Q2_K .. Q6_K */
+typedef void (*deq_f32_fn)(float *, int64_t, const uint8_t *, size_t, int64_t, int64_t,
+                           const int32_t *, int64_t, int64_t);
+typedef void (*deq_f16_fn)(__half *, int64_t, const uint8_t *, size_t, int64_t, int64_t,
+                           const int32_t *, int64_t, int64_t);
+deq_f32_fn deq_f32_get(int type); /* dequant_cuda.cu */
+deq_f16_fn deq_f16_get(int type);
+
+/* matmul_cuda.cu */
+void cuda_matmul(backend *be, float *y, const be_weight *w, const float *x, int64_t n_tok);
+void cuda_embed(backend *be, float *y, const be_weight *emb, const int32_t *tokens, int64_t n_tok);
