@@ -25,6 +25,9 @@
 
 /* Arrays nested deeper than this are refused (real files nest at most 2). */
 #define GGUF_MAX_NESTING 8
+/* Arrays of arrays in one file (each costs an index node; real files have a
+ * handful), so a corrupt count cannot make the index outgrow the file. */
+#define GGUF_MAX_ARRAY_NODES (1 << 22)
 
 /* Smallest encodings, used to refuse counts the file cannot possibly hold. */
 #define MIN_KV_BYTES 13     /* key len (8) + type (4) + 1-byte value */
@@ -58,7 +61,8 @@ struct gguf_file {
 
     int64_t n_kv;
     kv_entry *kvs;
-    int64_t *kv_hash; /* open addressing, -1 = empty; size hash_cap */
+    size_t cap_kvs;
+    int64_t *kv_hash; /* open addressing, -1 = empty; kv_hash_cap slots, at most half full */
     size_t kv_hash_cap;
 
     arr_node *nodes;
@@ -66,8 +70,10 @@ struct gguf_file {
     size_t *str_offs; /* file offset of each string's length field */
     size_t n_strs, cap_strs;
 
-    int64_t n_tensors;
+    int64_t n_tensors;       /* parsed so far, while parsing */
+    int64_t claimed_tensors; /* n_tensors field of the header */
     gguf_tensor_info *tensors;
+    size_t cap_tensors;
     int64_t *t_hash;
     size_t t_hash_cap;
 };
@@ -110,12 +116,68 @@ static uint64_t hash_bytes(const char *s)
     return h;
 }
 
-static size_t hash_cap_for(int64_t n)
+/* Name -> index hash tables grow with what was actually parsed, never with
+ * a count read from the file (a corrupt count must not cost memory). */
+typedef const char *(*name_fn)(const gguf_file *f, int64_t i);
+
+static int64_t index_find(const int64_t *slot, size_t cap, const gguf_file *f, name_fn name_of,
+                          const char *name)
 {
-    size_t cap = 16;
-    while (cap < (size_t)n * 2)
-        cap <<= 1;
-    return cap;
+    if (!slot)
+        return -1;
+    size_t mask = cap - 1, h = (size_t)hash_bytes(name) & mask;
+    while (slot[h] >= 0) {
+        if (!strcmp(name_of(f, slot[h]), name))
+            return slot[h];
+        h = (h + 1) & mask;
+    }
+    return -1;
+}
+
+static void index_put(int64_t *slot, size_t cap, const char *name, int64_t i)
+{
+    size_t mask = cap - 1, h = (size_t)hash_bytes(name) & mask;
+    while (slot[h] >= 0)
+        h = (h + 1) & mask;
+    slot[h] = i;
+}
+
+/* Adds entry i (0..n-1 are in the table) growing it to keep it half empty. */
+static cv_status index_add(int64_t **slot, size_t *cap, const gguf_file *f, name_fn name_of,
+                           int64_t i, cv_err *e)
+{
+    if ((size_t)(i + 1) * 2 > *cap) {
+        size_t nc = *cap ? *cap * 2 : 64;
+        int64_t *ns = malloc(nc * sizeof *ns);
+        if (!ns)
+            return cv_err_set(e, CV_ENOMEM, "out of memory for a %zu-slot name index", nc);
+        memset(ns, 0xff, nc * sizeof *ns);
+        for (int64_t j = 0; j < i; j++)
+            index_put(ns, nc, name_of(f, j), j);
+        free(*slot);
+        *slot = ns;
+        *cap = nc;
+    }
+    index_put(*slot, *cap, name_of(f, i), i);
+    return CV_OK;
+}
+
+static const char *kv_name(const gguf_file *f, int64_t i) { return f->kvs[i].key; }
+static const char *tensor_name(const gguf_file *f, int64_t i) { return f->tensors[i].name; }
+
+/* Makes room for element `n` of a growable array of `elem` bytes. */
+static cv_status grow(void **arr, size_t *cap, size_t n, size_t elem, cv_err *e)
+{
+    if (n < *cap)
+        return CV_OK;
+    size_t nc = *cap ? *cap * 2 : 32;
+    void *p = realloc(*arr, nc * elem);
+    if (!p)
+        return cv_err_set(e, CV_ENOMEM, "out of memory growing an index to %zu entries", nc);
+    memset((uint8_t *)p + *cap * elem, 0, (nc - *cap) * elem);
+    *arr = p;
+    *cap = nc;
+    return CV_OK;
 }
 
 /* ---- cursor ------------------------------------------------------------- */
@@ -244,6 +306,12 @@ static cv_status parse_array(gguf_file *f, rd *r, int depth, size_t ni, cv_err *
                           "array of %" PRIu64 " %s at offset %zu cannot fit in the %zu bytes left "
                           "(file size %zu)",
                           n, vtype_names[et], hdr, left, r->size);
+    if (et == GGUF_VT_ARRAY &&
+        (f->n_nodes > GGUF_MAX_ARRAY_NODES || n > GGUF_MAX_ARRAY_NODES - f->n_nodes))
+        return cv_err_set(e, CV_EFORMAT,
+                          "array of %" PRIu64 " arrays at offset %zu: more than %d nested arrays in "
+                          "the file",
+                          n, hdr, GGUF_MAX_ARRAY_NODES);
     if (et == GGUF_VT_ARRAY && depth + 1 > GGUF_MAX_NESTING)
         return cv_err_set(e, CV_EFORMAT, "array at offset %zu nests deeper than %d levels", hdr,
                           GGUF_MAX_NESTING);
@@ -409,16 +477,11 @@ static cv_status parse_header_and_kvs(gguf_file *f, rd *r, cv_err *e)
                           "n_tensors at offset 8 is %" PRIu64 ": more than the %zu bytes after "
                           "the header could hold (file size %zu)",
                           n_tensors, left, r->size);
-    f->n_tensors = (int64_t)n_tensors;
-
-    f->kvs = calloc(n_kv ? (size_t)n_kv : 1, sizeof *f->kvs);
-    f->kv_hash_cap = hash_cap_for((int64_t)n_kv);
-    f->kv_hash = malloc(f->kv_hash_cap * sizeof *f->kv_hash);
-    if (!f->kvs || !f->kv_hash)
-        return cv_err_set(e, CV_ENOMEM, "out of memory for %" PRIu64 " KVs", n_kv);
-    memset(f->kv_hash, 0xff, f->kv_hash_cap * sizeof *f->kv_hash);
+    f->claimed_tensors = (int64_t)n_tensors;
 
     for (uint64_t i = 0; i < n_kv; i++) {
+        if ((s = grow((void **)&f->kvs, &f->cap_kvs, (size_t)i, sizeof *f->kvs, e)))
+            return s;
         kv_entry *kv = &f->kvs[i];
         size_t at = r->pos, off;
         uint64_t len;
@@ -428,17 +491,14 @@ static cv_status parse_header_and_kvs(gguf_file *f, rd *r, cv_err *e)
         if ((s = copy_name(r, off, len, &kv->key, "key", e)))
             return cv_err_prefix(e, "kv %" PRIu64, i);
         f->n_kv = (int64_t)i + 1; /* owns kv->key for cleanup */
-        /* duplicate check + insert */
-        size_t mask = f->kv_hash_cap - 1, h = (size_t)hash_bytes(kv->key) & mask;
-        while (f->kv_hash[h] >= 0) {
-            if (!strcmp(f->kvs[f->kv_hash[h]].key, kv->key))
-                return cv_err_set(e, CV_EFORMAT,
-                                  "kv %" PRIu64 " ('%s') at offset %zu: duplicate key (first is kv "
-                                  "%" PRId64 ")",
-                                  i, kv->key, at, f->kv_hash[h]);
-            h = (h + 1) & mask;
-        }
-        f->kv_hash[h] = (int64_t)i;
+        int64_t first = index_find(f->kv_hash, f->kv_hash_cap, f, kv_name, kv->key);
+        if (first >= 0)
+            return cv_err_set(e, CV_EFORMAT,
+                              "kv %" PRIu64 " ('%s') at offset %zu: duplicate key (first is kv "
+                              "%" PRId64 ")",
+                              i, kv->key, at, first);
+        if ((s = index_add(&f->kv_hash, &f->kv_hash_cap, f, kv_name, (int64_t)i, e)))
+            return s;
         uint32_t t;
         size_t tat = r->pos;
         if ((s = rd_u32(r, &t, "value type", e)))
@@ -494,15 +554,11 @@ static int cmp_by_offset(const void *a, const void *b)
 static cv_status parse_tensors(gguf_file *f, rd *r, cv_err *e)
 {
     cv_status s;
-    int64_t n = f->n_tensors;
-    f->tensors = calloc(n ? (size_t)n : 1, sizeof *f->tensors);
-    f->t_hash_cap = hash_cap_for(n);
-    f->t_hash = malloc(f->t_hash_cap * sizeof *f->t_hash);
-    if (!f->tensors || !f->t_hash)
-        return cv_err_set(e, CV_ENOMEM, "out of memory for %" PRId64 " tensor infos", n);
-    memset(f->t_hash, 0xff, f->t_hash_cap * sizeof *f->t_hash);
+    int64_t n = f->claimed_tensors;
 
     for (int64_t i = 0; i < n; i++) {
+        if ((s = grow((void **)&f->tensors, &f->cap_tensors, (size_t)i, sizeof *f->tensors, e)))
+            return s;
         gguf_tensor_info *t = &f->tensors[i];
         size_t at = r->pos, off;
         uint64_t len;
@@ -512,18 +568,17 @@ static cv_status parse_tensors(gguf_file *f, rd *r, cv_err *e)
         if ((s = copy_name(r, off, len, &name, "name", e)))
             goto fail_i;
         t->name = name;
-        size_t mask = f->t_hash_cap - 1, h = (size_t)hash_bytes(t->name) & mask;
-        while (f->t_hash[h] >= 0) {
-            if (!strcmp(f->tensors[f->t_hash[h]].name, t->name)) {
-                s = cv_err_set(e, CV_EFORMAT,
-                               "tensor %" PRId64 " ('%s') at offset %zu: duplicate tensor name "
-                               "(first is tensor %" PRId64 ")",
-                               i, t->name, at, f->t_hash[h]);
-                goto out;
-            }
-            h = (h + 1) & mask;
+        f->n_tensors = i + 1; /* owns the name for cleanup */
+        int64_t first = index_find(f->t_hash, f->t_hash_cap, f, tensor_name, t->name);
+        if (first >= 0) {
+            s = cv_err_set(e, CV_EFORMAT,
+                           "tensor %" PRId64 " ('%s') at offset %zu: duplicate tensor name "
+                           "(first is tensor %" PRId64 ")",
+                           i, t->name, at, first);
+            goto out;
         }
-        f->t_hash[h] = i;
+        if ((s = index_add(&f->t_hash, &f->t_hash_cap, f, tensor_name, i, e)))
+            goto out;
 
         uint32_t nd;
         size_t nd_at = r->pos;
@@ -671,9 +726,8 @@ static void file_free(gguf_file *f)
         free(f->kvs[i].key);
     free(f->kvs);
     free(f->kv_hash);
-    if (f->tensors)
-        for (int64_t i = 0; i < f->n_tensors; i++)
-            free((char *)f->tensors[i].name);
+    for (int64_t i = 0; i < f->n_tensors; i++)
+        free((char *)f->tensors[i].name);
     free(f->tensors);
     free(f->t_hash);
     free(f->nodes);
@@ -771,15 +825,9 @@ int64_t gguf_n_kv(const gguf_file *f) { return f->n_kv; }
 
 int64_t gguf_find_key(const gguf_file *f, const char *key)
 {
-    if (!f || !key || !f->kv_hash)
+    if (!f || !key)
         return -1;
-    size_t mask = f->kv_hash_cap - 1, h = (size_t)hash_bytes(key) & mask;
-    while (f->kv_hash[h] >= 0) {
-        if (!strcmp(f->kvs[f->kv_hash[h]].key, key))
-            return f->kv_hash[h];
-        h = (h + 1) & mask;
-    }
-    return -1;
+    return index_find(f->kv_hash, f->kv_hash_cap, f, kv_name, key);
 }
 
 const char *gguf_kv_key(const gguf_file *f, int64_t i)
@@ -925,15 +973,10 @@ const gguf_tensor_info *gguf_tensor(const gguf_file *f, int64_t i)
 
 const gguf_tensor_info *gguf_tensor_find(const gguf_file *f, const char *name)
 {
-    if (!f || !name || !f->t_hash)
+    if (!f || !name)
         return NULL;
-    size_t mask = f->t_hash_cap - 1, h = (size_t)hash_bytes(name) & mask;
-    while (f->t_hash[h] >= 0) {
-        if (!strcmp(f->tensors[f->t_hash[h]].name, name))
-            return &f->tensors[f->t_hash[h]];
-        h = (h + 1) & mask;
-    }
-    return NULL;
+    int64_t i = index_find(f->t_hash, f->t_hash_cap, f, tensor_name, name);
+    return i >= 0 ? &f->tensors[i] : NULL;
 }
 
 bool gguf_kv_raw(const gguf_file *f, int64_t i, const void **data, size_t *len)
