@@ -11,10 +11,9 @@ cv_add_script_test(NAME test_cli_tokenize COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}
 add_executable(pretok_dump pretok_dump.c)
 target_link_libraries(pretok_dump PRIVATE cv_core)
 target_include_directories(pretok_dump PRIVATE ${PROJECT_SOURCE_DIR})
-find_program(CV_PYTHON3 python3)
-if(CV_PYTHON3)
+if(CARAVAN_PYTHON)
   cv_add_script_test(NAME test_pretok_regex
-                     COMMAND ${CV_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/test_pretok_regex.py
+                     COMMAND ${CARAVAN_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_pretok_regex.py
                              $<TARGET_FILE:pretok_dump>
                      LABELS tokenizer TIMEOUT 120)
   set_tests_properties(test_pretok_regex PROPERTIES SKIP_RETURN_CODE 77)
