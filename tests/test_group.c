@@ -9,7 +9,10 @@
  * sampled token equals the argmax of the engine's logits, and, with
  * --golden, sequence 0 reproduces the golden token ids. Reported: the max
  * absolute logit difference to single-process. Exit non-zero on any
- * mismatch. Other ranks serve. */
+ * mismatch. Other ranks serve.
+ *
+ * --rss 1: no single-process engine and no checks; after generating, every
+ * rank prints its VmRSS beside its planned bytes (README figures). */
 #include <math.h>
 #include <mpi.h>
 
@@ -46,6 +49,29 @@ static int read_golden(const char *path, int32_t *ids, int cap)
     return k;
 }
 
+static void print_rss(const group *g)
+{
+    double rss_kb = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %lf kB", &rss_kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    uint64_t w, kv, sc;
+    group_planned_bytes(g, &w, &kv, &sc);
+    const shard_spec *s = group_shard(g);
+    const double MiB = 1024.0 * 1024.0;
+    printf("rss tp %d pp %d rank %d (stage %d, tp %d, layers %d%s%s): VmRSS %.1f MiB, planned %.1f "
+           "MiB (weights %.1f + kv %.1f + scratch %.1f), loader weights %.1f + kv %.1f MiB\n",
+           group_tp(g), group_pp(g), group_rank(g), s->pp_rank, s->tp_rank, s->n_layers,
+           s->has_embd ? "+embd" : "", s->has_head ? "+head" : "", rss_kb / 1024.0,
+           (double)(w + kv + sc) / MiB, (double)w / MiB, (double)kv / MiB, (double)sc / MiB,
+           (double)group_model(g)->weight_bytes / MiB, (double)group_model(g)->kv_bytes / MiB);
+    fflush(stdout);
+}
+
 typedef struct seq {
     int32_t *toks; /* prompt then generated */
     int n, n_prompt, fed;
@@ -62,10 +88,12 @@ int main(int argc, char **argv)
     int tp = atoi(argv[2]), pp = atoi(argv[3]), n_seqs = 1, n_gen = 32;
     const char *golden = NULL;
     double tol = 1e-2;
-    int allow_ties = 0;
+    int allow_ties = 0, rss = 0;
     for (int i = 4; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--tol"))
             tol = atof(argv[i + 1]);
+        if (!strcmp(argv[i], "--rss"))
+            rss = atoi(argv[i + 1]);
         if (!strcmp(argv[i], "--near-ties"))
             allow_ties = atoi(argv[i + 1]);
         if (!strcmp(argv[i], "--seqs"))
@@ -87,7 +115,7 @@ int main(int argc, char **argv)
                                   .max_batch = 64},
                        .tp = tp,
                        .pp = pp,
-                       .want_logits = true};
+                       .want_logits = !rss};
     cv_err e = {0};
     group *g = NULL;
     cv_status st = group_create(MPI_COMM_WORLD, &gc, &g, &e);
@@ -102,6 +130,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "FAIL rank %d serve: %s\n", group_rank(g), e.msg);
             MPI_Abort(MPI_COMM_WORLD, 1);
         }
+        if (rss)
+            print_rss(g);
         group_free(g);
         MPI_Finalize();
         return 0;
@@ -111,11 +141,11 @@ int main(int argc, char **argv)
                         .be = {.device = "cpu", .n_threads = 1, .cpu_level = level},
                         .params = gc.params};
     engine *eng = NULL;
-    if (engine_create(&ec, &eng, &e)) {
+    if (!rss && engine_create(&ec, &eng, &e)) {
         fprintf(stderr, "FAIL engine_create: %s\n", e.msg);
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
-    int64_t V = engine_model_config(eng)->n_vocab;
+    int64_t V = group_model_config(g)->n_vocab;
     int32_t gold[1024];
     int n_gold = golden ? read_golden(golden, gold, 1024) : 0;
     TU_CHECK(!golden || n_gold >= n_gen, "golden file %s: %d ids", golden ? golden : "", n_gold);
@@ -164,6 +194,14 @@ int main(int argc, char **argv)
             if ((st = group_wait(g, &res, &e))) {
                 fprintf(stderr, "FAIL wait: %s\n", e.msg);
                 MPI_Abort(MPI_COMM_WORLD, 1);
+            }
+            if (rss) {
+                int r = 0;
+                for (int i = m; i < n_seqs; i += n_mb, r++) {
+                    sq[i].fed = sq[i].n;
+                    sq[i].toks[sq[i].n++] = res.results[r].r.token;
+                }
+                continue;
             }
             int64_t rows, vv;
             const float *gl = group_last_logits(g, &rows, &vv);
@@ -224,6 +262,13 @@ int main(int argc, char **argv)
                 tokens_done++;
             }
         }
+    }
+    if (rss) {
+        print_rss(g);
+        fflush(stdout);
+        group_free(g);
+        MPI_Finalize();
+        return 0;
     }
     TU_CHECK(mism == 0, "%d tokens differ from single-process", mism);
     TU_CHECK(gold_mism == 0, "%d tokens differ from the golden ids", gold_mism);

@@ -26,9 +26,11 @@
  * post its receive unless it is NSEND steps ahead. */
 #include "group.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -470,6 +472,22 @@ static cv_status forward_on(group *g, int k, size_t n_bytes, cv_err *e)
 
 /* ---- create / free -------------------------------------------------------- */
 
+/* Loading copies column slices (wo, w_down) out of the mapping, which pulls
+ * whole rows of those tensors into this process's resident set although the
+ * rank keeps only its slice. Dropping the mapping's pages after the load
+ * (read-only private file mapping: the pages stay in the page cache and
+ * fault back in on use) leaves resident only what the forward pass touches:
+ * the aliased row slices, the embedding rows looked up, the metadata. */
+static void drop_load_pages(const gguf_file *f)
+{
+    long ps = sysconf(_SC_PAGESIZE);
+    if (!f || ps <= 0)
+        return;
+    uintptr_t base = (uintptr_t)gguf_base(f);
+    uintptr_t a = base & ~((uintptr_t)ps - 1);
+    madvise((void *)a, gguf_file_size(f) + (base - a), MADV_DONTNEED);
+}
+
 static int local_ranks(MPI_Comm mc)
 {
     MPI_Comm node;
@@ -647,6 +665,8 @@ cv_status group_create(MPI_Comm mc, const group_config *cfg, group **out, cv_err
         g->n_embd = g->m->cfg.n_embd;
         g->max_out = g->max_batch < g->n_slots ? g->max_batch : g->n_slots;
         st = alloc_buffers(g, e);
+        if (g->be->ops->host_memory || g->T > 1 || g->P > 1)
+            drop_load_pages(g->m->gguf);
     }
     if ((st = agree(g, st, e, "loading the shard")))
         goto fail;
@@ -758,6 +778,14 @@ const model *group_model(const group *g) { return g->m; }
 int group_inflight(const group *g) { return g->inflight; }
 uint64_t group_bytes_sent(const group *g) { return g->bytes_sent; }
 bool group_failed(const group *g) { return g->failed; }
+
+void group_planned_bytes(const group *g, uint64_t *weights, uint64_t *kv, uint64_t *scratch)
+{
+    const plan_rank *pr = &g->layout[g->rank];
+    *weights = pr->weight_bytes;
+    *kv = pr->kv_bytes;
+    *scratch = pr->scratch_bytes;
+}
 
 const float *group_last_logits(const group *g, int64_t *n_rows, int64_t *n_vocab)
 {
