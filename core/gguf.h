@@ -53,7 +53,7 @@ typedef struct gguf_tensor_info {
     const void *data;          /* into the mapping */
 } gguf_tensor_info;
 
-/* Open and validate a file (mmap, read-only). */
+/* Open and validate a file (mmap, read-only). Error messages start with the path. */
 cv_status gguf_open(const char *path, gguf_file **out, cv_err *e);
 /* Parse a buffer the caller keeps alive (fuzzing, tests). */
 cv_status gguf_open_memory(const void *data, size_t size, gguf_file **out, cv_err *e);
