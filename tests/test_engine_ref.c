@@ -17,6 +17,8 @@
 
 #define N_TOK 12
 
+/* tol applies to the SIMD levels; the scalar level (float dot products, the
+ * oracle) must match the reference within 1e-4 for every weight type. */
 static void run_case(const char *label, const tm_spec *sp, double tol)
 {
     char path[256];
@@ -35,10 +37,13 @@ static void run_case(const char *label, const tm_spec *sp, double tol)
         TU_CHECK(0, "%s: reference failed", label);
         return;
     }
-    for (int kv = 0; kv < 2; kv++) {
+    for (int run = 0; run < 4; run++) {
+        int kv = run & 1;
+        const char *level = run < 2 ? "scalar" : NULL;
         engine_config cfg = {0};
         cfg.model_path = path;
         cfg.be.n_threads = 2;
+        cfg.be.cpu_level = level;
         cfg.params.n_slots = 2;
         cfg.params.n_ctx = 32;
         cfg.params.kv_type = kv ? DT_F16 : DT_F32;
@@ -75,11 +80,14 @@ static void run_case(const char *label, const tm_spec *sp, double tol)
             worst_dec = fmax(worst_dec, tm_rel_diff(got, ref + t * V, V));
         }
         /* F16 KV rounds K and V to 11 bits: allow for it */
-        double lim = kv ? fmax(tol, 2e-3) : tol;
-        fprintf(stderr, "%-22s kv %s: max relative diff vs reference: prefill %.3g, decode %.3g "
-                "(limit %.0e)\n", label, kv ? "F16" : "F32", worst, worst_dec, lim);
-        TU_CHECK(worst <= lim && worst_dec <= lim, "%s kv %s: differs from the reference", label,
-                 kv ? "F16" : "F32");
+        double lim = level ? 1e-4 : tol;
+        if (kv)
+            lim = fmax(lim, 2e-3);
+        fprintf(stderr, "%-22s %-6s kv %s: max relative diff vs reference: prefill %.3g, decode "
+                "%.3g (limit %.0e)\n", label, level ? level : "best", kv ? "F16" : "F32", worst,
+                worst_dec, lim);
+        TU_CHECK(worst <= lim && worst_dec <= lim, "%s %s kv %s: differs from the reference",
+                 label, level ? level : "best", kv ? "F16" : "F32");
         engine_free(eng);
     }
     free(ref);
@@ -103,9 +111,11 @@ int main(void)
                    .n_ff = 64, .n_vocab = 100, .wtype = DT_F32, .rope_freqs = true,
                    .rope_linear = 2.0f, .freq_base = 500000.0f, .seed = 3};
     run_case("llama_ropefreqs_linear", &sp, 1e-4);
-    /* Q8_0 weights (integer dot paths quantize activations: a looser bound) */
+    /* Q8_0 weights: SIMD levels quantize activations to Q8_0 blocks (about 2% of
+     * the largest logit on this model; a reference that quantizes its
+     * activations the same way agrees to 1e-7), the scalar oracle does not */
     sp = (tm_spec){.arch = "llama", .n_layer = 2, .n_embd = 64, .n_head = 4, .n_head_kv = 2,
                    .n_ff = 96, .n_vocab = 128, .wtype = DT_Q8_0, .seed = 4};
-    run_case("llama_q8_0", &sp, 3e-2);
+    run_case("llama_q8_0", &sp, 5e-2);
     return tu_finish("test_engine_ref");
 }
