@@ -47,8 +47,17 @@ static inline size_t cpu_unpacked_row_bytes(int act, int64_t n)
     return 0;
 }
 
+/* Per-thread scratch: CPU_TILE_ROWS unpacked rows + a table of 16 x nbp floats. */
+#define CPU_TILE_ROWS 4
+static inline size_t cpu_scratch_bytes(int act, int64_t n)
+{
+    if (act == CPU_ACT_F32)
+        return 0;
+    return CPU_TILE_ROWS * cpu_unpacked_row_bytes(act, n) + cpu_align64(64 * (size_t)cpu_pad8(n / 32));
+}
+
 /* One matmul block: y[t*ldy + r] = row r of w . activation row t, for
- * r < n_rows, t < n_tok. `scratch` holds at least CPU_TILE_ROWS unpacked rows. */
+ * r < n_rows, t < n_tok. `scratch` holds cpu_scratch_bytes(act, n). */
 typedef struct cpu_gemm_args {
     int type;
     int64_t n;          /* elements per row */
@@ -63,7 +72,6 @@ typedef struct cpu_gemm_args {
     uint8_t *scratch;   /* per-thread, 64-byte aligned */
 } cpu_gemm_args;
 
-#define CPU_TILE_ROWS 4 /* unpacked rows held in scratch at once */
 
 typedef struct cpu_kernel {
     int act; /* CPU_ACT_*: activation layout the gemm expects */

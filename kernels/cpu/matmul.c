@@ -146,7 +146,7 @@ void cpu_matmul_run(cpu_matmul *mm, float *y, const be_weight *w, const float *x
     if (j.k.act != CPU_ACT_F32 && n % dtype_get(w->type)->block_size != 0)
         j.k = mm_kernel(CPU_SCALAR, w->type);
     size_t x_stride = cpu_act_row_bytes(j.k.act, n);
-    size_t scratch_each = cpu_align64(CPU_TILE_ROWS * cpu_unpacked_row_bytes(j.k.act, n));
+    size_t scratch_each = cpu_align64(cpu_scratch_bytes(j.k.act, n));
     if ((j.k.act != CPU_ACT_F32 && !mm_reserve(&mm->xq, &mm->xq_cap, x_stride * (size_t)n_tok)) ||
         !mm_reserve(&mm->scratch, &mm->scratch_cap, scratch_each * (size_t)nth + 64)) {
         j.k = mm_kernel(CPU_SCALAR, w->type); /* out of memory: the oracle needs no scratch */

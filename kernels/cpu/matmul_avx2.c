@@ -348,104 +348,140 @@ static void unpack_k(int type, const uint8_t *w, uint8_t *u, int64_t n)
 
 /* ---- tiles ------------------------------------------------------------------- */
 
-/* RR unpacked family-A rows x RT q8b activation rows */
+/* RR unpacked family-A rows x RT q8b activation rows. tbl: scratch for
+ * RR*RT*nbp floats, the products dw[r][b]*dx[t][b] (8 per multiply, so the
+ * inner loop needs 4 vector ops per block and tile entry: maddubs, madd,
+ * cvt, fma). */
 AI void tile_a(const uint8_t *const *wu, const uint8_t *const *xq, int64_t n, float *y, int64_t ldy,
-               const int RR, const int RT, const int sgn)
+               float *tbl, const int RR, const int RT, const int sgn)
 {
     int64_t nb = n / 32, nbp = cpu_pad8(nb);
     __m256 acc[4][4];
     const float *dw[4], *cw[4], *dx[4], *sx[4];
+    #pragma GCC unroll 4
     for (int r = 0; r < RR; r++) {
         dw[r] = (const float *)(wu[r] + n), cw[r] = dw[r] + nbp;
+        #pragma GCC unroll 4
         for (int t = 0; t < RT; t++)
             acc[r][t] = _mm256_setzero_ps();
     }
+    #pragma GCC unroll 4
     for (int t = 0; t < RT; t++)
         dx[t] = (const float *)(xq[t] + n), sx[t] = dx[t] + nbp;
+    #pragma GCC unroll 4
+    for (int r = 0; r < RR; r++)
+        #pragma GCC unroll 4
+        for (int t = 0; t < RT; t++)
+            for (int64_t b = 0; b < nbp; b += 8)
+                _mm256_store_ps(tbl + (r * RT + t) * nbp + b,
+                                _mm256_mul_ps(_mm256_load_ps(dw[r] + b), _mm256_load_ps(dx[t] + b)));
     const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t b = 0; b < nb; b++) {
         __m256i q[4], aq[4];
-        __m256 db[4];
+        #pragma GCC unroll 4
         for (int r = 0; r < RR; r++) {
             q[r] = _mm256_load_si256((const __m256i *)(wu[r] + 32 * b));
             if (sgn)
                 aq[r] = _mm256_abs_epi8(q[r]);
-            db[r] = _mm256_broadcast_ss(dw[r] + b);
         }
+        #pragma GCC unroll 4
         for (int t = 0; t < RT; t++) {
             __m256i x = _mm256_load_si256((const __m256i *)(xq[t] + 32 * b));
-            __m256 dxb = _mm256_broadcast_ss(dx[t] + b);
+            #pragma GCC unroll 4
             for (int r = 0; r < RR; r++) {
                 __m256i p = sgn ? _mm256_maddubs_epi16(aq[r], _mm256_sign_epi8(x, q[r]))
                                 : _mm256_maddubs_epi16(q[r], x);
                 __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
-                acc[r][t] = _mm256_fmadd_ps(f, _mm256_mul_ps(db[r], dxb), acc[r][t]);
+                acc[r][t] = _mm256_fmadd_ps(f, _mm256_broadcast_ss(tbl + (r * RT + t) * nbp + b),
+                                            acc[r][t]);
             }
         }
     }
     if (!sgn) {
         for (int64_t b = 0; b < nbp; b += 8)
+            #pragma GCC unroll 4
             for (int r = 0; r < RR; r++) {
                 __m256 c = _mm256_load_ps(cw[r] + b);
+                #pragma GCC unroll 4
                 for (int t = 0; t < RT; t++)
-                    acc[r][t] = _mm256_fmadd_ps(c, _mm256_loadu_ps(sx[t] + b), acc[r][t]);
+                    acc[r][t] = _mm256_fmadd_ps(c, _mm256_load_ps(sx[t] + b), acc[r][t]);
             }
     }
+    #pragma GCC unroll 4
     for (int t = 0; t < RT; t++)
+        #pragma GCC unroll 4
         for (int r = 0; r < RR; r++)
             y[t * ldy + r] = hsum256(acc[r][t]);
 }
 
-/* RR unpacked family-K rows x RT q8kb activation rows */
+/* RR unpacked family-K rows x RT q8kb activation rows. The float
+ * accumulators live in memory (touched once per super-block) so that the
+ * RR*RT integer accumulators, weights, scales and x fit the 16 registers. */
 AI void tile_k(const uint8_t *const *wu, const uint8_t *const *xq, int64_t n, float *y, int64_t ldy,
                const int RR, const int RT)
 {
     int64_t ns = n / 256;
-    __m256 acc[4][4];
+    float facc[4][4][8] __attribute__((aligned(32)));
     kq_row w[4];
     const float *dx[4];
     const int16_t *bs[4];
+#pragma GCC unroll 4
     for (int r = 0; r < RR; r++) {
         w[r] = kq_row_at((uint8_t *)wu[r], n);
+#pragma GCC unroll 4
         for (int t = 0; t < RT; t++)
-            acc[r][t] = _mm256_setzero_ps();
+            _mm256_store_ps(facc[r][t], _mm256_setzero_ps());
     }
+#pragma GCC unroll 4
     for (int t = 0; t < RT; t++) {
         dx[t] = (const float *)(xq[t] + n);
         bs[t] = (const int16_t *)(dx[t] + ns);
     }
     for (int64_t s = 0; s < ns; s++) {
         __m256i ia[4][4];
+#pragma GCC unroll 4
         for (int r = 0; r < RR; r++)
+#pragma GCC unroll 4
             for (int t = 0; t < RT; t++)
                 ia[r][t] = _mm256_setzero_si256();
+#pragma GCC unroll 2
         for (int c = 0; c < 8; c++) {
             __m256i q[4], sc[4];
+#pragma GCC unroll 4
             for (int r = 0; r < RR; r++) {
                 q[r] = _mm256_load_si256((const __m256i *)(w[r].q + 256 * s + 32 * c));
-                sc[r] = _mm256_loadu_si256((const __m256i *)(w[r].sc + 16 * (8 * s + c)));
+                sc[r] = _mm256_load_si256((const __m256i *)(w[r].sc + 16 * (8 * s + c)));
             }
+#pragma GCC unroll 4
             for (int t = 0; t < RT; t++) {
                 __m256i x = _mm256_load_si256((const __m256i *)(xq[t] + 256 * s + 32 * c));
+#pragma GCC unroll 4
                 for (int r = 0; r < RR; r++)
                     ia[r][t] = _mm256_add_epi32(
                         ia[r][t], _mm256_madd_epi16(_mm256_maddubs_epi16(q[r], x), sc[r]));
             }
         }
+#pragma GCC unroll 4
         for (int r = 0; r < RR; r++) {
             __m256i mv = _mm256_loadu_si256((const __m256i *)(w[r].m + 16 * s));
             __m256 d = _mm256_broadcast_ss(w[r].d + s), dm = _mm256_broadcast_ss(w[r].dm + s);
+#pragma GCC unroll 4
             for (int t = 0; t < RT; t++) {
                 __m256 dxb = _mm256_broadcast_ss(dx[t] + s);
                 __m256i mi = _mm256_madd_epi16(mv, _mm256_loadu_si256((const __m256i *)(bs[t] + 16 * s)));
-                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[r][t]), _mm256_mul_ps(d, dxb), acc[r][t]);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mi), _mm256_mul_ps(dm, dxb), acc[r][t]);
+                __m256 f = _mm256_load_ps(facc[r][t]);
+                f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[r][t]), _mm256_mul_ps(d, dxb), f);
+                f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mi), _mm256_mul_ps(dm, dxb), f);
+                _mm256_store_ps(facc[r][t], f);
+                __asm__ volatile("" ::: "memory"); /* keep facc in memory */
             }
         }
     }
+#pragma GCC unroll 4
     for (int t = 0; t < RT; t++)
+#pragma GCC unroll 4
         for (int r = 0; r < RR; r++)
-            y[t * ldy + r] = hsum256(acc[r][t]);
+            y[t * ldy + r] = hsum256(_mm256_load_ps(facc[r][t]));
 }
 
 /* RR float-type weight rows x RT f32 activation rows */
@@ -477,27 +513,132 @@ AI void tile_f(int type, const uint8_t *const *wr, const float *const *x, int64_
                int64_t ldy, const int RR, const int RT)
 {
     __m256 acc[4][4];
+    #pragma GCC unroll 4
     for (int r = 0; r < RR; r++)
+        #pragma GCC unroll 4
         for (int t = 0; t < RT; t++)
             acc[r][t] = _mm256_setzero_ps();
     int64_t n8 = n & ~(int64_t)7;
     for (int64_t i = 0; i < n8; i += 8) {
         __m256 w[4];
+        #pragma GCC unroll 4
         for (int r = 0; r < RR; r++)
             w[r] = load_w8(type, wr[r], i);
+        #pragma GCC unroll 4
         for (int t = 0; t < RT; t++) {
             __m256 xv = _mm256_loadu_ps(x[t] + i);
+            #pragma GCC unroll 4
             for (int r = 0; r < RR; r++)
                 acc[r][t] = _mm256_fmadd_ps(w[r], xv, acc[r][t]);
         }
     }
+    #pragma GCC unroll 4
     for (int t = 0; t < RT; t++)
+        #pragma GCC unroll 4
         for (int r = 0; r < RR; r++) {
             float s = hsum256(acc[r][t]);
             for (int64_t i = n8; i < n; i++)
                 s += load_w1(type, wr[r], i) * x[t][i];
             y[t * ldy + r] = s;
         }
+}
+
+/* ---- decode (one token): family A without the unpack pass ------------------ */
+
+/* one block of `type` -> 32 levels (u8; s8 for Q8_0), its scale d and offset coefficient cw */
+AI __m256i blk_a_levels(int type, const uint8_t *blk, float *d, float *cw)
+{
+    switch (type) {
+    case DT_Q4_0: {
+        const dt_block_q4_0 *b = (const void *)blk;
+        *d = h2f(b->d), *cw = -8.0f * *d;
+        return nibbles16(b->qs);
+    }
+    case DT_Q4_1: {
+        const dt_block_q4_1 *b = (const void *)blk;
+        *d = h2f(b->d), *cw = h2f(b->m);
+        return nibbles16(b->qs);
+    }
+    case DT_Q5_0: {
+        const dt_block_q5_0 *b = (const void *)blk;
+        uint32_t qh;
+        memcpy(&qh, b->qh, 4);
+        *d = h2f(b->d), *cw = -16.0f * *d;
+        return _mm256_or_si256(nibbles16(b->qs), bits_to_0x10(qh));
+    }
+    case DT_Q5_1: {
+        const dt_block_q5_1 *b = (const void *)blk;
+        uint32_t qh;
+        memcpy(&qh, b->qh, 4);
+        *d = h2f(b->d), *cw = h2f(b->m);
+        return _mm256_or_si256(nibbles16(b->qs), bits_to_0x10(qh));
+    }
+    default: {
+        const dt_block_q8_0 *b = (const void *)blk;
+        *d = h2f(b->d), *cw = 0.0f;
+        return _mm256_loadu_si256((const __m256i *)b->qs);
+    }
+    }
+}
+
+/* RR rows of `type` (straight from the weights) x one q8b activation row */
+AI void dec_a(int type, const uint8_t *w, size_t w_stride, const uint8_t *xq, int64_t n, float *y,
+              const int RR)
+{
+    const size_t bs = type == DT_Q4_0 ? 18 : type == DT_Q4_1 ? 20 : type == DT_Q5_0 ? 22
+                    : type == DT_Q5_1 ? 24 : 34;
+    const int sgn = type == DT_Q8_0;
+    int64_t nb = n / 32, nbp = cpu_pad8(nb);
+    const float *dx = (const float *)(xq + n), *sx = dx + nbp;
+    __m256 acc[4];
+    float off[4];
+#pragma GCC unroll 4
+    for (int r = 0; r < RR; r++)
+        acc[r] = _mm256_setzero_ps(), off[r] = 0.0f;
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i x = _mm256_load_si256((const __m256i *)(xq + 32 * b));
+        float dxb = dx[b], sxb = sx[b];
+#pragma GCC unroll 4
+        for (int r = 0; r < RR; r++) {
+            const uint8_t *blk = w + r * w_stride + b * bs;
+            _mm_prefetch((const char *)blk + 384, _MM_HINT_T0);
+            float d, cw;
+            __m256i q = blk_a_levels(type, blk, &d, &cw);
+            __m256i p = sgn ? _mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(x, q))
+                            : _mm256_maddubs_epi16(q, x);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)),
+                                     _mm256_set1_ps(d * dxb), acc[r]);
+            off[r] += cw * sxb;
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < RR; r++)
+        y[r] = hsum256(acc[r]) + off[r];
+}
+
+static void gemv_a(const cpu_gemm_args *a)
+{
+    for (int64_t t = 0; t < a->n_tok; t++) {
+        const uint8_t *xq = a->x + t * a->x_stride;
+        float *y = a->y + t * a->ldy;
+        int64_t r = 0;
+        switch (a->type) {
+#define DEC_CASE(T)                                                                                \
+    case T:                                                                                        \
+        for (; r + 2 <= a->n_rows; r += 2)                                                         \
+            dec_a(T, a->w + r * a->w_stride, a->w_stride, xq, a->n, y + r, 2);                     \
+        for (; r < a->n_rows; r++)                                                                 \
+            dec_a(T, a->w + r * a->w_stride, a->w_stride, xq, a->n, y + r, 1);                     \
+        break;
+            DEC_CASE(DT_Q4_0)
+            DEC_CASE(DT_Q4_1)
+            DEC_CASE(DT_Q5_0)
+            DEC_CASE(DT_Q5_1)
+            DEC_CASE(DT_Q8_0)
+#undef DEC_CASE
+        }
+    }
 }
 
 /* ---- drivers: rows in groups of RR (4 for one token, 2 otherwise), tokens in groups of 4 */
@@ -519,8 +660,13 @@ AI void tile_f(int type, const uint8_t *const *wr, const float *const *x, int64_
 
 static void gemm_quant(const cpu_gemm_args *a, int family_k, int sgn)
 {
+    if (!family_k && a->n_tok < 2) { /* decode: fused unpack, weights read once anyway */
+        gemv_a(a);
+        return;
+    }
     int act = family_k ? CPU_ACT_Q8KB : CPU_ACT_Q8B;
     size_t ub = cpu_unpacked_row_bytes(act, a->n);
+    float *tbl = (float *)(a->scratch + CPU_TILE_ROWS * ub);
     int rr_max = a->n_tok == 1 ? 4 : 2;
     for (int64_t r0 = 0; r0 < a->n_rows; r0 += rr_max) {
         int rr = (int)(a->n_rows - r0 < rr_max ? a->n_rows - r0 : rr_max);
@@ -544,10 +690,10 @@ static void gemm_quant(const cpu_gemm_args *a, int family_k, int sgn)
 #define CALL_K(RR, RT) tile_k(wu, xq, a->n, y, a->ldy, RR, RT)
                 DISPATCH(CALL_K)
             } else if (sgn) {
-#define CALL_AS(RR, RT) tile_a(wu, xq, a->n, y, a->ldy, RR, RT, 1)
+#define CALL_AS(RR, RT) tile_a(wu, xq, a->n, y, a->ldy, tbl, RR, RT, 1)
                 DISPATCH(CALL_AS)
             } else {
-#define CALL_AU(RR, RT) tile_a(wu, xq, a->n, y, a->ldy, RR, RT, 0)
+#define CALL_AU(RR, RT) tile_a(wu, xq, a->n, y, a->ldy, tbl, RR, RT, 0)
                 DISPATCH(CALL_AU)
             }
         }
