@@ -7,6 +7,7 @@
  * (kernels/cpu/matmul.c), which picks the scalar or SIMD kernel per weight
  * type. Not thread-safe: one caller thread per backend. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,13 +255,16 @@ typedef struct att_ctx {
     int64_t n_tok;
     int n_head, n_head_kv, head_dim;
     float scale;
+    int heads_per_item; /* query heads one work item handles (all of a KV group, or 1) */
 } att_ctx;
 
-static inline float kv_get(const be_kv_layer *kv, const void *base, int64_t idx)
+/* fp16 -> f32 for every half value: KV reads become one load. */
+static float f16_table[65536];
+static pthread_once_t f16_table_once = PTHREAD_ONCE_INIT;
+static void f16_table_init(void)
 {
-    if (kv->type == DT_F16)
-        return fp16_to_f32(((const uint16_t *)base)[idx]);
-    return ((const float *)base)[idx];
+    for (uint32_t i = 0; i < 65536; i++)
+        f16_table[i] = fp16_to_f32((uint16_t)i);
 }
 
 static void kv_store_range(void *p, int64_t t0, int64_t t1, int ith)
@@ -283,50 +287,123 @@ static void kv_store_range(void *p, int64_t t0, int64_t t1, int ith)
     }
 }
 
-/* One (token, head) pair: scores over positions 0..pos, softmax, weighted V.
- * `s` holds pos+1 floats, or is NULL when no scratch was available: then
- * the scores are recomputed in a second pass instead of stored. */
-static void att_one(att_ctx *c, int64_t t, int h, float *s)
+/* Four independent partial sums: a fixed order, and room for the compiler. */
+static inline float dot_f32(const float *a, const float *b, int n)
+{
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+    }
+    for (; i < n; i++)
+        s0 += a[i] * b[i];
+    return (s0 + s1) + (s2 + s3);
+}
+static inline float dot_f16(const float *a, const uint16_t *b, int n)
+{
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += a[i] * f16_table[b[i]];
+        s1 += a[i + 1] * f16_table[b[i + 1]];
+        s2 += a[i + 2] * f16_table[b[i + 2]];
+        s3 += a[i + 3] * f16_table[b[i + 3]];
+    }
+    for (; i < n; i++)
+        s0 += a[i] * f16_table[b[i]];
+    return (s0 + s1) + (s2 + s3);
+}
+
+static inline float kv_dot(const be_kv_layer *kv, const float *q, const void *base, int64_t off,
+                           int n)
+{
+    if (kv->type == DT_F16)
+        return dot_f16(q, (const uint16_t *)base + off, n);
+    return dot_f32(q, (const float *)base + off, n);
+}
+
+/* o[0..n) += p * row */
+static inline void kv_axpy(const be_kv_layer *kv, float *o, float p, const void *base, int64_t off,
+                           int n)
+{
+    if (kv->type == DT_F16) {
+        const uint16_t *r = (const uint16_t *)base + off;
+        for (int i = 0; i < n; i++)
+            o[i] += p * f16_table[r[i]];
+    } else {
+        const float *r = (const float *)base + off;
+        for (int i = 0; i < n; i++)
+            o[i] += p * r[i];
+    }
+}
+
+/* Query heads [h0, h0 + nh) of token t, all sharing one KV head: scores
+ * over positions 0..pos[t] (each K row read once for the group), softmax,
+ * weighted sum of V rows. `s` holds nh * (pos+1) floats. */
+static void att_group(att_ctx *c, int64_t t, int h0, int nh, float *s)
 {
     be_kv_layer *kv = c->kv;
     int hd = c->head_dim;
-    int group = c->n_head / c->n_head_kv;
-    int hk = h / group;
+    int hk = h0 / (c->n_head / c->n_head_kv);
+    int64_t n_pos = (int64_t)c->pos[t] + 1;
+    int64_t base = (int64_t)c->slot[t] * kv->n_ctx * kv->kv_dim + (int64_t)hk * hd;
+    const float *q = c->q + (t * c->n_head + h0) * (int64_t)hd;
+    float *o = c->out + (t * c->n_head + h0) * (int64_t)hd;
+
+    for (int64_t j = 0; j < n_pos; j++) {
+        int64_t kb = base + j * kv->kv_dim;
+        for (int g = 0; g < nh; g++)
+            s[g * n_pos + j] = kv_dot(kv, q + g * hd, kv->k, kb, hd) * c->scale;
+    }
+    for (int g = 0; g < nh; g++) {
+        float *sg = s + g * n_pos;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < n_pos; j++)
+            if (sg[j] > mx)
+                mx = sg[j];
+        double sum = 0;
+        for (int64_t j = 0; j < n_pos; j++) {
+            sg[j] = expf(sg[j] - mx);
+            sum += sg[j];
+        }
+        float inv = (float)(1.0 / sum);
+        for (int64_t j = 0; j < n_pos; j++)
+            sg[j] *= inv;
+    }
+    memset(o, 0, (size_t)nh * hd * sizeof(float));
+    for (int64_t j = 0; j < n_pos; j++) {
+        int64_t vb = base + j * kv->kv_dim;
+        for (int g = 0; g < nh; g++)
+            kv_axpy(kv, o + g * hd, s[g * n_pos + j], kv->v, vb, hd);
+    }
+}
+
+/* Without scratch (allocation failed): one head at a time, scores
+ * recomputed in a second pass instead of stored. */
+static void att_one_noscratch(att_ctx *c, int64_t t, int h)
+{
+    be_kv_layer *kv = c->kv;
+    int hd = c->head_dim;
+    int hk = h / (c->n_head / c->n_head_kv);
     const float *q = c->q + (t * c->n_head + h) * (int64_t)hd;
     float *o = c->out + (t * c->n_head + h) * (int64_t)hd;
     int64_t n_pos = (int64_t)c->pos[t] + 1;
     int64_t base = (int64_t)c->slot[t] * kv->n_ctx * kv->kv_dim + (int64_t)hk * hd;
-
     float mx = -INFINITY;
     for (int64_t j = 0; j < n_pos; j++) {
-        int64_t kb = base + j * kv->kv_dim;
-        float d = 0;
-        for (int i = 0; i < hd; i++)
-            d += q[i] * kv_get(kv, kv->k, kb + i);
-        d *= c->scale;
-        if (s)
-            s[j] = d;
+        float d = kv_dot(kv, q, kv->k, base + j * kv->kv_dim, hd) * c->scale;
         if (d > mx)
             mx = d;
     }
-    for (int i = 0; i < hd; i++)
-        o[i] = 0;
+    memset(o, 0, (size_t)hd * sizeof(float));
     double sum = 0;
     for (int64_t j = 0; j < n_pos; j++) {
-        int64_t kb = base + j * kv->kv_dim;
-        float d;
-        if (s) {
-            d = s[j];
-        } else {
-            d = 0;
-            for (int i = 0; i < hd; i++)
-                d += q[i] * kv_get(kv, kv->k, kb + i);
-            d *= c->scale;
-        }
-        float p = expf(d - mx);
+        float p = expf(kv_dot(kv, q, kv->k, base + j * kv->kv_dim, hd) * c->scale - mx);
         sum += p;
-        for (int i = 0; i < hd; i++)
-            o[i] += p * kv_get(kv, kv->v, kb + i);
+        kv_axpy(kv, o, p, kv->v, base + j * kv->kv_dim, hd);
     }
     float inv = (float)(1.0 / sum);
     for (int i = 0; i < hd; i++)
@@ -336,9 +413,19 @@ static void att_one(att_ctx *c, int64_t t, int h, float *s)
 static void att_range(void *p, int64_t i0, int64_t i1, int ith)
 {
     att_ctx *c = p;
+    int per = c->heads_per_item;
+    int64_t items_per_tok = c->n_head / per;
     float *s = c->cb->att_scratch ? c->cb->att_scratch + (int64_t)ith * c->cb->att_cap : NULL;
-    for (int64_t i = i0; i < i1; i++)
-        att_one(c, i / c->n_head, (int)(i % c->n_head), s);
+    for (int64_t i = i0; i < i1; i++) {
+        int64_t t = i / items_per_tok;
+        int h0 = (int)(i % items_per_tok) * per;
+        if (s) {
+            att_group(c, t, h0, per, s);
+        } else {
+            for (int h = h0; h < h0 + per; h++)
+                att_one_noscratch(c, t, h);
+        }
+    }
 }
 
 static void cpu_attention(backend *be, float *out, const float *q, const float *k, const float *v,
@@ -346,7 +433,11 @@ static void cpu_attention(backend *be, float *out, const float *q, const float *
                           int n_head, int n_head_kv, int head_dim, float scale)
 {
     cpu_backend *cb = cpu_of(be);
-    att_ctx c = {cb, out, q, k, v, kv, slot, pos, n_tok, n_head, n_head_kv, head_dim, scale};
+    int group = n_head / n_head_kv;
+    /* a work item is a whole KV group (each K/V row read once for it) unless
+     * that leaves threads idle, e.g. decoding one token with few KV heads */
+    int per = (n_tok * n_head_kv >= cb->n_threads || group == 1) ? group : 1;
+    att_ctx c = {cb, out, q, k, v, kv, slot, pos, n_tok, n_head, n_head_kv, head_dim, scale, per};
     /* every token's K/V first, so tokens of one sequence in this batch see
      * the earlier ones (causal order holds through pos) */
     par_for(cb, n_tok, kv->kv_dim * 2, kv_store_range, &c);
@@ -355,15 +446,16 @@ static void cpu_attention(backend *be, float *out, const float *q, const float *
     for (int64_t t = 0; t < n_tok; t++)
         if (pos[t] + 1 > need)
             need = pos[t] + 1;
+    need *= per;
     if (need > cb->att_cap) {
         free(cb->att_scratch);
         cb->att_cap = 0;
         int64_t cap = need < 4096 ? 4096 : need;
         cb->att_scratch = malloc((size_t)cap * cb->n_threads * sizeof(float));
         if (cb->att_scratch)
-            cb->att_cap = cap; /* else: att_one recomputes scores (no scratch) */
+            cb->att_cap = cap; /* else: att_one_noscratch recomputes the scores */
     }
-    par_for(cb, n_tok * n_head, need * head_dim * 2, att_range, &c);
+    par_for(cb, n_tok * (n_head / per), (need / per) * head_dim * 2 * per, att_range, &c);
 }
 
 typedef struct ew_ctx {
@@ -513,6 +605,7 @@ cv_status backend_cpu_create(int n_threads, const char *level, backend **out, cv
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         n_threads = n > 0 ? (int)n : 1;
     }
+    pthread_once(&f16_table_once, f16_table_init);
     cpu_backend *cb = calloc(1, sizeof *cb);
     if (!cb)
         return cv_err_set(e, CV_ENOMEM, "allocating the cpu backend");
