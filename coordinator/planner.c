@@ -549,6 +549,12 @@ cv_status planner_plan(const plan_model *pm, const plan_request *rq, plan *out, 
                 pr->weight_bytes += x.lay[l * T + t] - kv_lay[l * T + t];
             }
             pr->total_bytes = pr->weight_bytes + pr->kv_bytes + pr->scratch_bytes;
+            if (s == 0) {
+                pr->mapped_bytes = plan_slice_bytes(pm->tok_embd_type, c->n_vocab, c->n_embd);
+                if (c->tied_output && P == 1)
+                    pr->mapped_bytes -= plan_slice_bytes(pm->tok_embd_type, sp->n_vocab, c->n_embd);
+            }
+            pr->resident_bytes = pr->total_bytes - pr->mapped_bytes;
             /* the scratch estimate is not part of the packing: check it too */
             if (pr->mem && pr->total_bytes > pr->mem) {
                 char a[32], b[32];
@@ -611,13 +617,13 @@ void plan_print(const plan *p, const plan_model *pm, const plan_request *rq, FIL
                "positions (%s)\n",
             p->pp, p->tp, p->n_ranks, (long long)rq->n_slots, (long long)rq->n_ctx,
             rq->kv_type == DT_F32 ? "F32" : "F16");
-    fprintf(f, "%-5s %-5s %-3s %-13s %-11s %-9s %-17s %-19s %10s %10s %10s %10s %10s\n", "rank",
-            "stage", "tp", "layers", "heads", "kv heads", "ff rows", "vocab rows", "weights",
-            "kv cache", "scratch", "total", "memory");
+    fprintf(f, "%-5s %-5s %-3s %-13s %-11s %-9s %-17s %-19s %10s %10s %10s %10s %10s %10s\n",
+            "rank", "stage", "tp", "layers", "heads", "kv heads", "ff rows", "vocab rows",
+            "weights", "kv cache", "scratch", "total", "resident", "memory");
     for (int r = 0; r < p->n_ranks; r++) {
         const plan_rank *pr = &p->ranks[r];
         const shard_spec *s = &pr->shard;
-        char lay[32], hd[32], kv[32], ff[32], vo[32], a[32], b[32], d[32], t[32], m[32];
+        char lay[32], hd[32], kv[32], ff[32], vo[32], a[32], b[32], d[32], t[32], m[32], rs[32];
         snprintf(lay, sizeof lay, "%d-%d (%d)%s", s->layer0, s->layer0 + s->n_layers - 1,
                  s->n_layers, s->has_embd ? "+E" : "");
         snprintf(hd, sizeof hd, "%d-%d (%d)", s->head0, s->head0 + s->n_head - 1, s->n_head);
@@ -633,13 +639,16 @@ void plan_print(const plan *p, const plan_model *pm, const plan_request *rq, FIL
         fmt_gib(b, sizeof b, (double)pr->kv_bytes);
         fmt_gib(d, sizeof d, (double)pr->scratch_bytes);
         fmt_gib(t, sizeof t, (double)pr->total_bytes);
+        fmt_gib(rs, sizeof rs, (double)pr->resident_bytes);
         if (pr->mem)
             fmt_gib(m, sizeof m, (double)pr->mem);
         else
             snprintf(m, sizeof m, "?");
-        fprintf(f, "%-5d %-5d %-3d %-13s %-11s %-9s %-17s %-19s %10s %10s %10s %10s %10s\n", r,
-                s->pp_rank, s->tp_rank, lay, hd, kv, ff, vo, a, b, d, t, m);
+        fprintf(f, "%-5d %-5d %-3d %-13s %-11s %-9s %-17s %-19s %10s %10s %10s %10s %10s %10s\n",
+                r, s->pp_rank, s->tp_rank, lay, hd, kv, ff, vo, a, b, d, t, rs, m);
     }
     fprintf(f, "(+E: holds the token embedding; the last stage holds the output norm and its "
-               "vocab rows of the head; ff rows and vocab rows are [start-end))\n");
+               "vocab rows of the head; ff rows and vocab rows are [start-end); total must fit "
+               "the rank's memory; resident: expected RSS of a CPU rank, which maps the "
+               "embedding table and pages in only the rows it looks up)\n");
 }

@@ -80,7 +80,11 @@ typedef struct plan_rank {
     uint64_t weight_bytes;  /* its weights and slices */
     uint64_t kv_bytes;      /* its KV cache */
     uint64_t scratch_bytes; /* activations, logits, message buffers */
-    uint64_t total_bytes;
+    uint64_t total_bytes;   /* what must fit in the rank's memory */
+    uint64_t mapped_bytes;  /* part of weight_bytes that a CPU rank maps from the GGUF but pages
+                               in only by use: the token embedding table (a row lookup), less
+                               the rows it also serves as a tied head on this rank */
+    uint64_t resident_bytes;/* expected resident set of a CPU rank: total - mapped */
 } plan_rank;
 
 typedef struct plan {

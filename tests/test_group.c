@@ -15,6 +15,7 @@
  * rank prints its VmRSS beside its planned bytes (README figures). */
 #include <math.h>
 #include <mpi.h>
+#include <unistd.h>
 
 #include "core/dtype.h"
 #include "testutil.h"
@@ -49,8 +50,47 @@ static int read_golden(const char *path, int32_t *ids, int cap)
     return k;
 }
 
+/* Bytes of [p, p+n) present in this process's page table (/proc/self/pagemap). */
+static double present_bytes(const void *p, size_t n)
+{
+    static FILE *pm;
+    if (!pm && !(pm = fopen("/proc/self/pagemap", "rb")))
+        return -1;
+    long ps = sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)p / (uintptr_t)ps, b = ((uintptr_t)p + n + (uintptr_t)ps - 1) / (uintptr_t)ps;
+    double cnt = 0;
+    for (uintptr_t pg = a; pg < b; pg++) {
+        uint64_t ent;
+        if (fseeko(pm, (off_t)(pg * 8), SEEK_SET) || fread(&ent, 8, 1, pm) != 1)
+            return -1;
+        cnt += (double)((ent >> 63) & 1);
+    }
+    return cnt * (double)ps;
+}
+
+/* Which GGUF tensors are resident in this rank (debug for --rss 2). */
+static void print_present(const group *g)
+{
+    const gguf_file *f = group_gguf(g);
+    double tot = 0;
+    for (int64_t i = 0; i < gguf_n_tensors(f); i++) {
+        const gguf_tensor_info *t = gguf_tensor(f, i);
+        double b = present_bytes(t->data, t->n_bytes);
+        tot += b;
+        if (strstr(t->name, "blk.0.") != NULL)
+            printf("  rank %d present %s: %.1f of %.1f MiB\n", group_rank(g), t->name, b / 1048576.0,
+                   (double)t->n_bytes / 1048576.0);
+        if (b > 4e6 && !strstr(t->name, "blk."))
+            printf("  rank %d present %s: %.1f of %.1f MiB\n", group_rank(g), t->name, b / 1048576.0,
+                   (double)t->n_bytes / 1048576.0);
+    }
+    printf("  rank %d: GGUF tensors present %.1f MiB\n", group_rank(g), tot / 1048576.0);
+}
+
 static void print_rss(const group *g)
 {
+    if (getenv("CARAVAN_TEST_PRESENT"))
+        print_present(g);
     double rss_kb = 0;
     FILE *f = fopen("/proc/self/status", "r");
     char line[256];
@@ -59,14 +99,16 @@ static void print_rss(const group *g)
             break;
     if (f)
         fclose(f);
-    uint64_t w, kv, sc;
-    group_planned_bytes(g, &w, &kv, &sc);
+    uint64_t w, kv, sc, res;
+    group_planned_bytes(g, &w, &kv, &sc, &res);
     const shard_spec *s = group_shard(g);
     const double MiB = 1024.0 * 1024.0;
-    printf("rss tp %d pp %d rank %d (stage %d, tp %d, layers %d%s%s): VmRSS %.1f MiB, planned %.1f "
-           "MiB (weights %.1f + kv %.1f + scratch %.1f), loader weights %.1f + kv %.1f MiB\n",
+    printf("rss tp %d pp %d rank %d (stage %d, tp %d, layers %d%s%s): VmRSS %.1f MiB, planned "
+           "resident %.1f MiB (%+.1f%%), planned total %.1f MiB (weights %.1f + kv %.1f + scratch "
+           "%.1f), loader weights %.1f + kv %.1f MiB\n",
            group_tp(g), group_pp(g), group_rank(g), s->pp_rank, s->tp_rank, s->n_layers,
            s->has_embd ? "+embd" : "", s->has_head ? "+head" : "", rss_kb / 1024.0,
+           (double)res / MiB, 100.0 * (rss_kb * 1024.0 - (double)res) / (double)res,
            (double)(w + kv + sc) / MiB, (double)w / MiB, (double)kv / MiB, (double)sc / MiB,
            (double)group_model(g)->weight_bytes / MiB, (double)group_model(g)->kv_bytes / MiB);
     fflush(stdout);
@@ -123,6 +165,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "FAIL group_create: %s\n", e.msg);
         MPI_Finalize();
         return 1;
+    }
+    if (rss) {
+        /* right after loading, before any step */
+        FILE *f = fopen("/proc/self/status", "r");
+        char line[256];
+        while (f && fgets(line, sizeof line, f))
+            if (!strncmp(line, "VmRSS:", 6))
+                printf("rss after load rank %d: %s", group_rank(g), line + 6);
+        if (f)
+            fclose(f);
+        fflush(stdout);
     }
     if (!group_is_leader(g)) {
         st = group_serve(g, &e);

@@ -779,12 +779,14 @@ int group_inflight(const group *g) { return g->inflight; }
 uint64_t group_bytes_sent(const group *g) { return g->bytes_sent; }
 bool group_failed(const group *g) { return g->failed; }
 
-void group_planned_bytes(const group *g, uint64_t *weights, uint64_t *kv, uint64_t *scratch)
+void group_planned_bytes(const group *g, uint64_t *weights, uint64_t *kv, uint64_t *scratch,
+                         uint64_t *resident)
 {
     const plan_rank *pr = &g->layout[g->rank];
     *weights = pr->weight_bytes;
     *kv = pr->kv_bytes;
     *scratch = pr->scratch_bytes;
+    *resident = pr->resident_bytes;
 }
 
 const float *group_last_logits(const group *g, int64_t *n_rows, int64_t *n_vocab)

@@ -84,8 +84,10 @@ const float *group_last_logits(const group *g, int64_t *n_rows, int64_t *n_vocab
  * failure (its status and message, naming the rank). */
 cv_status group_serve(group *g, cv_err *e);
 
-/* This rank's planned bytes (planner.h): weights, KV cache, scratch. */
-void group_planned_bytes(const group *g, uint64_t *weights, uint64_t *kv, uint64_t *scratch);
+/* This rank's planned bytes (planner.h): weights, KV cache, scratch, and
+ * the expected resident set of a CPU rank (total less the mapped embedding). */
+void group_planned_bytes(const group *g, uint64_t *weights, uint64_t *kv, uint64_t *scratch,
+                         uint64_t *resident);
 
 /* True once a communication or compute error hit this rank's group: the
  * caller should end the job (MPI_Abort), since peers may be blocked. */
