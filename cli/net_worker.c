@@ -6,10 +6,12 @@
  * code as `caravan run`); rank 0, the leader, then connects to the
  * coordinator, says Hello (version, token, ranks, slots), waits for Assign,
  * answers Ready and serves steps. Other ranks serve the group (group_serve).
- * The leader's socket is read by a thread of its own (steps are queued,
- * heartbeats answered, silence detected) while the main thread computes:
- * steps go to the group's link with up to `stages` in flight and results go
- * back in order. The worker exits non-zero when the coordinator refuses it
+ * On the leader, a thread of its own keeps the connection alive (heartbeats
+ * every heartbeat_ms, also while a long step computes); the main thread
+ * reads steps straight from the socket (no hand-off between threads on the
+ * per-token path), keeps up to `stages` of them in flight in the group and
+ * sends the results back in order. A coordinator silent for --timeout-ms
+ * (checked whenever the main thread waits) ends the worker. The worker exits non-zero when the coordinator refuses it
  * or goes away (so `caravan serve` / a supervisor can restart it). */
 #include <errno.h>
 #include <netdb.h>
@@ -22,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -37,12 +40,12 @@ typedef struct wq_item {
 
 typedef struct worker_io {
     int fd;
-    pthread_mutex_t mu;       /* guards the queue, flags and sends */
+    pthread_mutex_t mu;       /* guards the stop flag and sends */
     pthread_cond_t cv;
     wq_item *head, *tail;
     int n_queued;
     bool stop;                /* coordinator gone or refused */
-    char why[512];
+    char why[640];
     uint64_t last_recv_ms;
     int heartbeat_ms, timeout_ms;
     int64_t n_slots, n_vocab;
@@ -79,37 +82,53 @@ static void send_heartbeat(worker_io *io)
     if (io_send(io, &env, &e)) io_fail(io, e.msg);
 }
 
-/* The I/O thread: frames in, heartbeats out. */
-static void *io_thread(void *arg)
+/* The heartbeat thread: liveness while the main thread computes. */
+static void *hb_thread(void *arg)
 {
     worker_io *io = arg;
-    uint64_t last_hb = 0;
     for (;;) {
         pthread_mutex_lock(&io->mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += io->heartbeat_ms / 1000;
+        ts.tv_nsec += (long)(io->heartbeat_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        while (!io->stop && pthread_cond_timedwait(&io->cv, &io->mu, &ts) == 0) {
+        }
         bool stop = io->stop;
         pthread_mutex_unlock(&io->mu);
         if (stop) break;
-        uint64_t now = cluster_now_ms();
-        if (now - last_hb >= (uint64_t)io->heartbeat_ms) {
-            send_heartbeat(io);
-            last_hb = now;
-        }
-        if (now - io->last_recv_ms > (uint64_t)io->timeout_ms) {
-            char m[128];
-            snprintf(m, sizeof m, "coordinator silent for %llu ms",
-                     (unsigned long long)(now - io->last_recv_ms));
-            io_fail(io, m);
-            break;
-        }
+        send_heartbeat(io);
+    }
+    return NULL;
+}
+
+/* Read every frame that is waiting (block up to wait_ms for the first one):
+ * steps are queued, heartbeats noted, an Error or anything else ends it. */
+static void read_frames(worker_io *io, int wait_ms)
+{
+    for (int first = 1;; first = 0) {
         struct pollfd pf = {.fd = io->fd, .events = POLLIN};
-        int rc = poll(&pf, 1, io->heartbeat_ms / 2 > 0 ? io->heartbeat_ms / 2 : 1);
+        int rc = poll(&pf, 1, first ? wait_ms : 0);
         if (rc < 0 && errno == EINTR) continue;
-        if (rc <= 0) continue;
+        if (rc <= 0) {
+            uint64_t now = cluster_now_ms();
+            if (now - io->last_recv_ms > (uint64_t)io->timeout_ms) {
+                char m[128];
+                snprintf(m, sizeof m, "coordinator silent for %llu ms",
+                         (unsigned long long)(now - io->last_recv_ms));
+                io_fail(io, m);
+            }
+            return;
+        }
         cl_env *env = NULL;
         cv_err e;
         if (cluster_fd_recv(io->fd, io->max_frame, &env, &e)) {
             io_fail(io, e.msg);
-            break;
+            return;
         }
         io->last_recv_ms = cluster_now_ms();
         if (env->msg_case == CARAVAN__CLUSTER__V1__ENVELOPE__MSG_STEP) {
@@ -118,29 +137,25 @@ static void *io_thread(void *arg)
                 free(it);
                 cluster_env_free(env);
                 io_fail(io, it ? e.msg : "out of memory");
-                break;
+                return;
             }
-            pthread_mutex_lock(&io->mu);
             if (io->tail) io->tail->next = it;
             else io->head = it;
             io->tail = it;
             io->n_queued++;
-            pthread_cond_broadcast(&io->cv);
-            pthread_mutex_unlock(&io->mu);
         } else if (env->msg_case == CARAVAN__CLUSTER__V1__ENVELOPE__MSG_ERROR) {
             char m[600];
-            snprintf(m, sizeof m, "coordinator: %s", env->error->message ? env->error->message : "");
+            snprintf(m, sizeof m, "coordinator: %.500s", env->error->message ? env->error->message : "");
             cluster_env_free(env);
             io_fail(io, m);
-            break;
+            return;
         } else if (env->msg_case != CARAVAN__CLUSTER__V1__ENVELOPE__MSG_HEARTBEAT) {
             cluster_env_free(env);
             io_fail(io, "unexpected message from the coordinator");
-            break;
+            return;
         }
         cluster_env_free(env);
     }
-    return NULL;
 }
 
 static int connect_to(const char *hostport, cv_err *e)
@@ -325,29 +340,27 @@ int cmd_worker(int argc, char **argv)
                 world, (long long)link->n_slots, (long long)link->n_ctx);
     }
     io.last_recv_ms = cluster_now_ms();
-    if (pthread_create(&th, NULL, io_thread, &io) != 0) {
-        fprintf(stderr, "caravan worker: cannot start the I/O thread\n");
+    if (pthread_create(&th, NULL, hb_thread, &io) != 0) {
+        fprintf(stderr, "caravan worker: cannot start the heartbeat thread\n");
         status = 1;
         goto out;
     }
     th_started = true;
-    /* compute loop: steps in order, up to max_inflight outstanding */
+    /* steps in order, up to max_inflight outstanding */
     {
         int inflight = 0;
         for (;;) {
+            /* wait for steps only when nothing is in flight */
+            read_frames(&io, inflight > 0 ? 0 : 200);
             pthread_mutex_lock(&io.mu);
-            while (!io.stop && !io.head && inflight == 0) pthread_cond_wait(&io.cv, &io.mu);
             bool stop = io.stop;
-            wq_item *it = NULL;
-            if (!stop && io.head && inflight < link->max_inflight) {
-                it = io.head;
+            pthread_mutex_unlock(&io.mu);
+            if (stop) break;
+            while (io.head && inflight < link->max_inflight) {
+                wq_item *it = io.head;
                 io.head = it->next;
                 if (!io.head) io.tail = NULL;
                 io.n_queued--;
-            }
-            pthread_mutex_unlock(&io.mu);
-            if (stop) break;
-            if (it) {
                 cv_status st = link->ops->submit(link, &it->st, &e);
                 uint64_t sid = it->st.id;
                 cluster_step_free(&it->st);
@@ -365,15 +378,11 @@ int cmd_worker(int argc, char **argv)
                     continue;
                 }
                 inflight++;
-                if (inflight < link->max_inflight) continue; /* keep the pipeline fed */
             }
-            if (inflight > 0) {
+            while (inflight > 0) {
                 bool ready = false;
-                /* block when the pipeline is full or nothing else is queued */
-                pthread_mutex_lock(&io.mu);
-                bool more = io.head != NULL;
-                pthread_mutex_unlock(&io.mu);
-                int to = (inflight >= link->max_inflight || !more) ? 50 : 0;
+                /* pipeline full or nothing more to feed it: wait a little for a result */
+                int to = (inflight >= link->max_inflight || !io.head) ? 2 : 0;
                 cv_status st = link->ops->poll(link, &res, to, &ready, &e);
                 if (st && !ready) {
                     fprintf(stderr, "caravan worker: group failed: %s\n", e.msg);
@@ -381,7 +390,7 @@ int cmd_worker(int argc, char **argv)
                     status = 1;
                     break;
                 }
-                if (!ready) continue;
+                if (!ready) break; /* look at the socket again */
                 inflight--;
                 cl_env env = CARAVAN__CLUSTER__V1__ENVELOPE__INIT;
                 cl_error er = CARAVAN__CLUSTER__V1__ERROR__INIT;
@@ -401,6 +410,7 @@ int cmd_worker(int argc, char **argv)
                 if (io_send(&io, &env, &e2)) io_fail(&io, e2.msg);
                 cluster_result_pb_free(pr);
             }
+            if (status) break;
         }
     }
     pthread_mutex_lock(&io.mu);
@@ -412,7 +422,6 @@ int cmd_worker(int argc, char **argv)
 out:
     if (th_started) {
         io_fail(&io, "shutting down");
-        shutdown(io.fd, SHUT_RDWR);
         pthread_join(th, NULL);
     }
     while (io.head) {

@@ -75,6 +75,8 @@ struct coord {
     tokenizer *tok;
     model_config mc;
     int64_t model_n_ctx;
+    int32_t eog[64];       /* end-of-generation ids of the vocabulary */
+    int32_t n_eog;
     sched *s;
     cgroup *groups;        /* indexed by scheduler group index */
     int n_groups_alloc;
@@ -703,15 +705,9 @@ coord_code coord_generate(coord *c, const coord_gen_params *p, const coord_req_c
         r->n_stop++;
     }
     /* end-of-generation ids the scheduler stops on */
-    int32_t stops[64];
-    int32_t n_stops = 0;
-    if (!p->ignore_eos) {
-        int64_t nv = tokenizer_n_vocab(c->tok);
-        for (int64_t t = 0; t < nv && n_stops < 64; t++)
-            if (tokenizer_is_eog(c->tok, (int32_t)t)) stops[n_stops++] = (int32_t)t;
-    }
     sched_request rq = {.prompt = ids, .n_prompt = n_ids, .max_tokens = max_tokens, .sp = p->sp,
-                        .stop_tokens = stops, .n_stop_tokens = n_stops, .ud = r};
+                        .stop_tokens = c->eog, .n_stop_tokens = p->ignore_eos ? 0 : c->n_eog,
+                        .ud = r};
     cv_err e;
     cv_status st = sched_submit(c->s, &rq, &r->id, &e);
     if (st != CV_OK || !r->dt) {
@@ -804,6 +800,11 @@ cv_status coord_create(const coord_config *cfg, struct event_base *base, coord *
     if ((st = gguf_open(c->model_path, &c->gguf, e))) goto err;
     if ((st = model_config_load(c->gguf, &c->mc, e))) goto err;
     if ((st = tokenizer_load(c->gguf, &c->tok, e))) goto err;
+    {
+        int64_t nv = tokenizer_n_vocab(c->tok);
+        for (int64_t t = 0; t < nv && c->n_eog < 64; t++)
+            if (tokenizer_is_eog(c->tok, (int32_t)t)) c->eog[c->n_eog++] = (int32_t)t;
+    }
     c->model_n_ctx = c->mc.n_ctx_train > 0 && c->mc.n_ctx_train < 4096 ? c->mc.n_ctx_train : 4096;
     if (cfg->model_name && cfg->model_name[0]) {
         c->model_name = strdup(cfg->model_name);
