@@ -82,3 +82,10 @@ typedef struct cpu_kernel {
 /* Kernel of a weight type for a level; .gemm NULL when that level has none. */
 cpu_kernel cpu_kernel_avx2(int type);
 cpu_kernel cpu_kernel_avx512(int type);
+
+/* AVX2 building blocks the AVX-512 file reuses (an AVX-512 CPU has AVX2):
+ * activation quantizers, row unpackers (layouts above). */
+void cpu_avx2_quant_q8b(const float *x, uint8_t *xq, int64_t n);
+void cpu_avx2_quant_q8kb(const float *x, uint8_t *xq, int64_t n);
+void cpu_avx2_unpack_a(int type, const uint8_t *w, uint8_t *u, int64_t n);
+void cpu_avx2_unpack_k(int type, const uint8_t *w, uint8_t *u, int64_t n);

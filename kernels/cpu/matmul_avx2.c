@@ -59,7 +59,7 @@ AI __m256i q8_pack(__m256i i0, __m256i i1, __m256i i2, __m256i i3)
 
 /* ---- activation quantizers -------------------------------------------------- */
 
-static void quant_q8b(const float *x, uint8_t *xq, int64_t n)
+void cpu_avx2_quant_q8b(const float *x, uint8_t *xq, int64_t n)
 {
     int64_t nb = n / 32, nbp = cpu_pad8(nb);
     int8_t *qs = (int8_t *)xq;
@@ -86,7 +86,7 @@ static void quant_q8b(const float *x, uint8_t *xq, int64_t n)
         dx[b] = sx[b] = 0.0f;
 }
 
-static void quant_q8kb(const float *x, uint8_t *xq, int64_t n)
+void cpu_avx2_quant_q8kb(const float *x, uint8_t *xq, int64_t n)
 {
     int64_t ns = n / 256;
     int8_t *qs = (int8_t *)xq;
@@ -135,7 +135,7 @@ AI __m256i nibbles16(const uint8_t *qs)
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(15));
 }
 
-static void unpack_a(int type, const uint8_t *w, uint8_t *u, int64_t n)
+void cpu_avx2_unpack_a(int type, const uint8_t *w, uint8_t *u, int64_t n)
 {
     int64_t nb = n / 32, nbp = cpu_pad8(nb);
     float *dw = (float *)(u + n), *cw = dw + nbp;
@@ -231,7 +231,7 @@ static void k4_decode(const uint8_t *s, int sc[8], int mn[8])
     }
 }
 
-static void unpack_k(int type, const uint8_t *w, uint8_t *u, int64_t n)
+void cpu_avx2_unpack_k(int type, const uint8_t *w, uint8_t *u, int64_t n)
 {
     int64_t ns = n / 256;
     kq_row r = kq_row_at(u, n);
@@ -675,9 +675,9 @@ static void gemm_quant(const cpu_gemm_args *a, int family_k, int sgn)
             uint8_t *dst = a->scratch + k * ub;
             const uint8_t *src = a->w + (r0 + k) * a->w_stride;
             if (family_k)
-                unpack_k(a->type, src, dst, a->n);
+                cpu_avx2_unpack_k(a->type, src, dst, a->n);
             else
-                unpack_a(a->type, src, dst, a->n);
+                cpu_avx2_unpack_a(a->type, src, dst, a->n);
             wu[k] = dst;
         }
         for (int64_t t0 = 0; t0 < a->n_tok; t0 += 4) {
@@ -752,17 +752,17 @@ cpu_kernel cpu_kernel_avx2(int type)
     case DT_Q4_1:
     case DT_Q5_0:
     case DT_Q5_1:
-        k.act = CPU_ACT_Q8B, k.quantize = quant_q8b, k.gemm = gemm_a_unsigned;
+        k.act = CPU_ACT_Q8B, k.quantize = cpu_avx2_quant_q8b, k.gemm = gemm_a_unsigned;
         break;
     case DT_Q8_0:
-        k.act = CPU_ACT_Q8B, k.quantize = quant_q8b, k.gemm = gemm_a_signed;
+        k.act = CPU_ACT_Q8B, k.quantize = cpu_avx2_quant_q8b, k.gemm = gemm_a_signed;
         break;
     case DT_Q2_K:
     case DT_Q3_K:
     case DT_Q4_K:
     case DT_Q5_K:
     case DT_Q6_K:
-        k.act = CPU_ACT_Q8KB, k.quantize = quant_q8kb, k.gemm = gemm_k;
+        k.act = CPU_ACT_Q8KB, k.quantize = cpu_avx2_quant_q8kb, k.gemm = gemm_k;
         break;
     }
     return k;
