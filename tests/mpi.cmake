@@ -68,3 +68,9 @@ if(CARAVAN_HAVE_MPI)
                                          --mem 8G,8G)
   set_tests_properties(plan_70b_refused PROPERTIES WILL_FAIL TRUE)
 endif()
+
+if(CARAVAN_HAVE_MPI)
+  # Issue item: mpirun -np N caravan run --tp T --pp P == one process (scheduler-driven).
+  cv_add_script_test(NAME group_run_cli COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/run_group.sh
+                     TIMEOUT 300 LABELS mpi)
+endif()

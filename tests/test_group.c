@@ -87,7 +87,7 @@ static void print_present(const group *g)
     printf("  rank %d: GGUF tensors present %.1f MiB\n", group_rank(g), tot / 1048576.0);
 }
 
-static void print_rss(const group *g)
+static void print_rss(const group *g, int64_t n_tok)
 {
     if (getenv("CARAVAN_TEST_PRESENT"))
         print_present(g);
@@ -111,6 +111,9 @@ static void print_rss(const group *g)
            (double)res / MiB, 100.0 * (rss_kb * 1024.0 - (double)res) / (double)res,
            (double)(w + kv + sc) / MiB, (double)w / MiB, (double)kv / MiB, (double)sc / MiB,
            (double)group_model(g)->weight_bytes / MiB, (double)group_model(g)->kv_bytes / MiB);
+    printf("bytes tp %d pp %d rank %d: sent %llu bytes for %lld tokens = %.0f bytes/token\n",
+           group_tp(g), group_pp(g), group_rank(g), (unsigned long long)group_bytes_sent(g),
+           (long long)n_tok, (double)group_bytes_sent(g) / (double)n_tok);
     fflush(stdout);
 }
 
@@ -166,6 +169,10 @@ int main(int argc, char **argv)
         MPI_Finalize();
         return 1;
     }
+    /* tokens every rank forwards (prompts + generated but the last) */
+    int64_t n_tok_all = 0;
+    for (int i = 0; i < n_seqs; i++)
+        n_tok_all += (i == 0 ? 1 : 1 + 2 + i % 4) + n_gen - 1;
     if (rss) {
         /* right after loading, before any step */
         FILE *f = fopen("/proc/self/status", "r");
@@ -184,7 +191,7 @@ int main(int argc, char **argv)
             MPI_Abort(MPI_COMM_WORLD, 1);
         }
         if (rss)
-            print_rss(g);
+            print_rss(g, n_tok_all);
         group_free(g);
         MPI_Finalize();
         return 0;
@@ -317,7 +324,7 @@ int main(int argc, char **argv)
         }
     }
     if (rss) {
-        print_rss(g);
+        print_rss(g, n_tok_all);
         fflush(stdout);
         group_free(g);
         MPI_Finalize();
