@@ -132,6 +132,26 @@ static void heap_down(cand *h, int n, int i)
     }
 }
 
+/* Move the m best of c[0..n) to c[0..m), sorted; the others stay in
+ * c[m..n) in some order (so a later call with a larger m still sees all). */
+static void select_best(cand *c, int64_t n, int64_t m)
+{
+    if (m >= n) {
+        qsort(c, (size_t)n, sizeof *c, cand_cmp);
+        return;
+    }
+    for (int64_t j = m / 2 - 1; j >= 0; j--)
+        heap_down(c, (int)m, (int)j);
+    for (int64_t i = m; i < n; i++)
+        if (cand_before(c[i].logit, c[i].id, c[0].logit, c[0].id)) {
+            cand t = c[0];
+            c[0] = c[i];
+            c[i] = t;
+            heap_down(c, (int)m, 0);
+        }
+    qsort(c, (size_t)m, sizeof *c, cand_cmp);
+}
+
 void sampler_sample(const float *logits, int64_t n_vocab, const sampling_params *p, int64_t pos,
                     const int32_t *recent, int64_t n_recent, void *scratch, sample_result *out)
 {
@@ -237,20 +257,30 @@ void sampler_sample(const float *logits, int64_t n_vocab, const sampling_params 
         }
         bool sorted = false;
         if (p->top_p < 1.0f) {
-            qsort(cands, (size_t)n, sizeof *cands, cand_cmp);
-            sorted = true;
+            /* the smallest prefix of the sorted list holding top_p of the mass;
+             * sort only the best m candidates, growing m until it suffices */
             double z = 0;
             for (int64_t i = 0; i < n; i++)
                 z += exp((double)cands[i].logit - cmax);
-            double cum = 0, target = (double)p->top_p * z;
+            double target = (double)p->top_p * z;
             int64_t keep = n;
-            for (int64_t i = 0; i < n; i++) {
-                cum += exp((double)cands[i].logit - cmax);
-                if (cum >= target) {
+            for (int64_t m = 128;; m *= 8) {
+                select_best(cands, n, m);
+                double cum = 0;
+                int64_t lim = m < n ? m : n, i;
+                for (i = 0; i < lim; i++) {
+                    cum += exp((double)cands[i].logit - cmax);
+                    if (cum >= target)
+                        break;
+                }
+                if (i < lim) {
                     keep = i + 1;
                     break;
                 }
+                if (m >= n)
+                    break;
             }
+            sorted = true;
             n = keep < 1 ? 1 : keep;
         }
         if (!sorted && p->top_k > 0 && p->top_k < n_vocab) /* heap order is not a fixed order */

@@ -164,6 +164,65 @@ int main(void)
         TU_CHECK(cnt[3] > 0 && cnt[2] > 0, "min-p 0.2 keeps all: %d %d %d %d", cnt[0], cnt[1],
                  cnt[2], cnt[3]);
     }
+    /* ---- top-p over a large vocabulary (the partial sort must grow) ---- */
+    {
+        int64_t n = 5000;
+        float *l = malloc(n * sizeof *l);
+        uint64_t s = 4242;
+        for (int64_t i = 0; i < n; i++)
+            l[i] = 2.0f * tu_rand_f(&s);
+        /* brute force: rank of each token in the sorted order and the kept prefix */
+        int32_t *ord = malloc(n * sizeof *ord);
+        for (int64_t i = 0; i < n; i++)
+            ord[i] = (int32_t)i;
+        for (int64_t i = 1; i < n; i++) { /* insertion sort, descending, ties by id */
+            int32_t v = ord[i];
+            int64_t j = i;
+            while (j > 0 && (l[ord[j - 1]] < l[v] || (l[ord[j - 1]] == l[v] && ord[j - 1] > v))) {
+                ord[j] = ord[j - 1];
+                j--;
+            }
+            ord[j] = v;
+        }
+        double z = 0, cum = 0;
+        for (int64_t i = 0; i < n; i++)
+            z += exp(l[i] - l[ord[0]]);
+        int64_t keep = n;
+        for (int64_t i = 0; i < n; i++) {
+            cum += exp(l[ord[i]] - l[ord[0]]);
+            if (cum >= 0.9 * z) {
+                keep = i + 1;
+                break;
+            }
+        }
+        int32_t *rank = malloc(n * sizeof *rank);
+        for (int64_t i = 0; i < n; i++)
+            rank[ord[i]] = (int32_t)i;
+        sampling_params_default(&p);
+        p.temperature = 100.0f; /* nearly uniform over the kept set */
+        p.top_p = 0.9f;
+        p.seed = 8;
+        void *sc = scratch_for(n);
+        int outside = 0, max_rank = 0;
+        for (int i = 0; i < 4000; i++) {
+            sample_result r;
+            sampler_sample(l, n, &p, i, NULL, 0, sc, &r);
+            if (rank[r.token] >= keep)
+                outside++;
+            if (rank[r.token] > max_rank)
+                max_rank = rank[r.token];
+        }
+        fprintf(stderr, "top-p 0.9 over %lld tokens: brute-force keeps %lld, highest rank drawn "
+                "%d, %d draws outside\n", (long long)n, (long long)keep, max_rank, outside);
+        TU_CHECK(keep > 1024, "test needs a kept set larger than the first partial sort");
+        TU_CHECK(outside == 0, "top-p drew %d tokens outside the nucleus", outside);
+        TU_CHECK(max_rank >= keep - 30, "top-p never reached the end of the nucleus (%d of %lld)",
+                 max_rank, (long long)keep);
+        free(sc);
+        free(l);
+        free(ord);
+        free(rank);
+    }
     /* ---- penalties (greedy so the effect is exact) ---- */
     {
         float l[4] = {2.0f, 1.9f, -1.0f, -1.05f};
