@@ -3,7 +3,8 @@
  * (a reference fp32 forward pass) through engine_step, with F32 KV. A
  * second run feeds the first 100 golden tokens as one prefill chunk and
  * checks that greedy decoding continues the golden sequence, then a third
- * uses max_batch 7 so the prefill is cut into several forward calls. */
+ * uses max_batch 7 so the prefill is cut into several forward calls; then
+ * thread counts 1..4 at the scalar and the best CPU level. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,12 +50,13 @@ static int parse_ids(const char *path, const char *key, int32_t *ids, int max)
     return cnt;
 }
 
-static engine *open_engine(int kv_type, int64_t max_batch)
+static engine *open_engine_at(int kv_type, int64_t max_batch, int n_threads, const char *level)
 {
     engine_config cfg = {0};
     cfg.model_path = tu_model("stories260K.gguf");
     cfg.be.device = "cpu";
-    cfg.be.n_threads = 2;
+    cfg.be.n_threads = n_threads;
+    cfg.be.cpu_level = level;
     cfg.params.n_slots = 2;
     cfg.params.n_ctx = 512;
     cfg.params.kv_type = kv_type;
@@ -66,6 +68,11 @@ static engine *open_engine(int kv_type, int64_t max_batch)
         exit(1);
     }
     return eng;
+}
+
+static engine *open_engine(int kv_type, int64_t max_batch)
+{
+    return open_engine_at(kv_type, max_batch, 2, NULL);
 }
 
 /* Greedy-generate n tokens after feeding prompt (one chunk) in `slot`. */
@@ -164,5 +171,20 @@ int main(void)
         TU_CHECK(compare("greedy after prefill, max_batch 7", got, gold + 100, 64) == 0,
                  "golden mismatch with max_batch 7");
     engine_free(eng);
+
+    /* 4. every thread count 1..4, at the scalar oracle level and the best
+     *    level this CPU has: 96 tokens from BOS each (a thread split of the
+     *    rows must never change a token) */
+    for (int lv = 0; lv < 2; lv++)
+        for (int nt = 1; nt <= 4; nt++) {
+            const char *level = lv ? NULL : "scalar";
+            char what[64];
+            snprintf(what, sizeof what, "greedy from BOS, %d threads, level %s", nt,
+                     level ? level : "best");
+            eng = open_engine_at(DT_F32, 512, nt, level);
+            n = generate(eng, 0, prompt, n_prompt, 96, got);
+            TU_CHECK(n == 96 && compare(what, got, gold, 96) == 0, "%s: golden mismatch", what);
+            engine_free(eng);
+        }
     return tu_finish("test_engine_golden");
 }
