@@ -13,28 +13,48 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "caravan.pb-c.h"
 #include "cli/cli.h"
 #include "core/sampler.h"
 
-typedef struct gen_client {
-    int fd;
+/* One call (stream). */
+typedef struct gen_stream {
+    struct gen_client *g;
     int32_t stream_id;
-    uint8_t *req;          /* framed request message */
-    size_t req_len, req_off;
+    size_t req_off;
     uint8_t *buf;          /* response bytes not yet parsed into messages */
     size_t buf_len, buf_cap;
     int grpc_status;       /* -1 until the trailers */
     char grpc_message[512];
     int http_status;
     bool closed;
-    bool json;
     int64_t n_tokens;
     int64_t prompt_tokens, completion_tokens;
     char finish[32];
+    double t_first, t_last; /* arrival of the first / last token (s) */
+} gen_stream;
+
+typedef struct gen_client {
+    int fd;
+    uint8_t *req;          /* framed request message (the same for every call) */
+    size_t req_len;
+    bool json, quiet;
+    int n_open, n_done, n_failed;
+    int64_t tokens_total;
+    double stream_tok_s_sum;  /* per-stream generation rate, first token excluded */
+    int n_rate;
+    gen_stream last;       /* the last finished call (status, usage) */
 } gen_client;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 static ssize_t send_cb(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *ud)
 {
@@ -48,11 +68,12 @@ static ssize_t req_read_cb(nghttp2_session *ng, int32_t sid, uint8_t *buf, size_
                            uint32_t *flags, nghttp2_data_source *src, void *ud)
 {
     gen_client *g = ud;
-    size_t n = g->req_len - g->req_off;
+    gen_stream *gs = src->ptr;
+    size_t n = g->req_len - gs->req_off;
     if (n > len) n = len;
-    memcpy(buf, g->req + g->req_off, n);
-    g->req_off += n;
-    if (g->req_off == g->req_len) *flags |= NGHTTP2_DATA_FLAG_EOF;
+    memcpy(buf, g->req + gs->req_off, n);
+    gs->req_off += n;
+    if (gs->req_off == g->req_len) *flags |= NGHTTP2_DATA_FLAG_EOF;
     return (ssize_t)n;
 }
 
@@ -74,7 +95,8 @@ static void pct_decode(const uint8_t *v, size_t n, char *out, size_t cap)
 static int header_cb(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nl,
                      const uint8_t *value, size_t vl, uint8_t flags, void *ud)
 {
-    gen_client *g = ud;
+    gen_stream *g = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (!g) return 0;
     if (nl == 11 && !memcmp(name, "grpc-status", 11)) {
         char b[16];
         size_t n = vl < 15 ? vl : 15;
@@ -105,14 +127,21 @@ static void print_json_str(const char *s)
     putchar('"');
 }
 
-static void handle_message(gen_client *g, const uint8_t *m, size_t n)
+static void handle_message(gen_stream *gs, const uint8_t *m, size_t n)
 {
+    gen_client *g = gs->g;
     Caravan__V1__GenerateResponse *r = caravan__v1__generate_response__unpack(NULL, n, m);
     if (!r) {
         fprintf(stderr, "caravan generate: invalid GenerateResponse from the server\n");
         return;
     }
-    if (g->json) {
+    if (r->n_token_ids) {
+        double t = now_s();
+        if (gs->n_tokens == 0) gs->t_first = t;
+        gs->t_last = t;
+    }
+    if (g->quiet) {
+    } else if (g->json) {
         for (size_t i = 0; i < r->n_token_ids; i++) {
             printf("{\"id\": %d", r->token_ids[i]);
             if (i == 0) {
@@ -126,12 +155,12 @@ static void handle_message(gen_client *g, const uint8_t *m, size_t n)
         fputs(r->text, stdout);
     }
     fflush(stdout);
-    g->n_tokens += (int64_t)r->n_token_ids;
+    gs->n_tokens += (int64_t)r->n_token_ids;
     if (r->finish_reason && r->finish_reason[0])
-        snprintf(g->finish, sizeof g->finish, "%s", r->finish_reason);
+        snprintf(gs->finish, sizeof gs->finish, "%s", r->finish_reason);
     if (r->usage) {
-        g->prompt_tokens = r->usage->prompt_tokens;
-        g->completion_tokens = r->usage->completion_tokens;
+        gs->prompt_tokens = r->usage->prompt_tokens;
+        gs->completion_tokens = r->usage->completion_tokens;
     }
     caravan__v1__generate_response__free_unpacked(r, NULL);
 }
@@ -139,7 +168,8 @@ static void handle_message(gen_client *g, const uint8_t *m, size_t n)
 static int data_cb(nghttp2_session *ng, uint8_t flags, int32_t sid, const uint8_t *data, size_t len,
                    void *ud)
 {
-    gen_client *g = ud;
+    gen_stream *g = nghttp2_session_get_stream_user_data(ng, sid);
+    if (!g) return 0;
     if (g->buf_len + len > g->buf_cap) {
         size_t nc = g->buf_cap ? g->buf_cap * 2 : 4096;
         while (nc < g->buf_len + len) nc *= 2;
@@ -165,13 +195,28 @@ static int data_cb(nghttp2_session *ng, uint8_t flags, int32_t sid, const uint8_
 
 static int close_cb(nghttp2_session *ng, int32_t sid, uint32_t err, void *ud)
 {
-    gen_client *g = ud;
+    gen_client *c = ud;
+    gen_stream *g = nghttp2_session_get_stream_user_data(ng, sid);
+    if (!g) return 0;
     g->closed = true;
     if (err && g->grpc_status < 0) {
         g->grpc_status = 13;
         snprintf(g->grpc_message, sizeof g->grpc_message, "stream reset by the server (HTTP/2 error %u)",
                  err);
     }
+    c->n_open--;
+    c->n_done++;
+    if (g->grpc_status != 0) c->n_failed++;
+    c->tokens_total += g->n_tokens;
+    if (g->n_tokens > 1 && g->t_last > g->t_first) {
+        c->stream_tok_s_sum += (double)(g->n_tokens - 1) / (g->t_last - g->t_first);
+        c->n_rate++;
+    }
+    free(g->buf);
+    g->buf = NULL;
+    c->last = *g;
+    nghttp2_session_set_stream_user_data(ng, sid, NULL);
+    free(g);
     return 0;
 }
 
@@ -212,7 +257,11 @@ static void usage(void)
            "  --no-bos               do not add BOS\n"
            "  --json                 one JSON object per token (id, text, logprob)\n"
            "  --api-key KEY          sent as 'authorization: Bearer KEY' (or $CARAVAN_API_KEY)\n"
-           "  --timeout S            deadline in seconds (grpc-timeout)\n");
+           "  --timeout S            deadline in seconds (grpc-timeout)\n"
+           "  --ignore-eos           keep generating past end-of-generation tokens\n"
+           "  --bench                load generator: no text output, one summary line\n"
+           "  --clients C            with --bench: C concurrent streams on one connection (default 1)\n"
+           "  --requests R           with --bench: R calls in all (default C)\n");
 }
 
 int cmd_generate(int argc, char **argv)
@@ -223,7 +272,9 @@ int cmd_generate(int argc, char **argv)
     Caravan__V1__SamplingParams sp = CARAVAN__V1__SAMPLING_PARAMS__INIT;
     char *stops[16];
     size_t n_stop = 0;
-    gen_client g = {.fd = -1, .grpc_status = -1};
+    gen_client g = {.fd = -1};
+    bool bench = false;
+    int64_t clients = 1, requests = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         double dv;
@@ -233,8 +284,10 @@ int cmd_generate(int argc, char **argv)
             usage();
             return 0;
         }
-        if (F("--json") || F("--no-bos")) {
+        if (F("--json") || F("--no-bos") || F("--bench") || F("--ignore-eos")) {
             if (F("--json")) g.json = true;
+            else if (F("--bench")) bench = g.quiet = true;
+            else if (F("--ignore-eos")) rq.ignore_eos = true;
             else rq.no_bos = true;
             continue;
         }
@@ -248,6 +301,10 @@ int cmd_generate(int argc, char **argv)
         else if (F("--api-key")) api_key = v;
         else if (F("-n") || F("--n-predict")) {
             if (!cli_parse_int("generate", a, v, 0, 1 << 24, &n_predict)) return 2;
+        } else if (F("--clients")) {
+            if (!cli_parse_int("generate", a, v, 1, 1024, &clients)) return 2;
+        } else if (F("--requests")) {
+            if (!cli_parse_int("generate", a, v, 1, 1 << 24, &requests)) return 2;
         } else if (F("--timeout")) {
             if (!cli_parse_int("generate", a, v, 1, 86400, &timeout_s)) return 2;
         } else if (F("--seed")) {
@@ -307,6 +364,12 @@ int cmd_generate(int argc, char **argv)
     nghttp2_session_client_new(&ng, cbs, &g);
     nghttp2_session_callbacks_del(cbs);
     nghttp2_settings_entry iv[1] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20}};
+    if (!ng) {
+        fprintf(stderr, "caravan generate: out of memory\n");
+        close(g.fd);
+        free(g.req);
+        return 1;
+    }
     nghttp2_submit_settings(ng, NGHTTP2_FLAG_NONE, iv, 1);
     char path[] = "/caravan.v1.Caravan/Generate";
     char auth[600] = "", tmo[32] = "";
@@ -328,12 +391,29 @@ int cmd_generate(int argc, char **argv)
         H("grpc-timeout", tmo);
     }
 #undef H
-    nghttp2_data_provider dp = {.read_callback = req_read_cb};
-    g.stream_id = nghttp2_submit_request(ng, NULL, hdr, nh, &dp, &g);
+    if (!bench) clients = requests = 1;
+    if (requests <= 0) requests = clients;
+    int64_t submitted = 0;
     int rc = 0;
     uint8_t rbuf[16384];
-    while (!g.closed) {
-        if (nghttp2_session_send(ng) != 0) {
+    double t0 = now_s();
+    while (g.n_done < requests) {
+        while (submitted < requests && g.n_open < clients) {
+            gen_stream *gs = calloc(1, sizeof *gs);
+            if (!gs) break;
+            gs->g = &g;
+            gs->grpc_status = -1;
+            nghttp2_data_provider dp = {.source = {.ptr = gs}, .read_callback = req_read_cb};
+            gs->stream_id = nghttp2_submit_request(ng, NULL, hdr, nh, &dp, gs);
+            if (gs->stream_id < 0) {
+                free(gs);
+                rc = -1;
+                break;
+            }
+            submitted++;
+            g.n_open++;
+        }
+        if (rc < 0 || nghttp2_session_send(ng) != 0) {
             rc = -1;
             break;
         }
@@ -353,21 +433,34 @@ int cmd_generate(int argc, char **argv)
             break;
         }
     }
+    double wall = now_s() - t0;
     nghttp2_session_del(ng);
     close(g.fd);
     free(g.req);
-    free(g.buf);
+    if (bench) {
+        printf("caravan generate --bench: server=%s clients=%lld requests=%d failed=%d tokens=%lld "
+               "wall_s=%.3f req_s=%.2f tok_s=%.1f stream_tok_s=%.1f\n",
+               server, (long long)clients, g.n_done, g.n_failed + (int)(requests - g.n_done),
+               (long long)g.tokens_total, wall, g.n_done / wall, g.tokens_total / wall,
+               g.n_rate ? g.stream_tok_s_sum / g.n_rate : 0.0);
+        if (g.n_failed)
+            fprintf(stderr, "caravan generate: last failure: gRPC status %d: %s\n", g.last.grpc_status,
+                    g.last.grpc_message);
+        return rc < 0 || g.n_failed ? 1 : 0;
+    }
     if (!g.json) printf("\n");
-    if (rc < 0 && g.grpc_status < 0) {
+    if (g.n_done == 0) {
         fprintf(stderr, "caravan generate: connection to %s failed before the call finished\n", server);
         return 1;
     }
-    if (g.grpc_status != 0) {
-        fprintf(stderr, "caravan generate: gRPC status %d: %s\n", g.grpc_status < 0 ? 2 : g.grpc_status,
-                g.grpc_message[0] ? g.grpc_message : "(no message)");
+    if (g.last.grpc_status != 0) {
+        fprintf(stderr, "caravan generate: gRPC status %d: %s\n",
+                g.last.grpc_status < 0 ? 2 : g.last.grpc_status,
+                g.last.grpc_message[0] ? g.last.grpc_message : "(no message)");
         return 1;
     }
     fprintf(stderr, "caravan generate: finish=%s prompt_tokens=%lld completion_tokens=%lld\n",
-            g.finish[0] ? g.finish : "?", (long long)g.prompt_tokens, (long long)g.completion_tokens);
+            g.last.finish[0] ? g.last.finish : "?", (long long)g.last.prompt_tokens,
+            (long long)g.last.completion_tokens);
     return 0;
 }
