@@ -126,6 +126,8 @@ struct group {
     /* leader */
     int inflight;
     int64_t *slot_len;      /* positions filled per slot, for step checks */
+    int64_t fail_at;        /* test hook CARAVAN_TEST_FAIL=RANK:STEP: fail at that step (-1 off) */
+    int64_t n_steps;        /* steps this rank has run */
     MPI_Request res_req, err_req;
     bool res_posted, err_posted;
     char err_msg[CV_ERR_MSG_MAX];
@@ -356,6 +358,9 @@ static cv_status stage_run(group *g, const plan_view *v, float *hidden_out, cv_e
         if (sampler)
             g->hist_len[v->released[i]] = 0;
     }
+    if (g->fail_at >= 0 && g->n_steps++ == g->fail_at)
+        return cv_err_set(e, CV_EINTERNAL, "rank %d (stage %d, tp %d): injected failure at step "
+                          "%lld (CARAVAN_TEST_FAIL)", g->rank, g->s, g->t, (long long)g->fail_at);
     int64_t n = 0, n_out = 0;
     const int32_t *tk = v->tokens;
     for (int32_t i = 0; i < h->n_seqs; i++) {
@@ -577,13 +582,19 @@ cv_status group_create(MPI_Comm mc, const group_config *cfg, group **out, cv_err
     }
     g->s = g->rank / g->T;
     g->t = g->rank % g->T;
+    g->fail_at = -1;
+    const char *fail = getenv("CARAVAN_TEST_FAIL"); /* test hook: "RANK:STEP" */
+    if (fail) {
+        int fr = -1;
+        long long fs = -1;
+        if (sscanf(fail, "%d:%lld", &fr, &fs) == 2 && fr == g->rank && fs >= 0)
+            g->fail_at = fs;
+    }
 
     /* 1. every rank: open the GGUF and a backend, measure memory */
     gguf_file *f = NULL;
     int n_local = local_ranks(g->wc);
-    st = gguf_open(cfg->model_path, &f, e);
-    if (st)
-        cv_err_prefix(e, "%s", cfg->model_path);
+    st = gguf_open(cfg->model_path, &f, e); /* its message names the path */
     if (!st) {
         backend_config bc = cfg->be;
         if (bc.n_threads <= 0) {

@@ -2,7 +2,10 @@
 # kill_rank.sh - acceptance 5: killing one rank of a worker group in the
 # middle of generation ends the whole job with a clear error naming the rank
 # within 10 s (no hang). Also: a layout that cannot be planned fails on every
-# rank at start-up with the planner's reason.
+# rank at start-up with the planner's reason; a rank that fails mid-run
+# (error injected with the CARAVAN_TEST_FAIL=RANK:STEP hook of group.c)
+# ends the job with its rank and reason; a truncated model file fails at
+# start-up on every rank.
 # Needs CARAVAN_BIN and CARAVAN_MODELS (set by ctest).
 set -u
 BIN=${CARAVAN_BIN:?} MODEL=${CARAVAN_MODELS:?}/stories260K.gguf
@@ -45,6 +48,25 @@ rc=$?
 echo "refused layout: exit $rc: $(grep -m1 'does not fit' "$out")"
 [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || { echo "FAIL: exit $rc"; fail=1; }
 grep -q "does not fit" "$out" || { echo "FAIL: no reason"; cat "$out"; fail=1; }
+
+# 3. a rank that fails mid-generation (injected error on rank 2, step 5):
+#    the leader learns which rank and why, and the job ends
+t0=$(date +%s.%N)
+CARAVAN_TEST_FAIL=2:5 timeout 30 $MPIRUN -x CARAVAN_TEST_FAIL -np 3 "$BIN" run -m "$MODEL" -p "" \
+  -n 200 --ignore-eos --temp 0 --pp 3 -t 1 >"$out" 2>&1
+rc=$?
+dt=$(echo "$(date +%s.%N) - $t0" | bc)
+echo "injected failure: exit $rc after ${dt}s: $(grep -m1 'injected' "$out")"
+{ [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ]; } || { echo "FAIL: exit $rc"; fail=1; }
+grep -q "rank 2 (stage 2, tp 0).*injected failure" "$out" || { echo "FAIL: no reason naming rank 2"; cat "$out"; fail=1; }
+
+# 4. a bad model file (truncated GGUF): every rank fails at start-up, clean exit
+bad=$(mktemp --suffix=.gguf); head -c 600000 "$MODEL" >"$bad"
+timeout 30 $MPIRUN -np 2 "$BIN" run -m "$bad" -p "" -n 4 --pp 2 -t 1 >"$out" 2>&1
+rc=$?; rm -f "$bad"
+echo "truncated model: exit $rc: $(grep -m1 'failed on rank' "$out")"
+{ [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ]; } || { echo "FAIL: exit $rc"; fail=1; }
+grep -q "failed on rank 0" "$out" || { echo "FAIL: no reason"; cat "$out"; fail=1; }
 
 [ $fail -eq 0 ] && echo "kill_rank: all checks passed"
 exit $fail
