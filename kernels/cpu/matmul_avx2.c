@@ -641,6 +641,84 @@ static void gemv_a(const cpu_gemm_args *a)
     }
 }
 
+/* ---- decode (one token): Q4_K without the unpack pass ---------------------- */
+
+/* 12 scale bytes -> 8 six-bit scales (bytes 0..7) and 8 mins (bytes 8..15) */
+AI void q4k_scales(const uint8_t *s, uint32_t u[4])
+{
+    const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
+    uint32_t a, b, c;
+    memcpy(&a, s, 4), memcpy(&b, s + 4, 4), memcpy(&c, s + 8, 4);
+    u[0] = a & m6;                                     /* sc 0..3 */
+    u[1] = (c & m4) | (((a >> 6) & m2) << 4);          /* sc 4..7 */
+    u[2] = b & m6;                                     /* mn 0..3 */
+    u[3] = ((c >> 4) & m4) | (((b >> 6) & m2) << 4);   /* mn 4..7 */
+}
+
+AI void dec_k4(const uint8_t *w, size_t w_stride, const uint8_t *xq, int64_t n, float *y, const int RR)
+{
+    int64_t ns = n / 256;
+    const float *dx = (const float *)(xq + n);
+    const int16_t *bsums = (const int16_t *)(dx + ns);
+    __m256 acc[2];
+    __m128 macc[2];
+#pragma GCC unroll 2
+    for (int r = 0; r < RR; r++)
+        acc[r] = _mm256_setzero_ps(), macc[r] = _mm_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(15);
+    for (int64_t s = 0; s < ns; s++) {
+        const uint8_t *xs = xq + 256 * s;
+        /* pair sums of the 16 bsums: 8 int16, one per group of 32 */
+        __m256i bs = _mm256_loadu_si256((const __m256i *)(bsums + 16 * s));
+        __m128i bp = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+        float dxs = dx[s];
+#pragma GCC unroll 2
+        for (int r = 0; r < RR; r++) {
+            const dt_block_q4_k *b = (const dt_block_q4_k *)(w + r * w_stride) + s;
+            _mm_prefetch((const char *)b + 576, _MM_HINT_T0);
+            uint32_t u[4];
+            q4k_scales(b->scales, u);
+            __m128i sc8 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)u[1], (int)u[0]));
+            __m128i mn8 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)u[3], (int)u[2]));
+            __m256i scv = _mm256_broadcastsi128_si256(sc8);
+            __m256i ia = _mm256_setzero_si256();
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * j));
+                __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                __m256i slo = _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * j))));
+                __m256i shi = _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * j + 1))));
+                __m256i plo = _mm256_maddubs_epi16(lo, _mm256_load_si256((const __m256i *)(xs + 64 * j)));
+                __m256i phi = _mm256_maddubs_epi16(hi, _mm256_load_si256((const __m256i *)(xs + 64 * j + 32)));
+                ia = _mm256_add_epi32(ia, _mm256_add_epi32(_mm256_madd_epi16(plo, slo),
+                                                           _mm256_madd_epi16(phi, shi)));
+            }
+            float d = h2f(b->d) * dxs, dm = h2f(b->dmin) * dxs;
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia), _mm256_set1_ps(d), acc[r]);
+            macc[r] = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_madd_epi16(mn8, bp)), _mm_set1_ps(dm), macc[r]);
+        }
+    }
+#pragma GCC unroll 2
+    for (int r = 0; r < RR; r++) {
+        __m128 m = _mm_add_ps(macc[r], _mm_movehl_ps(macc[r], macc[r]));
+        m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        y[r] = hsum256(acc[r]) - _mm_cvtss_f32(m);
+    }
+}
+
+static void gemv_k4(const cpu_gemm_args *a)
+{
+    for (int64_t t = 0; t < a->n_tok; t++) {
+        const uint8_t *xq = a->x + t * a->x_stride;
+        float *y = a->y + t * a->ldy;
+        int64_t r = 0;
+        for (; r + 2 <= a->n_rows; r += 2)
+            dec_k4(a->w + r * a->w_stride, a->w_stride, xq, a->n, y + r, 2);
+        for (; r < a->n_rows; r++)
+            dec_k4(a->w + r * a->w_stride, a->w_stride, xq, a->n, y + r, 1);
+    }
+}
+
 /* ---- drivers: rows in groups of RR (4 for one token, 2 otherwise), tokens in groups of 4 */
 
 #define DISPATCH_RT(CALL, RR)                                                                      \
@@ -660,8 +738,12 @@ static void gemv_a(const cpu_gemm_args *a)
 
 static void gemm_quant(const cpu_gemm_args *a, int family_k, int sgn)
 {
-    if (!family_k && a->n_tok < 2) { /* decode: fused unpack, weights read once anyway */
-        gemv_a(a);
+    if (a->n_tok < 2 && (!family_k || a->type == DT_Q4_K)) {
+        /* decode: fused unpack (the weights are read once anyway) */
+        if (family_k)
+            gemv_k4(a);
+        else
+            gemv_a(a);
         return;
     }
     int act = family_k ? CPU_ACT_Q8KB : CPU_ACT_Q8B;

@@ -10,7 +10,7 @@
  *   family K: vpmaddubsw, then vpdpwssd with the int16 scales (fuses the
  *             madd and the accumulate);
  *   float types: 16-wide FMA, masked tails.
- * One-token family-A products use the AVX2 fused decode kernel (bound by
+ * One-token family-A and Q4_K products use the AVX2 fused decode kernels (bound by
  * memory bandwidth, not by vector width). */
 #include <immintrin.h>
 #include <string.h>
@@ -228,7 +228,7 @@ AI void tile_f512(int type, const uint8_t *const *wr, const float *const *x, int
 
 static void gemm512_quant(const cpu_gemm_args *a, int family_k, int sgn)
 {
-    if (!family_k && a->n_tok < 2) {
+    if (a->n_tok < 2 && (!family_k || a->type == DT_Q4_K)) {
         cpu_kernel_avx2(a->type).gemm(a);
         return;
     }
