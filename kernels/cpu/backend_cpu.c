@@ -256,6 +256,7 @@ typedef struct att_ctx {
     int n_head, n_head_kv, head_dim;
     float scale;
     int heads_per_item; /* query heads one work item handles (all of a KV group, or 1) */
+    bool simd;          /* use the AVX2 variant */
 } att_ctx;
 
 /* fp16 -> f32 for every half value: KV reads become one load. */
@@ -410,16 +411,195 @@ static void att_one_noscratch(att_ctx *c, int64_t t, int h)
         o[i] *= inv;
 }
 
+/* ---- AVX2 variants of attention and SwiGLU ---------------------------------
+ * Compiled with a per-function target attribute and used only when the
+ * backend's level is avx2 or wider; the scalar functions above stay the
+ * oracle (the tests run both). exp256 is a Cephes-style exp, about 1 ulp. */
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define CPU_HAVE_AVX2_OPS 1
+#define AVX2_FN __attribute__((target("avx2,fma,f16c")))
+
+AVX2_FN static inline __m256 exp256(__m256 x)
+{
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+AVX2_FN static inline float hsum256(__m256 v)
+{
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_movehdup_ps(a));
+    return _mm_cvtss_f32(a);
+}
+
+AVX2_FN static inline __attribute__((always_inline)) __m256 ld8(const void *base, int64_t off,
+                                                                 const bool f16)
+{
+    if (f16)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + off)));
+    return _mm256_loadu_ps((const float *)base + off);
+}
+
+/* the 8 horizontal sums of a[0..7], in order, as one vector */
+AVX2_FN static inline __m256 hsum8x8(const __m256 *a)
+{
+    __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+    __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+    t0 = _mm256_hadd_ps(t0, t1);
+    t2 = _mm256_hadd_ps(t2, t3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(t0, t2, 0x20), _mm256_permute2f128_ps(t0, t2, 0x31));
+}
+
+/* att_group with 8-wide FMA (head_dim % 8 == 0): scores for 8 positions at
+ * a time, softmax with exp256, then P V with the output chunk in registers. */
+AVX2_FN static inline __attribute__((always_inline)) void
+att_group_avx2_t(att_ctx *c, int64_t t, int h0, int nh, float *s, const bool f16)
+{
+    be_kv_layer *kv = c->kv;
+    const int hd = c->head_dim;
+    const int64_t kvd = kv->kv_dim;
+    int hk = h0 / (c->n_head / c->n_head_kv);
+    int64_t n_pos = (int64_t)c->pos[t] + 1;
+    int64_t base = (int64_t)c->slot[t] * kv->n_ctx * kvd + (int64_t)hk * hd;
+    const float *q = c->q + (t * c->n_head + h0) * (int64_t)hd;
+    float *o = c->out + (t * c->n_head + h0) * (int64_t)hd;
+    const __m256 vscale = _mm256_set1_ps(c->scale);
+
+    int64_t j = 0;
+    for (; j + 8 <= n_pos; j += 8) {
+        int64_t kb = base + j * kvd;
+        for (int g = 0; g < nh; g++) {
+            const float *qg = q + g * hd;
+            /* eight named accumulators: GCC -O2 keeps these in registers
+             * (an array indexed in a loop spills to the stack) */
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
+                   a6 = a0, a7 = a0;
+            const int64_t k0 = kb;
+            for (int i = 0; i < hd; i += 8) {
+                __m256 qv = _mm256_loadu_ps(qg + i);
+                a0 = _mm256_fmadd_ps(qv, ld8(kv->k, k0 + 0 * kvd + i, f16), a0);
+                a1 = _mm256_fmadd_ps(qv, ld8(kv->k, k0 + 1 * kvd + i, f16), a1);
+                a2 = _mm256_fmadd_ps(qv, ld8(kv->k, k0 + 2 * kvd + i, f16), a2);
+                a3 = _mm256_fmadd_ps(qv, ld8(kv->k, k0 + 3 * kvd + i, f16), a3);
+                a4 = _mm256_fmadd_ps(qv, ld8(kv->k, k0 + 4 * kvd + i, f16), a4);
+                a5 = _mm256_fmadd_ps(qv, ld8(kv->k, k0 + 5 * kvd + i, f16), a5);
+                a6 = _mm256_fmadd_ps(qv, ld8(kv->k, k0 + 6 * kvd + i, f16), a6);
+                a7 = _mm256_fmadd_ps(qv, ld8(kv->k, k0 + 7 * kvd + i, f16), a7);
+            }
+            __m256 acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+            _mm256_storeu_ps(s + g * n_pos + j, _mm256_mul_ps(hsum8x8(acc), vscale));
+        }
+    }
+    for (; j < n_pos; j++) {
+        int64_t kb = base + j * kvd;
+        for (int g = 0; g < nh; g++) {
+            __m256 acc = _mm256_setzero_ps();
+            for (int i = 0; i < hd; i += 8)
+                acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * hd + i), ld8(kv->k, kb + i, f16), acc);
+            s[g * n_pos + j] = hsum256(acc) * c->scale;
+        }
+    }
+    for (int g = 0; g < nh; g++) {
+        float *sg = s + g * n_pos;
+        float mx = -INFINITY;
+        for (int64_t jj = 0; jj < n_pos; jj++)
+            if (sg[jj] > mx)
+                mx = sg[jj];
+        __m256 vmx = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
+        int64_t jj = 0;
+        for (; jj + 8 <= n_pos; jj += 8) {
+            __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(sg + jj), vmx));
+            _mm256_storeu_ps(sg + jj, e);
+            vsum = _mm256_add_ps(vsum, e);
+        }
+        double sum = hsum256(vsum);
+        for (; jj < n_pos; jj++) {
+            sg[jj] = expf(sg[jj] - mx);
+            sum += sg[jj];
+        }
+        float inv = (float)(1.0 / sum);
+        /* P V for this head, 64 output dims (8 registers) at a time */
+        for (int i0 = 0; i0 < hd; i0 += 64) {
+            int nv = (hd - i0) / 8 < 8 ? (hd - i0) / 8 : 8;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
+                   a6 = a0, a7 = a0;
+            if (nv == 8) {
+                for (int64_t p = 0; p < n_pos; p++) {
+                    __m256 w = _mm256_set1_ps(sg[p]);
+                    int64_t vb = base + p * kvd + i0;
+                    a0 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 0, f16), a0);
+                    a1 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 8, f16), a1);
+                    a2 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 16, f16), a2);
+                    a3 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 24, f16), a3);
+                    a4 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 32, f16), a4);
+                    a5 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 40, f16), a5);
+                    a6 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 48, f16), a6);
+                    a7 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 56, f16), a7);
+                }
+            } else {
+                for (int64_t p = 0; p < n_pos; p++) {
+                    __m256 w = _mm256_set1_ps(sg[p]);
+                    int64_t vb = base + p * kvd + i0;
+                    a0 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 0, f16), a0);
+                    if (nv > 1) a1 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 8, f16), a1);
+                    if (nv > 2) a2 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 16, f16), a2);
+                    if (nv > 3) a3 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 24, f16), a3);
+                    if (nv > 4) a4 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 32, f16), a4);
+                    if (nv > 5) a5 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 40, f16), a5);
+                    if (nv > 6) a6 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 48, f16), a6);
+                }
+            }
+            __m256 acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+            __m256 vi = _mm256_set1_ps(inv);
+            for (int r = 0; r < nv; r++)
+                _mm256_storeu_ps(o + g * hd + i0 + 8 * r, _mm256_mul_ps(acc[r], vi));
+        }
+    }
+}
+
+AVX2_FN static void att_group_avx2(att_ctx *c, int64_t t, int h0, int nh, float *s)
+{
+    if (c->kv->type == DT_F16)
+        att_group_avx2_t(c, t, h0, nh, s, true);
+    else
+        att_group_avx2_t(c, t, h0, nh, s, false);
+}
+#endif
+
 static void att_range(void *p, int64_t i0, int64_t i1, int ith)
 {
     att_ctx *c = p;
     int per = c->heads_per_item;
     int64_t items_per_tok = c->n_head / per;
     float *s = c->cb->att_scratch ? c->cb->att_scratch + (int64_t)ith * c->cb->att_cap : NULL;
+    (void)items_per_tok;
     for (int64_t i = i0; i < i1; i++) {
-        int64_t t = i / items_per_tok;
-        int h0 = (int)(i % items_per_tok) * per;
+        /* head-group major: a thread walks the tokens of one KV head, whose
+         * cache rows then stay in its L2 */
+        int64_t t = i % c->n_tok;
+        int h0 = (int)(i / c->n_tok) * per;
         if (s) {
+#ifdef CPU_HAVE_AVX2_OPS
+            if (c->simd) {
+                att_group_avx2(c, t, h0, per, s);
+                continue;
+            }
+#endif
             att_group(c, t, h0, per, s);
         } else {
             for (int h = h0; h < h0 + per; h++)
@@ -437,7 +617,8 @@ static void cpu_attention(backend *be, float *out, const float *q, const float *
     /* a work item is a whole KV group (each K/V row read once for it) unless
      * that leaves threads idle, e.g. decoding one token with few KV heads */
     int per = (n_tok * n_head_kv >= cb->n_threads || group == 1) ? group : 1;
-    att_ctx c = {cb, out, q, k, v, kv, slot, pos, n_tok, n_head, n_head_kv, head_dim, scale, per};
+    att_ctx c = {cb, out, q, k, v, kv, slot, pos, n_tok, n_head, n_head_kv, head_dim, scale, per,
+                 cb->level >= CPU_AVX2 && head_dim % 8 == 0 && per <= 64};
     /* every token's K/V first, so tokens of one sequence in this batch see
      * the earlier ones (causal order holds through pos) */
     par_for(cb, n_tok, kv->kv_dim * 2, kv_store_range, &c);
@@ -474,9 +655,34 @@ static void swiglu_range(void *p, int64_t i0, int64_t i1, int ith)
     }
 }
 
+#ifdef CPU_HAVE_AVX2_OPS
+AVX2_FN static void swiglu_range_avx2(void *p, int64_t i0, int64_t i1, int ith)
+{
+    ew_ctx *c = p;
+    int64_t i = i0;
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    for (; i + 8 <= i1; i += 8) {
+        __m256 g = _mm256_loadu_ps(c->a + i);
+        __m256 e = exp256(_mm256_sub_ps(zero, g));
+        __m256 y = _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(c->b + i));
+        _mm256_storeu_ps(c->y + i, y);
+    }
+    for (; i < i1; i++) {
+        float g = c->a[i];
+        c->y[i] = g / (1.0f + expf(-g)) * c->b[i];
+    }
+}
+#endif
+
 static void cpu_swiglu(backend *be, float *y, const float *gate, const float *up, int64_t n)
 {
     ew_ctx c = {y, gate, up, 0, 0};
+#ifdef CPU_HAVE_AVX2_OPS
+    if (cpu_of(be)->level >= CPU_AVX2) {
+        par_for(cpu_of(be), n, 8, swiglu_range_avx2, &c);
+        return;
+    }
+#endif
     par_for(cpu_of(be), n, 8, swiglu_range, &c);
 }
 
