@@ -174,11 +174,12 @@ void cpu_matmul_run(cpu_matmul *mm, float *y, const be_weight *w, const float *x
         else
             mm_quant_worker(&j, 0, 1);
     }
-    /* Token blocks: the activations of one block should stay in L2 (~256 KiB). */
-    int64_t tb = (int64_t)((256 << 10) / (x_stride ? x_stride : 1));
+    /* Token blocks: the activations of one block should stay in L2 (~384 KiB of
+     * 512), and each row is unpacked once per block. */
+    int64_t tb = (int64_t)((384 << 10) / (x_stride ? x_stride : 1));
     tb = tb < 4 ? 4 : (tb / 4) * 4;
-    if (tb > 64)
-        tb = 64;
+    if (tb > 128)
+        tb = 128;
     if (tb >= n_tok)
         tb = n_tok;
     j.tok_block = tb;

@@ -581,40 +581,77 @@ AI __m256i blk_a_levels(int type, const uint8_t *blk, float *d, float *cw)
     }
 }
 
-/* RR rows of `type` (straight from the weights) x one q8b activation row */
+/* f16 field at byte offset `off` of 8 consecutive blocks of `bs` bytes -> 8 floats */
+AI __m256 f16x8(const uint8_t *blk, size_t bs, size_t off)
+{
+    uint16_t h[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++)
+        memcpy(&h[j], blk + j * bs + off, 2);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+}
+
+/* RR rows of `type` (straight from the weights) x one q8b activation row.
+ * Scales are converted 8 blocks at a time; the offset term (cw * sx) is one
+ * 8-wide FMA per 8 blocks. */
 AI void dec_a(int type, const uint8_t *w, size_t w_stride, const uint8_t *xq, int64_t n, float *y,
               const int RR)
 {
     const size_t bs = type == DT_Q4_0 ? 18 : type == DT_Q4_1 ? 20 : type == DT_Q5_0 ? 22
                     : type == DT_Q5_1 ? 24 : 34;
-    const int sgn = type == DT_Q8_0;
-    int64_t nb = n / 32, nbp = cpu_pad8(nb);
+    const int sgn = type == DT_Q8_0, has_m = type == DT_Q4_1 || type == DT_Q5_1;
+    const float cwk = type == DT_Q4_0 ? -8.0f : type == DT_Q5_0 ? -16.0f : 0.0f;
+    int64_t nb = n / 32, nbp = cpu_pad8(nb), nb8 = nb & ~(int64_t)7;
     const float *dx = (const float *)(xq + n), *sx = dx + nbp;
-    __m256 acc[4];
-    float off[4];
-#pragma GCC unroll 4
+    __m256 acc[2], oacc[2];
+    float ds[2][8] __attribute__((aligned(32)));
+#pragma GCC unroll 2
     for (int r = 0; r < RR; r++)
-        acc[r] = _mm256_setzero_ps(), off[r] = 0.0f;
+        acc[r] = _mm256_setzero_ps(), oacc[r] = _mm256_setzero_ps();
     const __m256i ones = _mm256_set1_epi16(1);
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i x = _mm256_load_si256((const __m256i *)(xq + 32 * b));
-        float dxb = dx[b], sxb = sx[b];
-#pragma GCC unroll 4
-        for (int r = 0; r < RR; r++) {
-            const uint8_t *blk = w + r * w_stride + b * bs;
-            _mm_prefetch((const char *)blk + 384, _MM_HINT_T0);
-            float d, cw;
-            __m256i q = blk_a_levels(type, blk, &d, &cw);
-            __m256i p = sgn ? _mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(x, q))
-                            : _mm256_maddubs_epi16(q, x);
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)),
-                                     _mm256_set1_ps(d * dxb), acc[r]);
-            off[r] += cw * sxb;
+    for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+        int m = b0 < nb8 ? 8 : (int)(nb - b0);
+        if (m == 8) {
+            __m256 dx8 = _mm256_loadu_ps(dx + b0), sx8 = _mm256_loadu_ps(sx + b0);
+#pragma GCC unroll 2
+            for (int r = 0; r < RR; r++) {
+                const uint8_t *blk = w + r * w_stride + b0 * bs;
+                __m256 d8 = f16x8(blk, bs, 0);
+                _mm256_store_ps(ds[r], _mm256_mul_ps(d8, dx8));
+                if (has_m)
+                    oacc[r] = _mm256_fmadd_ps(f16x8(blk, bs, 2), sx8, oacc[r]);
+                else if (cwk != 0.0f)
+                    oacc[r] = _mm256_fmadd_ps(d8, sx8, oacc[r]);
+            }
+        } else {
+            for (int r = 0; r < RR; r++)
+                for (int j = 0; j < m; j++) {
+                    const uint8_t *blk = w + r * w_stride + (b0 + j) * bs;
+                    float d, cw;
+                    blk_a_levels(type, blk, &d, &cw);
+                    ds[r][j] = d * dx[b0 + j];
+                    oacc[r] = _mm256_add_ps(oacc[r], _mm256_setr_ps(has_m ? cw * sx[b0 + j] : (cwk != 0.0f ? d * sx[b0 + j] : 0.0f), 0, 0, 0, 0, 0, 0, 0));
+                }
+        }
+        for (int j = 0; j < m; j++) {
+            int64_t b = b0 + j;
+            __m256i x = _mm256_load_si256((const __m256i *)(xq + 32 * b));
+#pragma GCC unroll 2
+            for (int r = 0; r < RR; r++) {
+                const uint8_t *blk = w + r * w_stride + b * bs;
+                _mm_prefetch((const char *)blk + 512, _MM_HINT_T0);
+                float d, cw;
+                __m256i q = blk_a_levels(type, blk, &d, &cw);
+                __m256i p = sgn ? _mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(x, q))
+                                : _mm256_maddubs_epi16(q, x);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)),
+                                         _mm256_broadcast_ss(&ds[r][j]), acc[r]);
+            }
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 2
     for (int r = 0; r < RR; r++)
-        y[r] = hsum256(acc[r]) + off[r];
+        y[r] = hsum256(acc[r]) + (has_m ? 1.0f : cwk) * hsum256(oacc[r]);
 }
 
 static void gemv_a(const cpu_gemm_args *a)
