@@ -3,18 +3,6 @@
 # decoders against the scalar oracle). The GPU programs are built so CI
 # compiles them, but are run only by tests/gpu/run.sh on a GPU host.
 if(CARAVAN_HAVE_CUDA)
-  # the top-level warning flags are gcc's: keep them off nvcc for the targets below
-  get_directory_property(cv_cuda_dir_opts COMPILE_OPTIONS)
-  set(cv_cuda_c_only "")
-  foreach(o ${cv_cuda_dir_opts})
-    if(o MATCHES "^\\$<")
-      list(APPEND cv_cuda_c_only "${o}")
-    else()
-      list(APPEND cv_cuda_c_only "$<$<COMPILE_LANGUAGE:C>:${o}>")
-    endif()
-  endforeach()
-  set_directory_properties(PROPERTIES COMPILE_OPTIONS "${cv_cuda_c_only}")
-
   cv_add_test(NAME test_cuda_emul SOURCES gpu/test_cuda_emul.cu LABELS unit cuda)
   set_target_properties(test_cuda_emul PROPERTIES CUDA_ARCHITECTURES "${CARAVAN_CUDA_ARCHS}")
   target_compile_options(test_cuda_emul PRIVATE
@@ -25,4 +13,18 @@ if(CARAVAN_HAVE_CUDA)
     target_link_libraries(${prog} PRIVATE cv_worker cv_kernels cv_core Threads::Threads m)
     target_include_directories(${prog} PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/tests)
   endforeach()
+endif()
+
+# comm_gpu_create under mpirun: CPU ranks must get the host-staged MPI comm
+# (runs here); the "gpu" mode (NCCL when each rank has its own GPU) needs a
+# multi-GPU host with MPI and is not registered.
+if(CARAVAN_HAVE_CUDA AND CARAVAN_HAVE_MPI AND NCCL_LIB)
+  add_executable(test_comm_nccl gpu/test_comm_nccl.c)
+  target_link_libraries(test_comm_nccl PRIVATE cv_worker cv_kernels cv_core MPI::MPI_C)
+  target_include_directories(test_comm_nccl PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/tests)
+  add_test(NAME test_comm_gpu_cpu_np2
+           COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe --allow-run-as-root --mca btl self,vader,tcp
+                   -np 2 $<TARGET_FILE:test_comm_nccl> cpu)
+  set_tests_properties(test_comm_gpu_cpu_np2 PROPERTIES TIMEOUT 60 LABELS "mpi;cuda" PROCESSORS 2
+                       ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
 endif()

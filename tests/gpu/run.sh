@@ -51,7 +51,7 @@ run_stage() {
   [ "$tmo" -gt $((l - 5)) ] && tmo=$((l - 5))
   local t0
   t0=$(now)
-  echo "=== stage $name (timeout ${tmo}s) $(date -u +%H:%M:%S)" | tee -a "$OUT/$name.log"
+  echo "=== stage $name (timeout ${tmo}s) $(date -u +%H:%M:%S)" >>"$OUT/$name.log"
   timeout --kill-after=5 "$tmo" bash -c "$*" >>"$OUT/$name.log" 2>&1
   local rc=$?
   local dt=$(($(now) - t0))
@@ -64,7 +64,7 @@ run_stage() {
     RESULT[$name]="FAIL rc=$rc (${dt}s)"
     FAILED=$((FAILED + 1))
   fi
-  echo "=== stage $name: ${RESULT[$name]}" | tee -a "$OUT/$name.log"
+  echo "=== stage $name: ${RESULT[$name]}" >>"$OUT/$name.log"
   tail -n 25 "$OUT/$name.log"
 }
 
@@ -113,20 +113,23 @@ run_stage shard 90 "set -x; '$T/test_cuda_shard'"
 
 # ---- (d) 8B-shaped models: generation and prompt speed -------------------------------------
 BENCH_SH='
-set -x
+set -x -o pipefail
+fail=0
 mkdir -p "$MT"
 V="$CARAVAN_MODELS/vocab/llama3.2-bpe-vocab.gguf"
-"$T/cuda_bw" 0 | tee "$MT/bw.txt" || exit 1
+"$T/cuda_bw" 0 | tee "$MT/bw.txt" || fail=$((fail + 1))
 for ty in Q4_K Q8_0 F16; do
   f="$MT/llama8b-$ty.gguf"
   t0=$(date +%s)
-  "$BIN" mkmodel -o "$f" --vocab-from "$V" --arch llama --n-layer 32 --n-embd 4096 \
-    --n-head 32 --n-head-kv 8 --n-ff 14336 --n-ctx 8192 --rope-base 500000 --type $ty -t 16 \
-    || { echo "mkmodel $ty failed"; rm -f "$f"; continue; }
+  if ! "$BIN" mkmodel -o "$f" --vocab-from "$V" --arch llama --n-layer 32 --n-embd 4096 \
+      --n-head 32 --n-head-kv 8 --n-ff 14336 --n-ctx 8192 --rope-base 500000 --type $ty -t 16; then
+    echo "mkmodel $ty failed"; rm -f "$f"; fail=$((fail + 1)); continue
+  fi
   echo "mkmodel $ty: $(( $(date +%s) - t0 ))s, $(stat -c %s "$f") bytes"
-  "$BIN" bench -m "$f" -d cuda:0 -p 512 -n 128 -r 3 | tee "$MT/bench-$ty.txt"
+  "$BIN" bench -m "$f" -d cuda:0 -p 512 -n 128 -r 3 | tee "$MT/bench-$ty.txt" || fail=$((fail + 1))
   rm -f "$f"
 done
+exit $fail
 '
 run_stage bench 300 "export MT='$MODELS_TMP' T='$T' BIN='$BIN'; $BENCH_SH"
 
