@@ -99,16 +99,23 @@ static void print_rss(const group *g, int64_t n_tok)
             break;
     if (f)
         fclose(f);
+    double pss_kb = 0;
+    if ((f = fopen("/proc/self/smaps_rollup", "r"))) {
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "Pss: %lf kB", &pss_kb) == 1)
+                break;
+        fclose(f);
+    }
     uint64_t w, kv, sc, res;
     group_planned_bytes(g, &w, &kv, &sc, &res);
     const shard_spec *s = group_shard(g);
     const double MiB = 1024.0 * 1024.0;
-    printf("rss tp %d pp %d rank %d (stage %d, tp %d, layers %d%s%s): VmRSS %.1f MiB, planned "
-           "resident %.1f MiB (%+.1f%%), planned total %.1f MiB (weights %.1f + kv %.1f + scratch "
+    printf("rss tp %d pp %d rank %d (stage %d, tp %d, layers %d%s%s): VmRSS %.1f MiB, Pss %.1f "
+           "MiB, planned resident %.1f MiB (%+.1f%%), planned total %.1f MiB (weights %.1f + kv %.1f + scratch "
            "%.1f), loader weights %.1f + kv %.1f MiB\n",
            group_tp(g), group_pp(g), group_rank(g), s->pp_rank, s->tp_rank, s->n_layers,
            s->has_embd ? "+embd" : "", s->has_head ? "+head" : "", rss_kb / 1024.0,
-           (double)res / MiB, 100.0 * (rss_kb * 1024.0 - (double)res) / (double)res,
+           pss_kb / 1024.0, (double)res / MiB, 100.0 * (rss_kb * 1024.0 - (double)res) / (double)res,
            (double)(w + kv + sc) / MiB, (double)w / MiB, (double)kv / MiB, (double)sc / MiB,
            (double)group_model(g)->weight_bytes / MiB, (double)group_model(g)->kv_bytes / MiB);
     printf("bytes tp %d pp %d rank %d: sent %llu bytes for %lld tokens = %.0f bytes/token\n",
