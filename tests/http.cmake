@@ -5,7 +5,8 @@
 # tests/e2e/conftest.py's. CARAVAN_PYTHON: see coord.cmake.
 if(CARAVAN_HAVE_NET)
   set(CARAVAN_PYTHON "python3" CACHE STRING "python with tests/e2e/requirements.txt installed")
-  foreach(t test_openai_basic test_http_cancel test_http_bad_input test_http_health_metrics)
+  foreach(t test_openai_basic test_http_cancel test_http_bad_input test_http_health_metrics
+            test_http_concurrent)
     if(EXISTS ${PROJECT_SOURCE_DIR}/tests/e2e/${t}.py)
       cv_add_script_test(NAME e2e_${t}
         COMMAND ${CARAVAN_PYTHON} -m pytest -x -q -p no:cacheprovider ${PROJECT_SOURCE_DIR}/tests/e2e/${t}.py
