@@ -132,6 +132,7 @@ done
 exit $fail
 '
 run_stage bench 300 "export MT='$MODELS_TMP' T='$T' BIN='$BIN'; $BENCH_SH"
+rm -f "$MODELS_TMP"/*.gguf # a timed-out stage leaves its model (up to 16 GB) behind
 
 # ---- (e) CPU kernels on this host -------------------------------------------------------
 run_stage simd 90 "set -x; grep -o -m1 'avx512[a-z]*' /proc/cpuinfo | head -1; '$T/test_simd'"
@@ -151,7 +152,8 @@ fi
     printf '%-8s %s\n' "$s" "${RESULT[$s]:-not run}"
   done
   if [ -f "$OUT/ops.log" ]; then
-    echo "ops: $(grep -c '^ok ' "$OUT/ops.log") ok, $(grep -c '^FAIL' "$OUT/ops.log") FAIL lines"
+    echo "ops: $(grep -c -E '^ok +[a-z]' "$OUT/ops.log") op checks ok, $(grep -c '^FAIL' "$OUT/ops.log") FAIL lines;" \
+      "layout emulation: $(grep -c -E '^ok +[A-Z]' "$OUT/ops.log") type/size ok"
     grep '^FAIL' "$OUT/ops.log" | head -10
   fi
   grep -h -E '^(ok|FAIL):' "$OUT/golden.log" 2>/dev/null | head -3
