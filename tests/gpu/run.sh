@@ -173,6 +173,9 @@ fi
       printf '%-6s %-6s %10s %10s %9s\n' "$ty" "$tst" "$tok" "$gbs" "$pct"
     done
   done
+  echo
+  echo "decode kernel alone (14336x4096, n_tok 1) and the prefill path (n_tok 512):"
+  grep -h '^kernel=' "$MODELS_TMP/bw.txt" 2>/dev/null | sed 's/kernel=matvec //; s/rows=14336 cols=4096 //'
   echo "total $(( $(now) - START ))s; failed stages: $FAILED"
 } | tee -a "$SUMMARY"
 cp "$MODELS_TMP"/bench-*.txt "$MODELS_TMP"/bw.txt "$OUT/" 2>/dev/null || true
