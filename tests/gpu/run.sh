@@ -96,7 +96,7 @@ run_stage golden 60 "set -x; M='$CARAVAN_MODELS/stories260K.gguf'; G='$CARAVAN_M
   python3 - \"\$G\" '$OUT/golden.jsonl' <<'PY'
 import json, sys
 gold = json.load(open(sys.argv[1]))
-want = gold.get('tokens') or gold.get('token_ids') or gold.get('ids')
+want = gold.get('generated_token_ids') or gold.get('tokens') or gold.get('token_ids')
 got = [json.loads(l)['id'] for l in open(sys.argv[2]) if l.strip()]
 if want and want[0] == 1 and len(want) == len(got) + 1:
     want = want[1:]
