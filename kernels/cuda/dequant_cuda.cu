@@ -32,11 +32,26 @@ __global__ void k_dequant_rows(OT *__restrict__ out, int64_t ldo, const uint8_t 
     int64_t c[2];
     qt_dec<T>::task(W + r * pitch, ne0, task, q, sc, mn, c);
 #pragma unroll
-    for (int h = 0; h < 2; h++)
+    for (int h = 0; h < 2; h++) {
+        OT v[16];
 #pragma unroll
         for (int l = 0; l < 16; l++)
-            if (c[h] + l < ne0)
-                o[c[h] + l] = cvt_out<OT>(fmaf(sc[h], q[16 * h + l], mn[h]));
+            v[l] = cvt_out<OT>(fmaf(sc[h], q[16 * h + l], mn[h]));
+        OT *dst = o + c[h];
+        if (c[h] + 16 <= ne0 && (uintptr_t)dst % 16 == 0) {
+            /* a run of 16 outputs as 16-byte stores (32 B of F16, 64 B of F32) */
+#pragma unroll
+            for (int k = 0; k < (int)(16 * sizeof(OT) / 16); k++) {
+                uint4 u;
+                memcpy(&u, (const char *)v + 16 * k, 16);
+                ((uint4 *)dst)[k] = u;
+            }
+        } else {
+            for (int l = 0; l < 16; l++)
+                if (c[h] + l < ne0)
+                    dst[l] = v[l];
+        }
+    }
 }
 
 
