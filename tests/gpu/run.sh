@@ -16,7 +16,7 @@
 # Every stage has its own timeout and a failed stage does not stop the next;
 # the whole run is held under CV_GPU_BUDGET seconds (default 450). Logs go to
 # $OUT (at most 8 files: build.log ops.log golden.log shard.log bench.log
-# simd.log summary.txt). Models: $CARAVAN_MODELS (default gpu_models/ in the
+# simd.log memcheck.log summary.txt). Models: $CARAVAN_MODELS (default gpu_models/ in the
 # repo root) must hold stories260K.gguf, stories260K.greedy.json and
 # vocab/llama3.2-bpe-vocab.gguf. Exit status: number of failed stages.
 set -u
@@ -137,6 +137,15 @@ rm -f "$MODELS_TMP"/*.gguf # a timed-out stage leaves its model (up to 16 GB) be
 # ---- (e) CPU kernels on this host -------------------------------------------------------
 run_stage simd 90 "set -x; grep -o -m1 'avx512[a-z]*' /proc/cpuinfo | head -1; '$T/test_simd'"
 
+# ---- memcheck: the op test's quick mode under compute-sanitizer (out-of-bounds
+# reads/writes that do not crash), only when the tool is there and time is left
+if command -v compute-sanitizer >/dev/null 2>&1; then
+  run_stage memcheck 100 "set -x; compute-sanitizer --tool memcheck --error-exitcode 3 \
+    --print-limit 20 '$T/test_cuda_ops' --quick 2>&1 | grep -v '^ok ' ; exit \${PIPESTATUS[0]}"
+else
+  RESULT[memcheck]="not run: no compute-sanitizer"
+fi
+
 # ---- (c') a real two-process group, only where MPI exists -------------------------------
 if command -v mpirun >/dev/null 2>&1; then
   RESULT[mpi]="not built: this script builds ENGINE_ONLY (no MPI group code)"
@@ -148,7 +157,7 @@ fi
 {
   echo
   echo "==================== caravan GPU checks: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1) ===================="
-  for s in build ops golden shard bench simd mpi; do
+  for s in build ops golden shard bench simd memcheck mpi; do
     printf '%-8s %s\n' "$s" "${RESULT[$s]:-not run}"
   done
   if [ -f "$OUT/ops.log" ]; then
