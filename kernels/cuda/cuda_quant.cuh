@@ -74,9 +74,28 @@ QT_HD float qt_bf2f(uint32_t h)
 #endif
 }
 
-QT_HD uint4 qt_ld16(const uint8_t *p) { return *(const uint4 *)p; }
-QT_HD uint32_t qt_ld4(const uint8_t *p) { return *(const uint32_t *)p; }
-QT_HD uint16_t qt_ld2(const uint8_t *p) { return *(const uint16_t *)p; }
+/* The CPU emulation test defines QT_HOST_CHECK_ALIGN(p, n) to catch a
+ * misaligned load, which the CPU would forgive and the GPU would not. */
+#if !defined(__CUDA_ARCH__) && defined(QT_HOST_CHECK_ALIGN)
+#define QT_ALIGN_CHECK(p, n) QT_HOST_CHECK_ALIGN((p), (n))
+#else
+#define QT_ALIGN_CHECK(p, n) ((void)0)
+#endif
+QT_HD uint4 qt_ld16(const uint8_t *p)
+{
+    QT_ALIGN_CHECK(p, 16);
+    return *(const uint4 *)p;
+}
+QT_HD uint32_t qt_ld4(const uint8_t *p)
+{
+    QT_ALIGN_CHECK(p, 4);
+    return *(const uint32_t *)p;
+}
+QT_HD uint16_t qt_ld2(const uint8_t *p)
+{
+    QT_ALIGN_CHECK(p, 2);
+    return *(const uint16_t *)p;
+}
 
 /* 16 bytes of a uint4 as 4 words */
 #define QT_W(v, k) ((k) == 0 ? (v).x : (k) == 1 ? (v).y : (k) == 2 ? (v).z : (v).w)

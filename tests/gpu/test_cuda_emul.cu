@@ -12,6 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+static long qt_misaligned;
+__attribute__((unused)) static void qt_align_check(const void *p, int n)
+{
+    if ((uintptr_t)p % (uintptr_t)n && qt_misaligned++ < 5)
+        fprintf(stderr, "FAIL: %d-byte load from %p is misaligned\n", n, p);
+}
+#define QT_HOST_CHECK_ALIGN(p, n) qt_align_check((p), (n))
 #include "../../kernels/cuda/cuda_quant.cuh"
 #include "testutil.h"
 
@@ -164,6 +171,10 @@ int main(void)
         fails += check_type<DT_Q4_K>(n, &rng);
         fails += check_type<DT_Q5_K>(n, &rng);
         fails += check_type<DT_Q6_K>(n, &rng);
+    }
+    if (qt_misaligned) {
+        fprintf(stderr, "test_cuda_emul: %ld misaligned device loads\n", qt_misaligned);
+        fails++;
     }
     if (fails) {
         fprintf(stderr, "test_cuda_emul: %d type/size combination(s) failed\n", fails);
