@@ -28,6 +28,7 @@
 #include "coord_internal.h"
 
 #define GRPC_MAX_MESSAGE (4u << 20)
+#define GRPC_MAX_CONNS 4096 /* connections beyond this are closed at once */
 #define CARAVAN_VERSION "0.1.0"
 
 typedef struct gconn gconn;
@@ -38,6 +39,7 @@ struct grpc_server {
     struct event_base *base;
     struct evconnlistener *lis;
     gconn *conns;
+    int n_conns;
 };
 
 struct gstream {
@@ -635,6 +637,7 @@ static void conn_free(gconn *c)
     if (c->prev) c->prev->next = c->next;
     else c->srv->conns = c->next;
     if (c->next) c->next->prev = c->prev;
+    c->srv->n_conns--;
     free(c);
 }
 
@@ -686,11 +689,13 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
                       void *arg)
 {
     grpc_server *srv = arg;
-    gconn *c = calloc(1, sizeof *c);
+    gconn *c = srv->n_conns < GRPC_MAX_CONNS ? calloc(1, sizeof *c) : NULL;
     if (!c) {
+        log_warn("grpc: connection refused (%d open)", srv->n_conns);
         evutil_closesocket(fd);
         return;
     }
+    srv->n_conns++;
     c->srv = srv;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

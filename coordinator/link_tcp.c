@@ -230,10 +230,23 @@ static cv_status tcp_poll(group_link *l, step_result *r, int timeout_ms, bool *r
                   (unsigned long long)env->step_result->id, (unsigned long long)f.id);
     } else {
         cv_err e2;
-        if (cluster_result_from_pb(env->step_result, f.n_seqs, r, &e2))
+        int64_t nv = coord_n_vocab(p->c);
+        if (cluster_result_from_pb(env->step_result, f.n_seqs, r, &e2)) {
             peer_fail(p, "%s", e2.msg);
-        else
+        } else {
             *ready = true;
+            /* a group must not inject ids the tokenizer does not have */
+            for (int32_t i = 0; i < r->n_results && *ready; i++) {
+                const sample_result *q = &r->results[i].r;
+                bool bad = q->token < 0 || q->token >= nv;
+                for (int32_t t = 0; t < q->n_top; t++) bad |= q->top_ids[t] < 0 || q->top_ids[t] >= nv;
+                if (bad) {
+                    *ready = false;
+                    peer_fail(p, "StepResult %llu: token id outside the vocabulary of %lld",
+                              (unsigned long long)f.id, (long long)nv);
+                }
+            }
+        }
     }
     cluster_env_free(env);
     return st;

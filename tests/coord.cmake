@@ -4,6 +4,8 @@
 # CARAVAN_PYTHON: a python with tests/e2e/requirements.txt installed
 # (scripts/test.sh makes .venv and passes it).
 if(CARAVAN_HAVE_NET)
+  cv_add_test(NAME test_cluster_wire SOURCES test_cluster_wire.c LIBS cv_coord LABELS coord asan)
+  add_dependencies(caravan_asan_tests test_cluster_wire)
   set(CARAVAN_PYTHON "python3" CACHE STRING "python with tests/e2e/requirements.txt installed")
   foreach(t test_grpc_basic test_grpc_cancel test_grpc_bad_input test_cluster_bad_input
             test_cluster_failover test_grpc_concurrent)
