@@ -15,7 +15,7 @@ from conftest import run_reference
 
 
 def post(port, path, body, headers=None, raw=False, method="POST"):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)  # a loaded machine
     data = body if raw else json.dumps(body).encode()
     h = {"Content-Type": "application/json"}
     h.update(headers or {})
