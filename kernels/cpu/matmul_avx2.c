@@ -639,7 +639,7 @@ AI void dec_a(int type, const uint8_t *w, size_t w_stride, const uint8_t *xq, in
 #pragma GCC unroll 2
             for (int r = 0; r < RR; r++) {
                 const uint8_t *blk = w + r * w_stride + b * bs;
-                _mm_prefetch((const char *)blk + 512, _MM_HINT_T0);
+                _mm_prefetch((const char *)blk + 1024, _MM_HINT_T0);
                 float d, cw;
                 __m256i q = blk_a_levels(type, blk, &d, &cw);
                 __m256i p = sgn ? _mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(x, q))
@@ -712,7 +712,7 @@ AI void dec_k4(const uint8_t *w, size_t w_stride, const uint8_t *xq, int64_t n, 
 #pragma GCC unroll 2
         for (int r = 0; r < RR; r++) {
             const dt_block_q4_k *b = (const dt_block_q4_k *)(w + r * w_stride) + s;
-            _mm_prefetch((const char *)b + 576, _MM_HINT_T0);
+            _mm_prefetch((const char *)b + 1152, _MM_HINT_T0);
             uint32_t u[4];
             q4k_scales(b->scales, u);
             __m128i sc8 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)u[1], (int)u[0]));
