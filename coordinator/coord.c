@@ -576,7 +576,7 @@ bool coord_check_api_key(const coord *c, const char *authorization)
 cv_status coord_tokenize(coord *c, const char *text, size_t len, bool add_bos, int32_t **ids,
                          int64_t *n_ids, cv_err *e)
 {
-    return tokenizer_encode_alloc(c->tok, text, len, add_bos, false, ids, n_ids, e);
+    return tokenizer_encode_alloc(c->tok, text, len, add_bos, true, ids, n_ids, e);
 }
 
 char *coord_token_text(coord *c, int32_t id)

@@ -74,8 +74,9 @@ const struct gguf_file *coord_gguf(const coord *c); /* metadata (tokenizer.chat_
 struct tokenizer;
 const struct tokenizer *coord_tokenizer(const coord *c); /* core/tokenizer.h */
 
-/* Text <-> tokens with the model's tokenizer. *ids is malloc'd (caller frees).
- * add_bos: as the model's add_bos flag says, when true. */
+/* Text -> tokens with the model's tokenizer, as Generate tokenizes a text
+ * prompt (special-token texts become their ids). *ids is malloc'd (caller
+ * frees). add_bos: as the model's add_bos flag says, when true. */
 cv_status coord_tokenize(coord *c, const char *text, size_t len, bool add_bos, int32_t **ids,
                          int64_t *n_ids, cv_err *e);
 /* Text of one token as it would be streamed (malloc'd, NUL-terminated). */
