@@ -4,7 +4,7 @@
  *
  *   POST /v1/completions        legacy completions (prompt text or token ids)
  *   POST /v1/chat/completions   chat (template from the GGUF, core/chat.h)
- *   GET  /v1/models             the one model
+ *   GET  /v1/models             the one model (and /v1/models/{id})
  *   GET  /health                200 when a worker group is ready, else 503
  *   GET  /metrics               Prometheus text (metrics.c)
  *
@@ -915,12 +915,32 @@ out_free:
     free(h);
 }
 
+static json_t *model_obj(http_server *s)
+{
+    return json_pack("{s:s,s:s,s:I,s:s,s:I}", "id", coord_model_name(s->c), "object", "model",
+                     "created", (json_int_t)0, "owned_by", "caravan", "context_length",
+                     (json_int_t)coord_n_ctx(s->c));
+}
+
 static void handle_models(http_server *s, struct evhttp_request *req)
 {
-    json_t *m = json_pack("{s:s,s:s,s:I,s:s,s:I}", "id", coord_model_name(s->c), "object", "model",
-                          "created", (json_int_t)0, "owned_by", "caravan", "context_length",
-                          (json_int_t)coord_n_ctx(s->c));
-    send_json(s, req, "/v1/models", 200, json_pack("{s:s,s:[o]}", "object", "list", "data", m), false);
+    send_json(s, req, "/v1/models", 200,
+              json_pack("{s:s,s:[o]}", "object", "list", "data", model_obj(s)), false);
+}
+
+/* GET /v1/models/{id}: the model when id (percent-decoded) is its name. */
+static void handle_model_one(http_server *s, struct evhttp_request *req, const char *enc_id)
+{
+    char *id = evhttp_uridecode(enc_id, 0, NULL);
+    if (id && !strcmp(id, coord_model_name(s->c))) {
+        send_json(s, req, "/v1/models/{id}", 200, model_obj(s), false);
+    } else {
+        char msg[400];
+        snprintf(msg, sizeof msg, "the model '%.200s' does not exist (this server has '%.64s')",
+                 id ? id : enc_id, coord_model_name(s->c));
+        send_error(s, req, "/v1/models/{id}", 404, "model", "model_not_found", msg);
+    }
+    free(id);
 }
 
 static void handle_health(http_server *s, struct evhttp_request *req)
@@ -975,11 +995,12 @@ static void gencb(struct evhttp_request *req, void *arg)
     } routes[] = {
         {"/v1/completions", true, true}, {"/v1/chat/completions", true, true},
         {"/v1/models", false, true},     {"/health", false, false},
-        {"/metrics", false, false},
+        {"/metrics", false, false},      {"/v1/models/{id}", false, true},
     };
     int ri = -1;
     for (int i = 0; i < (int)(sizeof routes / sizeof routes[0]); i++)
         if (!strcmp(path, routes[i].path)) ri = i;
+    if (ri < 0 && !strncmp(path, "/v1/models/", 11) && path[11]) ri = 5;
     if (ri < 0) {
         char msg[300];
         snprintf(msg, sizeof msg, "no such endpoint: %.200s", path);
@@ -1008,6 +1029,7 @@ static void gencb(struct evhttp_request *req, void *arg)
     case 2: handle_models(s, req); break;
     case 3: handle_health(s, req); break;
     case 4: handle_metrics(s, req); break;
+    case 5: handle_model_one(s, req, path + 11); break;
     }
 }
 

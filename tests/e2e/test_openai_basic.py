@@ -206,6 +206,10 @@ def test_models_endpoint(coordinator):
     assert ids == ["stories260K.gguf"]
     raw = json.loads(urllib.request.urlopen("http://127.0.0.1:%d/v1/models" % c.http_port, timeout=10).read())
     assert raw["object"] == "list" and raw["data"][0]["context_length"] > 0
+    m = client(c).models.retrieve("stories260K.gguf")
+    assert m.id == "stories260K.gguf" and m.owned_by == "caravan"
+    with pytest.raises(openai.NotFoundError):
+        client(c).models.retrieve("gpt-4")
 
 
 def test_openai_errors_raise_the_right_exceptions(coordinator):
