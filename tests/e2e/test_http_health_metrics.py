@@ -108,7 +108,25 @@ def test_health_follows_the_groups(coordinator):
     w = c.add_worker()
     h = wait_health(p, 200)
     assert h["status"] == "ok" and h["groups_ready"] == 1
+    # two long requests in flight when the only group dies: both end with a
+    # clear 503 / UNAVAILABLE error, the stream with an error event
+    n_ctx = json.loads(get(p, "/v1/models")[1])["data"][0]["context_length"]
+    long_req = {"prompt": "Once upon a time", "max_tokens": n_ctx - 64, "ignore_eos": True}
+    streamed = http.client.HTTPConnection("127.0.0.1", p, timeout=60)
+    streamed.request("POST", "/v1/completions", body=json.dumps(dict(long_req, stream=True)))
+    sr = streamed.getresponse()
+    assert sr.status == 200 and sr.read1(65536).startswith(b"data: ")
+    plain = http.client.HTTPConnection("127.0.0.1", p, timeout=60)
+    plain.request("POST", "/v1/completions", body=json.dumps(long_req))
     w.kill()  # the only group dies
+    rest = sr.read().decode()
+    events = [json.loads(e[6:]) for e in rest.split("\n\n") if e.startswith("data: {")]
+    assert events and "error" in events[-1], rest[-500:]
+    assert events[-1]["error"]["code"] == "no_worker_group", events[-1]
+    pr = plain.getresponse()
+    assert pr.status == 503 and json.loads(pr.read())["error"]["code"] == "no_worker_group"
+    streamed.close()
+    plain.close()
     wait_health(p, 503)
     st, j = post(p, "/v1/completions", {"prompt": "x", "max_tokens": 2})
     assert st == 503 and j["error"]["code"] == "no_worker_group"
