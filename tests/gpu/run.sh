@@ -22,7 +22,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-OUT=${OUT:-$ROOT/gpu-out}
+OUT=${OUT:-/tmp/cv-gpu-out}
 mkdir -p "$OUT"
 export CARAVAN_MODELS=${CARAVAN_MODELS:-$ROOT/gpu_models}
 export PATH=/usr/local/cuda/bin:$PATH
