@@ -319,8 +319,7 @@ static json_t *chunk_head(hreq *h)
 
 /* Logprob entries for the tokens of one chunk. Completions: appended to
  * the legacy arrays; chat: returned as a "content" array. */
-static json_t *logprob_entries(hreq *h, const coord_chunk *ch, const char *text, size_t text_len,
-                               json_t *legacy)
+static json_t *logprob_entries(hreq *h, const coord_chunk *ch, size_t text_len, json_t *legacy)
 {
     coord *c = h->srv->c;
     const tokenizer *tok = coord_tokenizer(c);
@@ -359,7 +358,6 @@ static json_t *logprob_entries(hreq *h, const coord_chunk *ch, const char *text,
         }
     }
     h->text_off += text_len;
-    (void)text;
     return content;
 }
 
@@ -391,7 +389,7 @@ static void gen_on_chunk(void *ud, const coord_chunk *ch)
     if (!h->stream) {
         evbuffer_add(h->text, ch->text, ch->text_len);
         if (has_lp) {
-            json_t *content = logprob_entries(h, ch, ch->text, ch->text_len, h->lp);
+            json_t *content = logprob_entries(h, ch, ch->text_len, h->lp);
             if (content) {
                 json_array_extend(h->lp, content);
                 json_decref(content);
@@ -403,7 +401,7 @@ static void gen_on_chunk(void *ud, const coord_chunk *ch)
     }
     /* streaming: one event per chunk with text (or with logprobs to report) */
     json_t *legacy = has_lp && !h->chat ? legacy_lp_new() : NULL;
-    json_t *content = has_lp ? logprob_entries(h, ch, ch->text, ch->text_len, legacy) : NULL;
+    json_t *content = has_lp ? logprob_entries(h, ch, ch->text_len, legacy) : NULL;
     if (!has_lp) h->text_off += ch->text_len;
     bool empty_lp = !has_lp || (content ? json_array_size(content) == 0
                                         : json_array_size(json_object_get(legacy, "tokens")) == 0);
