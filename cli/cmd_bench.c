@@ -120,6 +120,7 @@ static double probe_read_bw(int n_threads, int reps)
         t[r] = bench_now() - t0;
     }
     qsort(t, (size_t)reps, sizeof t[0], bench_cmp_d);
+    double t_med = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
     threadpool_free(tp);
     uint64_t s = 0;
     for (int i = 0; i < 64; i++)
@@ -127,7 +128,7 @@ static double probe_read_bw(int n_threads, int reps)
     free(buf);
     if (s == 42) /* practically never; keeps the sums alive */
         fprintf(stderr, " ");
-    return (double)j.n / t[reps / 2] / 1e9;
+    return (double)j.n / t_med / 1e9;
 }
 
 /* ---- model accounting ------------------------------------------------------ */
@@ -320,7 +321,8 @@ int cmd_bench(int argc, char **argv)
             break;
         }
         qsort(times, (size_t)reps, sizeof times[0], bench_cmp_d);
-        double t_med = times[reps / 2];
+        /* median (mean of the middle two for an even count) */
+        double t_med = reps % 2 ? times[reps / 2] : 0.5 * (times[reps / 2 - 1] + times[reps / 2]);
         double tok_s = (double)n / t_med, tok_min = (double)n / times[reps - 1],
                tok_max = (double)n / times[0];
         /* pp reads the weights once per forward; tg once per token */

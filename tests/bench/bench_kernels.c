@@ -107,7 +107,7 @@ static double time_run(cpu_matmul *mm, float *y, const be_weight *bw, const floa
         t[i] = now_s() - t0;
     }
     qsort(t, (size_t)reps, sizeof t[0], cmp_d);
-    return t[reps / 2];
+    return reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
 }
 
 int main(int argc, char **argv)
