@@ -446,9 +446,27 @@ static void pump_cb(evutil_socket_t fd, short what, void *arg)
         r->cb.on_chunk(r->ud, &ch);
         free(text);
     }
-    /* 3. steps to every group */
+    /* 3. steps to every group, least loaded first: the scheduler admits
+     * waiting requests into the group it builds a step for, so this order
+     * spreads new requests over the groups (data parallel) */
     int ng = c->n_groups_alloc;
-    for (int g = 0; g < ng; g++) group_submit_all(c, g);
+    int order[256];
+    int no = 0;
+    for (int g = 0; g < ng && no < 256; g++)
+        if (c->groups[g].live) order[no++] = g;
+    for (int a = 1; a < no; a++)
+        for (int b = a; b > 0; b--) {
+            cgroup *x = &c->groups[order[b - 1]], *y = &c->groups[order[b]];
+            double lx = (double)sched_group_slots_used(c->s, order[b - 1]) / (double)x->link->n_slots;
+            double ly = (double)sched_group_slots_used(c->s, order[b]) / (double)y->link->n_slots;
+            if (lx <= ly) break;
+            int t = order[b];
+            order[b] = order[b - 1];
+            order[b - 1] = t;
+        }
+    for (int i = 0; i < no; i++) group_submit_all(c, order[i]);
+    for (int g = 0; g < ng; g++) /* beyond the first 256 */
+        if (c->groups[g].live && no == 256) group_submit_all(c, g);
     /* 4. nothing can run anywhere */
     if (sched_n_groups(c->s) == 0) {
         sched_stats st;
