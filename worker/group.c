@@ -237,6 +237,52 @@ static void sleep_us(long us)
     nanosleep(&ts, NULL);
 }
 
+/* Stage 0's plan broadcast from the leader (TP root 0), non-blocking on
+ * every rank (blocking and non-blocking collectives do not match). */
+static int wait_polite(int n, MPI_Request *r, int *idx, MPI_Status *status);
+static cv_status plan_bcast(group *g, void *buf, size_t n, cv_err *e)
+{
+    MPI_Request rq;
+    int idx, rc = MPI_Ibcast(buf, (int)n, MPI_BYTE, 0, comm_mpi_handle(g->tp_mpi), &rq);
+    if (rc == MPI_SUCCESS)
+        rc = wait_polite(1, &rq, &idx, MPI_STATUS_IGNORE);
+    if (rc != MPI_SUCCESS) {
+        char s[MPI_MAX_ERROR_STRING];
+        int len = 0;
+        MPI_Error_string(rc, s, &len);
+        return cv_err_set(e, CV_ECOMM, "rank %d: plan broadcast in stage %d failed: %s", g->rank,
+                          g->s, s);
+    }
+    if (g->t == 0)
+        g->bytes_sent += n * (size_t)(g->T - 1);
+    return CV_OK;
+}
+
+/* Wait for one of n requests without holding a core: MPI's blocking calls
+ * spin, and a pipeline stage waits for a whole stage's compute - on a
+ * machine whose cores are hyperthreads or shared, a spinning neighbour
+ * slows the stage that computes. Spin briefly, then sleep with a backoff
+ * capped at 200 us (small next to a step). *idx: which one completed. */
+static int wait_polite(int n, MPI_Request *r, int *idx, MPI_Status *status)
+{
+    long us = 0;
+    for (int spins = 0;; spins++) {
+        int flag = 0, rc;
+        if (n == 1) {
+            rc = MPI_Test(r, &flag, status);
+            *idx = 0;
+        } else {
+            rc = MPI_Testany(n, r, idx, &flag, status);
+        }
+        if (rc != MPI_SUCCESS || flag)
+            return rc;
+        if (spins < 100)
+            continue;
+        us = us ? (us * 2 > 200 ? 200 : us * 2) : 5;
+        sleep_us(us);
+    }
+}
+
 static cv_status mpi_fail(const group *g, int rc, const char *what, cv_err *e)
 {
     char s[MPI_MAX_ERROR_STRING];
@@ -751,7 +797,7 @@ void group_free(group *g)
                 h->magic = WIRE_MAGIC;
                 h->kind = KIND_SHUTDOWN;
                 if (g->T > 1)
-                    g->tp->ops->bcast(g->tp, h, sizeof *h, 0, &e);
+                    plan_bcast(g, h, sizeof *h, &e);
                 if (g->P > 1 && forward_on(g, k, sizeof *h, &e) == CV_OK)
                     wait_send(g, k, &e);
             }
@@ -922,8 +968,8 @@ cv_status group_submit(group *g, const step *s, cv_err *e)
 
     /* stage 0's TP ranks get the plan; then run stage 0 */
     if (g->T > 1) {
-        if ((st = g->tp->ops->bcast(g->tp, buf, sizeof *h, 0, e)) ||
-            (st = g->tp->ops->bcast(g->tp, buf + sizeof *h, h->plan_bytes, 0, e)))
+        if ((st = plan_bcast(g, buf, sizeof *h, e)) ||
+            (st = plan_bcast(g, buf + sizeof *h, h->plan_bytes, e)))
             return report_failure(g, st, e);
     }
     plan_view v;
@@ -991,7 +1037,7 @@ cv_status group_poll(group *g, step_result *r, int timeout_ms, bool *ready, cv_e
     int idx = MPI_UNDEFINED, flag = 0, rc;
     MPI_Status status;
     if (timeout_ms < 0) {
-        rc = MPI_Waitany(2, reqs, &idx, &status);
+        rc = wait_polite(2, reqs, &idx, &status);
         flag = rc == MPI_SUCCESS;
     } else {
         struct timespec t0, t1;
@@ -1054,7 +1100,7 @@ cv_status group_serve(group *g, cv_err *e)
         plan_view v;
         if (g->s == 0) {
             /* the leader's plan, by broadcast */
-            if ((st = g->tp->ops->bcast(g->tp, in, sizeof(wire_hdr), 0, e)))
+            if ((st = plan_bcast(g, in, sizeof(wire_hdr), e)))
                 return report_failure(g, st, e);
             const wire_hdr *h = (const wire_hdr *)in;
             if (h->magic == WIRE_MAGIC && h->kind == KIND_STEP) {
@@ -1063,15 +1109,20 @@ cv_status group_serve(group *g, cv_err *e)
                         g, cv_err_set(e, CV_EFORMAT, "rank %d: plan of %llu bytes over %zu",
                                       g->rank, (unsigned long long)h->plan_bytes, g->msg_cap),
                         e);
-                if ((st = g->tp->ops->bcast(g->tp, in + sizeof *h, h->plan_bytes, 0, e)))
+                if ((st = plan_bcast(g, in + sizeof *h, h->plan_bytes, e)))
                     return report_failure(g, st, e);
             }
             if ((st = plan_decode(g, in, false, &v, e)))
                 return report_failure(g, st, e);
         } else {
             int src = world_rank_of(g, g->s - 1, g->t);
-            if ((st = g->world->ops->recv(g->world, in, g->msg_cap, src, TAG_ACT, e)))
-                return report_failure(g, st, e);
+            MPI_Request rq;
+            int idx, rc = MPI_Irecv(in, (int)g->msg_cap, MPI_BYTE, src, TAG_ACT, g->wc, &rq);
+            if (rc == MPI_SUCCESS)
+                rc = wait_polite(1, &rq, &idx, MPI_STATUS_IGNORE);
+            if (rc != MPI_SUCCESS)
+                return report_failure(
+                    g, mpi_fail(g, rc, "receiving activations from the previous stage", e), e);
             if ((st = plan_decode(g, in, true, &v, e)))
                 return report_failure(g, st, e);
         }

@@ -15,8 +15,9 @@ out=$(mktemp) ; trap 'rm -f $out' EXIT
 fail=0
 
 # 1. kill rank 1 (the middle stage of 3) mid-generation
-$MPIRUN -np 3 "$BIN" run -m "$MODEL" -p "" -n 2000 --ctx 2048 --ignore-eos --temp 0 --pp 3 -t 1 \
-  >"$out" 2>&1 &
+# 8 sequences x 2000 tokens: long enough to be killed mid-way (--json streams tokens)
+$MPIRUN -np 3 "$BIN" run -m "$MODEL" -p "" -p "" -p "" -p "" -p "" -p "" -p "" -p "" -n 2000 \
+  --ctx 2048 --ignore-eos --temp 0 --pp 3 -t 1 --json >"$out" 2>&1 &
 mp=$!
 victim=""
 for _ in $(seq 100); do            # up to 10 s for the group to start generating
@@ -27,7 +28,8 @@ for _ in $(seq 100); do            # up to 10 s for the group to start generatin
   sleep 0.1
 done
 if [ -z "$victim" ]; then echo "FAIL: rank 1 not found"; kill $mp; exit 1; fi
-sleep 1
+sleep 0.5
+if ! kill -0 $mp 2>/dev/null; then echo "FAIL: the job ended before the kill"; exit 1; fi
 kill -9 "$victim"
 t0=$(date +%s.%N)
 for _ in $(seq 150); do kill -0 $mp 2>/dev/null || break; sleep 0.1; done
