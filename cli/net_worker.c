@@ -32,6 +32,7 @@
 #include "coordinator/cluster.h"
 #include "coordinator/link.h"
 #include "core/log.h"
+#include "core/model_config.h"
 
 typedef struct wq_item {
     step st;
@@ -201,13 +202,15 @@ static void usage(void)
            "  Run under mpirun/srun for T*P ranks; rank 0 joins the coordinator.\n"
            "  --slots N            sequences resident at once (default 16)\n"
            "  --heartbeat-ms N     heartbeat period (default 1000; the coordinator's Assign wins)\n"
-           "  --timeout-ms N       exit when the coordinator is silent this long (default 10000)\n");
+           "  --timeout-ms N       exit when the coordinator is silent this long (default 10000)\n"
+           "  --retry-s N          keep trying to connect for N seconds (default 30)\n"
+           "  $CARAVAN_CLUSTER_TOKEN is used when --cluster-token is not given\n");
 }
 
 int cmd_worker(int argc, char **argv)
 {
     const char *join = NULL, *token = getenv("CARAVAN_CLUSTER_TOKEN");
-    int64_t hb_ms = 1000, timeout_ms = 10000;
+    int64_t hb_ms = 1000, timeout_ms = 10000, retry_s = 30;
     bool have_slots = false;
     /* our flags out, the rest to the run parser */
     char **rargv = calloc((size_t)argc + 4, sizeof *rargv);
@@ -226,6 +229,8 @@ int cmd_worker(int argc, char **argv)
             token = argv[++i];
         } else if (!strcmp(a, "--heartbeat-ms") && i + 1 < argc) {
             if (!cli_parse_int("worker", a, argv[++i], 10, 600000, &hb_ms)) return 2;
+        } else if (!strcmp(a, "--retry-s") && i + 1 < argc) {
+            if (!cli_parse_int("worker", a, argv[++i], 0, 86400, &retry_s)) return 2;
         } else if (!strcmp(a, "--timeout-ms") && i + 1 < argc) {
             if (!cli_parse_int("worker", a, argv[++i], 100, 3600000, &timeout_ms)) return 2;
         } else {
@@ -278,7 +283,17 @@ int cmd_worker(int argc, char **argv)
     bool th_started = false;
     step_result res = {0};
     res.results = calloc((size_t)link->n_slots + 1, sizeof *res.results);
-    io.fd = connect_to(join, &e);
+    if (rb.gguf) {
+        model_config mc;
+        if (model_config_load(rb.gguf, &mc, NULL) == CV_OK) io.n_vocab = mc.n_vocab;
+    }
+    /* the coordinator may not be up yet (or restarting): retry for a while */
+    for (int64_t t = 0;; t++) {
+        io.fd = connect_to(join, &e);
+        if (io.fd >= 0 || t >= retry_s || e.code != CV_ECOMM) break;
+        if (t == 0) fprintf(stderr, "caravan worker: %s; retrying for %lld s\n", e.msg, (long long)retry_s);
+        sleep(1);
+    }
     if (io.fd < 0 || !res.results) {
         fprintf(stderr, "caravan worker: %s\n", io.fd < 0 ? e.msg : "out of memory");
         status = 1;
