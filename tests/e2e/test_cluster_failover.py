@@ -14,7 +14,7 @@ from conftest import BIN, STORIES, Proc, generate, pb, pbg, run_reference
 
 PROMPTS = ["Once upon a time", "The little dog", "Lily and Ben", "One day", "The sun was",
            "Tom had a red ball", "A cat sat", "There was a big tree"]
-N = 300
+N = 600
 
 
 def test_kill_one_of_two_groups(coordinator):
@@ -117,3 +117,14 @@ def test_serve_restarts_dead_group():
     finally:
         p.stop()
     assert "restarting" in p.logtext()
+
+
+def test_worker_leaves_when_coordinator_goes(coordinator):
+    """The group's leader notices a coordinator that went away and exits non-zero
+    (so a supervisor or `caravan serve` restarts it) instead of hanging."""
+    c = coordinator()
+    w = c.add_worker()
+    c.proc.kill()  # SIGKILL: no goodbye
+    w.proc.p.wait(timeout=60)
+    assert w.proc.p.returncode not in (0, None)
+    assert "leaving" in w.proc.logtext() or "closed" in w.proc.logtext()
