@@ -311,6 +311,16 @@ int cmd_worker(int argc, char **argv)
         h.tp = o.tp > 0 ? o.tp : 1;
         h.model = (char *)o.model;
         h.software = "caravan " CARAVAN_VERSION_STRING;
+        /* the leader's own device and free memory (the group's layout is in Ready's plan) */
+        Caravan__Cluster__V1__Device dev = CARAVAN__CLUSTER__V1__DEVICE__INIT;
+        Caravan__Cluster__V1__Device *devp = &dev;
+        long pages = sysconf(_SC_AVPHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+        dev.kind = (char *)(o.device && !strncmp(o.device, "cuda", 4) ? "cuda" : "cpu");
+        dev.name = (char *)(o.device ? o.device : "cpu");
+        dev.memory_bytes = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz : 0;
+        h.n_devices = 1;
+        h.devices = &devp;
+        h.memory_bytes = dev.memory_bytes;
         cl_env env = CARAVAN__CLUSTER__V1__ENVELOPE__INIT;
         env.msg_case = CARAVAN__CLUSTER__V1__ENVELOPE__MSG_HELLO;
         env.hello = &h;
