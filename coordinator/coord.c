@@ -525,6 +525,9 @@ void coord_group_results(coord *c, int g)
         else
             sched_step_failed(c->s, g, e.msg);
     }
+    /* the next step for this group goes out at once (latency per token);
+     * cancellations and the other groups follow in the pump */
+    group_submit_all(c, g);
     pump_later(c);
 }
 

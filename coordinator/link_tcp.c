@@ -201,6 +201,9 @@ static cv_status tcp_submit(group_link *l, const step *s, cv_err *e)
     p->fl_len++;
     bufferevent_write(p->bev, buf, len);
     free(buf);
+    /* on the per-token path: write now rather than on the next loop turn
+     * (what the socket does not take, the bufferevent writes later) */
+    evbuffer_write(bufferevent_get_output(p->bev), bufferevent_getfd(p->bev));
     return CV_OK;
 }
 

@@ -16,10 +16,11 @@ B=${CARAVAN_BIN:-build/cli/caravan}
 M=${1:-${CARAVAN_MODELS:-../shared/models}/stories260K.gguf}
 T=${2:-1}
 N1=${N1:-512}
+SLOTS=${SLOTS:-32}   # KV slots of the group; caravan run gets the same, so the engines match
 name=$(basename "$M")
 med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 start() { # groups
-  "$B" serve -m "$M" --grpc-port 0 --http-port -1 --cluster-port 0 --groups "$1" -t "$T" --slots 32 \
+  "$B" serve -m "$M" --grpc-port 0 --http-port -1 --cluster-port 0 --groups "$1" -t "$T" --slots $SLOTS \
     > /tmp/bench_coord.$$.out 2>/tmp/bench_coord.$$.err &
   SP=$!
   for i in $(seq 100); do grep -q grpc= /tmp/bench_coord.$$.out && break; sleep 0.1; done
@@ -31,11 +32,12 @@ trap 'kill $SP 2>/dev/null' EXIT
 start 1
 : > /tmp/bench_coord.$$.r; : > /tmp/bench_coord.$$.c
 for rep in 1 2 3 4 5 6 7 8 9; do
-  "$B" run -m "$M" -n $N1 --temp 0 --ignore-eos -t $T 2>&1 >/dev/null | grep -o "gen_tok_s=[0-9.]*" | cut -d= -f2 >> /tmp/bench_coord.$$.r
+  "$B" run -m "$M" -n $N1 --temp 0 --ignore-eos -t $T --slots $SLOTS 2>&1 >/dev/null | grep -o "gen_tok_s=[0-9.]*" | cut -d= -f2 >> /tmp/bench_coord.$$.r
   "$B" generate --server 127.0.0.1:$GP --bench -n $N1 --ignore-eos --requests 1 | grep -o "stream_tok_s=[0-9.]*" | cut -d= -f2 >> /tmp/bench_coord.$$.c
 done
 r=$(med < /tmp/bench_coord.$$.r); c=$(med < /tmp/bench_coord.$$.c)
-echo "bench_coord single_stream model=$name threads=$T tokens=$N1 run_tok_s=$r coord_tok_s=$c ratio=$(awk -v a=$c -v b=$r 'BEGIN{printf "%.3f", a/b}')"
+echo "bench_coord single_stream model=$name threads=$T slots=$SLOTS tokens=$N1 run_tok_s=$r coord_tok_s=$c ratio=$(awk -v a=$c -v b=$r 'BEGIN{printf "%.3f", a/b}')"
+[ "${SINGLE_ONLY:-0}" = 1 ] && { stop; exit 0; }
 for G in 1 2; do
   [ $G = 2 ] && { stop; start 2; }
   for cl in 1 8 32; do
