@@ -23,7 +23,7 @@ start() { # groups
   "$B" serve -m "$M" --grpc-port 0 --http-port -1 --cluster-port 0 --groups "$1" -t "$T" --slots $SLOTS \
     > /tmp/bench_coord.$$.out 2>/tmp/bench_coord.$$.err &
   SP=$!
-  for i in $(seq 100); do grep -q grpc= /tmp/bench_coord.$$.out && break; sleep 0.1; done
+  for i in $(seq 100); do grep -qs grpc= /tmp/bench_coord.$$.out && break; sleep 0.1; done
   GP=$(sed -n 's/.*grpc=\([0-9]*\).*/\1/p' /tmp/bench_coord.$$.out)
   for i in $(seq 150); do "$B" generate --server 127.0.0.1:$GP -n 2 -p x >/dev/null 2>&1 && break; sleep 0.2; done
 }
