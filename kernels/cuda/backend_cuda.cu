@@ -650,13 +650,9 @@ extern "C" cv_status backend_cuda_create(int device, backend **out, cv_err *e)
         cublasSetMathMode(cb->blas, CUBLAS_DEFAULT_MATH);
     }
 #endif
-    if ((rc = mmv_setup()) != cudaSuccess)
-        goto err_cuda;
     {
         cudaDeviceProp prop;
         if (cudaGetDeviceProperties(&prop, device) == cudaSuccess)
-            cb->n_sm = prop.multiProcessorCount;
-        if (cb->n_sm > 0)
             log_info("cuda:%d: %s, %d SMs, %.1f GiB, compute %d.%d", device, prop.name,
                      prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0, prop.major,
                      prop.minor);

@@ -25,8 +25,7 @@ extern "C" {
 #include "cuda_quant.cuh"
 
 #define MMV_MAX_TOK 8     /* n_tok up to this uses the matrix-vector kernel */
-#define MMV_WARPS 8       /* warps per block of the matrix-vector kernel */
-#define MMV_SMEM_MAX (64 << 10) /* dynamic shared memory for its staged activations */
+#define MMV_WARPS 4       /* rows (warps) per block of the matrix-vector kernel */
 #define ATT_WARPS 8       /* warps per (token, head) in attention */
 #define ATT_MAX_HD 256    /* head_dim limit of the attention kernel */
 #define GEMM_CHUNK_EL (32ll << 20) /* dequantized F16 elements per GEMM chunk (64 MiB) */
@@ -55,7 +54,6 @@ typedef struct cuda_backend {
     uint8_t *h2d_ring; /* H2D_SLOTS x H2D_SLOT_BYTES pinned */
     cudaEvent_t h2d_ev[H2D_SLOTS]; /* last copy out of each slot */
     int h2d_next;
-    int n_sm;         /* multiprocessors */
     cv_status err;    /* first error (sticky) */
     char err_msg[CV_ERR_MSG_MAX];
 } cuda_backend;
@@ -96,7 +94,7 @@ static inline unsigned grid1(int64_t n, int threads)
 
 /* kernel entry points chosen per weight type and tokens per launch */
 typedef void (*mmv_fn)(float *, int64_t, const uint8_t *, size_t, int64_t, int64_t, const float *,
-                       int64_t, int, int);
+                       int64_t, bool);
 mmv_fn mmv_get_basic(int type, int nt); /* mmv_basic.cu: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 */
 mmv_fn mmv_get_k(int type, int nt);     /* mmv_k.cu: Q2_K .. Q6_K */
 typedef void (*deq_f32_fn)(float *, int64_t, const uint8_t *, size_t, int64_t, int64_t,
@@ -107,6 +105,5 @@ deq_f32_fn deq_f32_get(int type); /* dequant_cuda.cu */
 deq_f16_fn deq_f16_get(int type);
 
 /* matmul_cuda.cu */
-cudaError_t mmv_setup(void); /* once per device: shared-memory limit of the matvec kernels */
 void cuda_matmul(backend *be, float *y, const be_weight *w, const float *x, int64_t n_tok);
 void cuda_embed(backend *be, float *y, const be_weight *emb, const int32_t *tokens, int64_t n_tok);

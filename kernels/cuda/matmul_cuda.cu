@@ -95,56 +95,21 @@ static void matmul_mmv(cuda_backend *cb, float *y, const be_weight *w, const flo
                        int64_t n_tok)
 {
     size_t pitch = qt_pitch(w->type, w->ne0);
-    const int64_t ne0r = (w->ne0 + 255) / 256 * 256;
+    /* 16-byte activation loads need aligned rows and no partial task (float types) */
+    bool vec = ((uintptr_t)x % 16 == 0) && (w->ne0 % 32 == 0);
     for (int64_t t0 = 0; t0 < n_tok;) {
         int64_t left = n_tok - t0;
         int nt = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
-        /* staged x: the whole row per token when it fits, else chunks */
-        int64_t ch = (MMV_SMEM_MAX / (4 * nt)) / 256 * 256;
-        if (ch > ne0r)
-            ch = ne0r;
-        /* rows per warp: share the staged x among more rows when there are
-         * enough rows to keep about two blocks per multiprocessor */
-        int64_t rpw = 1;
-        if (ch >= w->ne0) {
-            rpw = w->ne1 / ((int64_t)MMV_WARPS * 2 * (cb->n_sm > 0 ? cb->n_sm : 132));
-            rpw = rpw < 1 ? 1 : rpw > 4 ? 4 : rpw;
-        }
-        int64_t rows_per_block = (int64_t)MMV_WARPS * rpw;
         mmv_fn f = mmv_get_basic(w->type, nt);
         if (!f)
             f = mmv_get_k(w->type, nt);
-        size_t smem = (size_t)nt * (size_t)ch * sizeof(float);
-        f<<<grid1(w->ne1, (int)rows_per_block), MMV_WARPS * 32, smem, cb->stream>>>(
+        f<<<grid1(w->ne1, MMV_WARPS), MMV_WARPS * 32, 0, cb->stream>>>(
             y + t0 * w->ne1, w->ne1, (const uint8_t *)w->data, pitch, w->ne0, w->ne1,
-            x + t0 * w->ne0, w->ne0, (int)rpw, (int)ch);
+            x + t0 * w->ne0, w->ne0, vec);
         if (CB_LAUNCHED(cb, "matmul (matrix-vector kernel)"))
             return;
         t0 += nt;
     }
-}
-
-/* Allow the matrix-vector kernels MMV_SMEM_MAX of dynamic shared memory
- * (over the default 48 KiB) on the current device. */
-cudaError_t mmv_setup(void)
-{
-    static const int types[] = {DT_F32,  DT_F16,  DT_BF16, DT_Q8_0, DT_Q4_0, DT_Q4_1, DT_Q5_0,
-                                DT_Q5_1, DT_Q2_K, DT_Q3_K, DT_Q4_K, DT_Q5_K, DT_Q6_K};
-    static const int nts[] = {1, 2, 4, 8};
-    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
-        for (size_t k = 0; k < sizeof nts / sizeof nts[0]; k++) {
-            mmv_fn f = mmv_get_basic(types[i], nts[k]);
-            if (!f)
-                f = mmv_get_k(types[i], nts[k]);
-            if (!f)
-                continue;
-            cudaError_t rc = cudaFuncSetAttribute((const void *)f,
-                                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                  MMV_SMEM_MAX);
-            if (rc != cudaSuccess)
-                return rc;
-        }
-    return cudaSuccess;
 }
 
 static void matmul_gemm(cuda_backend *cb, float *y, const be_weight *w, const float *x,
