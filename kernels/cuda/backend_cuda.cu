@@ -58,22 +58,8 @@ static void cuda_free(backend *be, void *p)
 static void cuda_from_host(backend *be, void *dst, const void *src, size_t n)
 {
     cuda_backend *cb = cb_of(be);
-    if (!n)
-        return;
-    if (n <= H2D_SLOT_BYTES && cb->h2d_ring) {
-        int k = cb->h2d_next;
-        cb->h2d_next = (k + 1) % H2D_SLOTS;
-        /* the slot's previous copy has long finished in practice; wait to be sure */
-        if (CB_CHECK(cb, cudaEventSynchronize(cb->h2d_ev[k])))
-            return;
-        uint8_t *slot = cb->h2d_ring + (size_t)k * H2D_SLOT_BYTES;
-        memcpy(slot, src, n);
-        if (CB_CHECK(cb, cudaMemcpyAsync(dst, slot, n, cudaMemcpyHostToDevice, cb->stream)))
-            return;
-        CB_CHECK(cb, cudaEventRecord(cb->h2d_ev[k], cb->stream));
-        return;
-    }
-    CB_CHECK(cb, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, cb->stream));
+    if (n)
+        CB_CHECK(cb, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, cb->stream));
 }
 
 static void cuda_to_host(backend *be, void *dst, const void *src, size_t n)
@@ -538,11 +524,6 @@ static void cuda_destroy(backend *be)
         if (cb->stage_ev[k])
             cudaEventDestroy(cb->stage_ev[k]);
     }
-    if (cb->h2d_ring)
-        cudaFreeHost(cb->h2d_ring);
-    for (int k = 0; k < H2D_SLOTS; k++)
-        if (cb->h2d_ev[k])
-            cudaEventDestroy(cb->h2d_ev[k]);
     if (cb->stream)
         cudaStreamDestroy(cb->stream);
     free(cb);
@@ -632,12 +613,6 @@ extern "C" cv_status backend_cuda_create(int device, backend **out, cv_err *e)
         if ((rc = cudaEventCreateWithFlags(&cb->stage_ev[k], cudaEventDisableTiming)) != cudaSuccess)
             goto err_cuda;
     }
-    if ((rc = cudaMallocHost((void **)&cb->h2d_ring, (size_t)H2D_SLOTS * H2D_SLOT_BYTES)) !=
-        cudaSuccess)
-        goto err_cuda;
-    for (int k = 0; k < H2D_SLOTS; k++)
-        if ((rc = cudaEventCreateWithFlags(&cb->h2d_ev[k], cudaEventDisableTiming)) != cudaSuccess)
-            goto err_cuda;
 #ifdef CARAVAN_HAVE_CUBLAS
     {
         cublasStatus_t bs = cublasCreate(&cb->blas);

@@ -30,8 +30,6 @@ extern "C" {
 #define ATT_MAX_HD 256    /* head_dim limit of the attention kernel */
 #define GEMM_CHUNK_EL (32ll << 20) /* dequantized F16 elements per GEMM chunk (64 MiB) */
 #define STAGE_BYTES (32u << 20)    /* pinned upload staging buffer, two of them */
-#define H2D_SLOT_BYTES (64u << 10) /* from_host of up to this many bytes goes through a pinned slot */
-#define H2D_SLOTS 32
 
 typedef struct cuda_backend {
     backend base;
@@ -48,12 +46,6 @@ typedef struct cuda_backend {
     int64_t gemm_chunk_el; /* GEMM_CHUNK_EL, or CARAVAN_CUDA_GEMM_CHUNK (tests: force several chunks) */
     void *stage[2];   /* pinned host staging for uploads */
     cudaEvent_t stage_ev[2];
-    /* small from_host copies (positions, slots, tokens: every step) go
-     * through a ring of pinned slots, so they stay asynchronous instead of
-     * the pageable-memory path, which may wait for the stream */
-    uint8_t *h2d_ring; /* H2D_SLOTS x H2D_SLOT_BYTES pinned */
-    cudaEvent_t h2d_ev[H2D_SLOTS]; /* last copy out of each slot */
-    int h2d_next;
     cv_status err;    /* first error (sticky) */
     char err_msg[CV_ERR_MSG_MAX];
 } cuda_backend;
