@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS="build-essential cmake pkg-config libopenmpi-dev openmpi-bin libprotobuf-c-dev
       protobuf-c-compiler libevent-dev libnghttp2-dev libjansson-dev python3 python3-pip
-      python3-venv python3-regex clang"
+      python3-venv python3-regex clang curl"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
