@@ -19,6 +19,7 @@
 #include "coordinator/link.h"
 #include "coordinator/sched.h"
 #include "core/gguf.h"
+#include "core/strbuf.h"
 #include "core/tokenizer.h"
 #include "worker/engine.h"
 
@@ -26,8 +27,7 @@ typedef struct run_seq {
     int index;          /* which -p */
     int64_t seq_id;
     detok *dt;
-    char *text;         /* accumulated (multi-prompt text mode) */
-    size_t text_len, text_cap;
+    strbuf text;        /* accumulated (multi-prompt text mode) */
     int64_t n_gen;
     double t_first;     /* time of the first token */
     int done;
@@ -73,23 +73,6 @@ static void json_str(FILE *f, const char *s, size_t n)
     fputc('"', f);
 }
 
-static void text_append(run_seq *rs, const char *s, size_t n)
-{
-    if (rs->text_len + n + 1 > rs->text_cap) {
-        size_t nc = (rs->text_cap ? rs->text_cap * 2 : 256);
-        while (nc < rs->text_len + n + 1)
-            nc *= 2;
-        char *p = realloc(rs->text, nc);
-        if (!p)
-            return;
-        rs->text = p;
-        rs->text_cap = nc;
-    }
-    memcpy(rs->text + rs->text_len, s, n);
-    rs->text_len += n;
-    rs->text[rs->text_len] = 0;
-}
-
 /* sched passes each sequence's run_seq as ud; the run as a whole is this. */
 static run_ctx *g_rc;
 
@@ -122,7 +105,7 @@ static bool run_on_token(void *ud, int64_t seq_id, const sample_result *r)
         fwrite(piece, 1, n, stdout);
         fflush(stdout);
     } else {
-        text_append(rs, piece, n);
+        strbuf_put(&rs->text, piece, n);
     }
     return true;
 }
@@ -137,7 +120,7 @@ static void run_on_done(void *ud, int64_t seq_id, sched_finish why, const char *
         if (rc->n_seqs == 1)
             fwrite(tail, 1, n, stdout);
         else
-            text_append(rs, tail, n);
+            strbuf_put(&rs->text, tail, n);
     }
     rs->done = 1;
     rs->why = why;
@@ -331,7 +314,7 @@ int cmd_run(int argc, char **argv)
             printf("\n");
         if (!o.json && o.n_prompts > 1)
             for (int i = 0; i < o.n_prompts; i++)
-                printf("[%d] %s\n", i, rc.seqs[i].text ? rc.seqs[i].text : "");
+                printf("[%d] %s\n", i, rc.seqs[i].text.p ? rc.seqs[i].text.p : "");
         fflush(stdout);
         /* Prompt time: until the first token of the last sequence to start; generation: after. */
         double t_first = 0;
@@ -354,7 +337,7 @@ out:
     if (rc.seqs)
         for (int i = 0; i < o.n_prompts; i++) {
             detok_free(rc.seqs[i].dt);
-            free(rc.seqs[i].text);
+            free(rc.seqs[i].text.p);
         }
     free(rc.seqs);
     free(stops);

@@ -10,41 +10,16 @@
 #include <string.h>
 
 #include "log.h"
+#include "strbuf.h"
 
-typedef struct cbuf {
-    char *p;
-    size_t n, cap;
-    bool oom;
-} cbuf;
-
-static void put_n(cbuf *b, const char *s, size_t n)
-{
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 256;
-        while (nc < b->n + n + 1) nc *= 2;
-        char *np = realloc(b->p, nc);
-        if (!np) {
-            b->oom = true;
-            return;
-        }
-        b->p = np;
-        b->cap = nc;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void put(cbuf *b, const char *s) { put_n(b, s, strlen(s)); }
 
 /* Python str.strip() / Jinja trim for the ASCII whitespace set. */
-static void put_trimmed(cbuf *b, const char *s)
+static void put_trimmed(strbuf *b, const char *s)
 {
     size_t n = strlen(s), i = 0;
     while (i < n && strchr(" \t\n\r\v\f", s[i])) i++;
     while (n > i && strchr(" \t\n\r\v\f", s[n - 1])) n--;
-    put_n(b, s + i, n - i);
+    strbuf_put(b, s + i, n - i);
 }
 
 static bool role_is(const chat_msg *m, const char *r) { return m->role && !strcmp(m->role, r); }
@@ -120,7 +95,7 @@ chat_family chat_family_from_name(const char *name)
  *   user:      bos + '[INST] ' + content.strip() + ' [/INST]'
  *   assistant: ' ' + content.strip() + ' ' + eos
  * (the very first bos is left to the tokenizer). */
-static cv_status render_llama2(cbuf *b, const chat_msg *m, size_t n, cv_err *e)
+static cv_status render_llama2(strbuf *b, const chat_msg *m, size_t n, cv_err *e)
 {
     size_t first = 0;
     const char *sys = NULL;
@@ -134,26 +109,26 @@ static cv_status render_llama2(cbuf *b, const chat_msg *m, size_t n, cv_err *e)
             return cv_err_set(e, CV_EINVAL, "chat (llama2): message %zu has role '%s'; after an "
                               "optional system message roles must alternate user/assistant", i,
                               m[i].role ? m[i].role : "(null)");
-        cbuf content = {0};
+        strbuf content = {0};
         if (i == first && sys) {
-            put(&content, "<<SYS>>\n");
-            put(&content, sys);
-            put(&content, "\n<</SYS>>\n\n");
+            strbuf_puts(&content, "<<SYS>>\n");
+            strbuf_puts(&content, sys);
+            strbuf_puts(&content, "\n<</SYS>>\n\n");
         }
-        put(&content, m[i].content ? m[i].content : "");
+        strbuf_puts(&content, m[i].content ? m[i].content : "");
         if (content.oom) {
             free(content.p);
             return cv_err_set(e, CV_ENOMEM, "chat: out of memory");
         }
         if (want_user) {
-            if (i != first) put(b, "<s>");
-            put(b, "[INST] ");
+            if (i != first) strbuf_puts(b, "<s>");
+            strbuf_puts(b, "[INST] ");
             put_trimmed(b, content.p);
-            put(b, " [/INST]");
+            strbuf_puts(b, " [/INST]");
         } else {
-            put(b, " ");
+            strbuf_puts(b, " ");
             put_trimmed(b, content.p);
-            put(b, " </s>");
+            strbuf_puts(b, " </s>");
         }
         free(content.p);
     }
@@ -164,7 +139,7 @@ static cv_status render_llama2(cbuf *b, const chat_msg *m, size_t n, cv_err *e)
  *   roles alternate user/assistant (we also accept a leading system message,
  *   prepended to the first user content followed by "\n\n");
  *   user: '[INST] ' + content + ' [/INST]'   assistant: content + eos */
-static cv_status render_mistral(cbuf *b, const chat_msg *m, size_t n, cv_err *e)
+static cv_status render_mistral(strbuf *b, const chat_msg *m, size_t n, cv_err *e)
 {
     size_t first = 0;
     const char *sys = NULL;
@@ -180,16 +155,16 @@ static cv_status render_mistral(cbuf *b, const chat_msg *m, size_t n, cv_err *e)
                               m[i].role ? m[i].role : "(null)");
         const char *c = m[i].content ? m[i].content : "";
         if (want_user) {
-            put(b, "[INST] ");
+            strbuf_puts(b, "[INST] ");
             if (i == first && sys) {
-                put(b, sys);
-                put(b, "\n\n");
+                strbuf_puts(b, sys);
+                strbuf_puts(b, "\n\n");
             }
-            put(b, c);
-            put(b, " [/INST]");
+            strbuf_puts(b, c);
+            strbuf_puts(b, " [/INST]");
         } else {
-            put(b, c);
-            put(b, "</s>");
+            strbuf_puts(b, c);
+            strbuf_puts(b, "</s>");
         }
     }
     return CV_OK;
@@ -202,26 +177,26 @@ static cv_status render_mistral(cbuf *b, const chat_msg *m, size_t n, cv_err *e)
  *   '<|start_header_id|>system<|end_header_id|>\n\n' + 'Cutting Knowledge Date: December 2023\n'
  *   + 'Today Date: 26 Jul 2024\n\n' + system content|trim + '<|eot_id|>'
  * made from messages[0] when it is a system message (else empty), then the rest as above. */
-static void render_llama3(cbuf *b, const chat_msg *m, size_t n, bool gen, bool v31)
+static void render_llama3(strbuf *b, const chat_msg *m, size_t n, bool gen, bool v31)
 {
     size_t first = 0;
     if (v31) {
-        put(b, "<|start_header_id|>system<|end_header_id|>\n\n");
-        put(b, "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n");
+        strbuf_puts(b, "<|start_header_id|>system<|end_header_id|>\n\n");
+        strbuf_puts(b, "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n");
         if (n > 0 && role_is(&m[0], "system")) {
             put_trimmed(b, m[0].content ? m[0].content : "");
             first = 1;
         }
-        put(b, "<|eot_id|>");
+        strbuf_puts(b, "<|eot_id|>");
     }
     for (size_t i = first; i < n; i++) {
-        put(b, "<|start_header_id|>");
-        put(b, m[i].role ? m[i].role : "");
-        put(b, "<|end_header_id|>\n\n");
+        strbuf_puts(b, "<|start_header_id|>");
+        strbuf_puts(b, m[i].role ? m[i].role : "");
+        strbuf_puts(b, "<|end_header_id|>\n\n");
         put_trimmed(b, m[i].content ? m[i].content : "");
-        put(b, "<|eot_id|>");
+        strbuf_puts(b, "<|eot_id|>");
     }
-    if (gen) put(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    if (gen) strbuf_puts(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
 }
 
 /* ChatML: '<|im_start|>' + role + '\n' + content + '<|im_end|>' + '\n' per message,
@@ -229,24 +204,24 @@ static void render_llama3(cbuf *b, const chat_msg *m, size_t n, bool gen, bool v
  * before the first message when that is not a system message (inside the
  * loop: nothing for an empty conversation); Qwen2.5 does it outside the
  * loop (always). */
-static void render_chatml(cbuf *b, const chat_msg *m, size_t n, bool gen, chat_family fam)
+static void render_chatml(strbuf *b, const chat_msg *m, size_t n, bool gen, chat_family fam)
 {
     bool has_sys = n > 0 && role_is(&m[0], "system");
     if (!has_sys && ((fam == CHAT_QWEN2 && n > 0) || fam == CHAT_QWEN25)) {
-        put(b, "<|im_start|>system\n");
-        put(b, fam == CHAT_QWEN2 ? "You are a helpful assistant."
+        strbuf_puts(b, "<|im_start|>system\n");
+        strbuf_puts(b, fam == CHAT_QWEN2 ? "You are a helpful assistant."
                                  : "You are Qwen, created by Alibaba Cloud. You are a helpful "
                                    "assistant.");
-        put(b, "<|im_end|>\n");
+        strbuf_puts(b, "<|im_end|>\n");
     }
     for (size_t i = 0; i < n; i++) {
-        put(b, "<|im_start|>");
-        put(b, m[i].role ? m[i].role : "");
-        put(b, "\n");
-        put(b, m[i].content ? m[i].content : "");
-        put(b, "<|im_end|>\n");
+        strbuf_puts(b, "<|im_start|>");
+        strbuf_puts(b, m[i].role ? m[i].role : "");
+        strbuf_puts(b, "\n");
+        strbuf_puts(b, m[i].content ? m[i].content : "");
+        strbuf_puts(b, "<|im_end|>\n");
     }
-    if (gen) put(b, "<|im_start|>assistant\n");
+    if (gen) strbuf_puts(b, "<|im_start|>assistant\n");
 }
 
 /* Phi-3 (system/user/assistant; other roles are skipped by the template):
@@ -254,19 +229,19 @@ static void render_chatml(cbuf *b, const chat_msg *m, size_t n, bool gen, chat_f
  *   '<|assistant|>\n' with a generation prompt, else eos '<|endoftext|>'.
  * Zephyr / TinyLlama chat:
  *   '<|' + role + '|>\n' + content + '</s>' + '\n' per message, then '<|assistant|>\n'. */
-static void render_tagged(cbuf *b, const chat_msg *m, size_t n, bool gen, bool phi3)
+static void render_tagged(strbuf *b, const chat_msg *m, size_t n, bool gen, bool phi3)
 {
     for (size_t i = 0; i < n; i++) {
         if (!role_is(&m[i], "system") && !role_is(&m[i], "user") && !role_is(&m[i], "assistant"))
             continue;
-        put(b, "<|");
-        put(b, m[i].role);
-        put(b, "|>\n");
-        put(b, m[i].content ? m[i].content : "");
-        put(b, phi3 ? "<|end|>\n" : "</s>\n");
+        strbuf_puts(b, "<|");
+        strbuf_puts(b, m[i].role);
+        strbuf_puts(b, "|>\n");
+        strbuf_puts(b, m[i].content ? m[i].content : "");
+        strbuf_puts(b, phi3 ? "<|end|>\n" : "</s>\n");
     }
-    if (gen) put(b, "<|assistant|>\n");
-    else if (phi3) put(b, "<|endoftext|>");
+    if (gen) strbuf_puts(b, "<|assistant|>\n");
+    else if (phi3) strbuf_puts(b, "<|endoftext|>");
 }
 
 cv_status chat_apply(chat_family fam, const chat_msg *msgs, size_t n, bool add_generation_prompt,
@@ -277,8 +252,8 @@ cv_status chat_apply(chat_family fam, const chat_msg *msgs, size_t n, bool add_g
     for (size_t i = 0; i < n; i++)
         if (!msgs[i].role)
             return cv_err_set(e, CV_EINVAL, "chat: message %zu has no role", i);
-    cbuf b = {0};
-    put(&b, "");
+    strbuf b = {0};
+    strbuf_puts(&b, "");
     cv_status st = CV_OK;
     switch (fam) {
     case CHAT_LLAMA2: st = render_llama2(&b, msgs, n, e); break;

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "strbuf.h"
 #include "tok_internal.h"
 #include "unicode.h"
 
@@ -70,31 +71,6 @@ static void ivec_push(ivec *a, int32_t x)
         a->cap = nc;
     }
     a->v[a->n++] = x;
-}
-
-typedef struct sbuf {
-    char *p;
-    size_t n, cap;
-    bool oom;
-} sbuf;
-
-static void sbuf_put(sbuf *b, const char *s, size_t n)
-{
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 64;
-        while (nc < b->n + n + 1) nc *= 2;
-        char *np = realloc(b->p, nc);
-        if (!np) {
-            b->oom = true;
-            return;
-        }
-        b->p = np;
-        b->cap = nc;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
 }
 
 /* ---- the tokenizer --------------------------------------------------------- */
@@ -690,17 +666,17 @@ static bool spm_encode(const tokenizer *t, const char *s, size_t n, ivec *out)
 static bool spm_encode_fragment(const tokenizer *t, const char *text, size_t len, bool prefix,
                                 ivec *out)
 {
-    sbuf esc = {0};
-    if (prefix) sbuf_put(&esc, "\xE2\x96\x81", 3);
+    strbuf esc = {0};
+    if (prefix) strbuf_put(&esc, "\xE2\x96\x81", 3);
     size_t run = 0;
     for (size_t i = 0; i < len; i++) {
         if (text[i] == ' ') {
-            sbuf_put(&esc, text + run, i - run);
-            sbuf_put(&esc, "\xE2\x96\x81", 3);
+            strbuf_put(&esc, text + run, i - run);
+            strbuf_put(&esc, "\xE2\x96\x81", 3);
             run = i + 1;
         }
     }
-    sbuf_put(&esc, text + run, len - run);
+    strbuf_put(&esc, text + run, len - run);
     bool ok = !esc.oom && spm_encode(t, esc.p, esc.n, out);
     free(esc.p);
     return ok;
@@ -843,7 +819,7 @@ static bool bpe_encode_fragment(const tokenizer *t, const char *text, size_t len
     tok_span *words = NULL;
     size_t n_words = 0;
     if (!tok_pretokenize(t->pre, text, len, &words, &n_words)) return false;
-    sbuf enc = {0};
+    strbuf enc = {0};
     bpe_sym *sym = NULL;
     size_t symcap = 0;
     bpe_heap h = {0};
@@ -853,7 +829,7 @@ static bool bpe_encode_fragment(const tokenizer *t, const char *text, size_t len
         for (size_t i = words[w].start; i < words[w].end; i++) {
             char u[4];
             size_t k = unicode_utf8_encode(unicode_byte_to_cpt((uint8_t)text[i]), u);
-            sbuf_put(&enc, u, k);
+            strbuf_put(&enc, u, k);
         }
         ok = !enc.oom && bpe_encode_word(t, enc.p, enc.n, &sym, &symcap, &h, out);
     }
@@ -963,18 +939,18 @@ cv_status tokenizer_encode_alloc(const tokenizer *t, const char *text, size_t le
 /* ---- decoding -------------------------------------------------------------- */
 
 /* Raw bytes of one token (may be partial UTF-8) appended to b. */
-static void token_piece(const tokenizer *t, int32_t id, bool render_special, sbuf *b)
+static void token_piece(const tokenizer *t, int32_t id, bool render_special, strbuf *b)
 {
     if (id < 0 || id >= t->n_vocab) return;
     const tok_entry *te = &t->toks[id];
     const char *s = tok_text(t, id);
     switch (te->type) {
     case TOKEN_TYPE_CONTROL:
-        if (render_special) sbuf_put(b, s, te->len);
+        if (render_special) strbuf_put(b, s, te->len);
         return;
     case TOKEN_TYPE_UNKNOWN:
     case TOKEN_TYPE_USER_DEFINED:
-        sbuf_put(b, s, te->len);
+        strbuf_put(b, s, te->len);
         return;
     case TOKEN_TYPE_UNUSED:
         return;
@@ -983,7 +959,7 @@ static void token_piece(const tokenizer *t, int32_t id, bool render_special, sbu
             unsigned v;
             if (te->len == 6 && sscanf(s, "<0x%02X>", &v) == 1) {
                 char c = (char)v;
-                sbuf_put(b, &c, 1);
+                strbuf_put(b, &c, 1);
                 return;
             }
         }
@@ -995,15 +971,15 @@ static void token_piece(const tokenizer *t, int32_t id, bool render_special, sbu
         size_t run = 0;
         for (size_t i = 0; i + 3 <= te->len;) {
             if (!memcmp(s + i, "\xE2\x96\x81", 3)) {
-                sbuf_put(b, s + run, i - run);
-                sbuf_put(b, " ", 1);
+                strbuf_put(b, s + run, i - run);
+                strbuf_put(b, " ", 1);
                 i += 3;
                 run = i;
             } else {
                 i++;
             }
         }
-        sbuf_put(b, s + run, te->len - run);
+        strbuf_put(b, s + run, te->len - run);
     } else {
         for (size_t i = 0; i < te->len;) {
             size_t adv;
@@ -1011,9 +987,9 @@ static void token_piece(const tokenizer *t, int32_t id, bool render_special, sbu
             int byte = cp == UNICODE_INVALID ? -1 : unicode_cpt_to_byte(cp);
             if (byte >= 0) {
                 char c = (char)byte;
-                sbuf_put(b, &c, 1);
+                strbuf_put(b, &c, 1);
             } else {
-                sbuf_put(b, s + i, adv);
+                strbuf_put(b, s + i, adv);
             }
             i += adv;
         }
@@ -1023,7 +999,7 @@ static void token_piece(const tokenizer *t, int32_t id, bool render_special, sbu
 size_t tokenizer_token_piece(const tokenizer *t, int32_t id, bool render_special, char *buf,
                              size_t cap)
 {
-    sbuf b = {0};
+    strbuf b = {0};
     token_piece(t, id, render_special, &b);
     size_t n = b.oom ? 0 : b.n;
     if (n && cap) memcpy(buf, b.p, n < cap ? n : cap);
@@ -1035,8 +1011,8 @@ struct detok {
     const tokenizer *tok;
     bool strip_space;  /* drop one leading space from the next non-empty piece */
     bool render_special;
-    sbuf piece;        /* pending incomplete bytes + the new piece */
-    sbuf out;          /* returned to the caller */
+    strbuf piece;        /* pending incomplete bytes + the new piece */
+    strbuf out;          /* returned to the caller */
 };
 
 detok *detok_new(const tokenizer *t, bool at_start, bool render_special)
@@ -1084,10 +1060,10 @@ const char *detok_feed(detok *d, int32_t id, size_t *len)
     while (i < n) {
         bool incomplete;
         size_t ok = unicode_utf8_valid_prefix(p + i, n - i, &incomplete);
-        sbuf_put(&d->out, (const char *)p + i, ok);
+        strbuf_put(&d->out, (const char *)p + i, ok);
         i += ok;
         if (i == n || incomplete) break;
-        sbuf_put(&d->out, "\xEF\xBF\xBD", 3); /* malformed byte -> U+FFFD */
+        strbuf_put(&d->out, "\xEF\xBF\xBD", 3); /* malformed byte -> U+FFFD */
         i++;
     }
     if (n - i) memmove(d->piece.p, p + i, n - i);
@@ -1098,7 +1074,7 @@ const char *detok_feed(detok *d, int32_t id, size_t *len)
 const char *detok_flush(detok *d, size_t *len)
 {
     d->out.n = 0;
-    if (d->piece.n) sbuf_put(&d->out, "\xEF\xBF\xBD", 3);
+    if (d->piece.n) strbuf_put(&d->out, "\xEF\xBF\xBD", 3);
     d->piece.n = 0;
     return detok_emit(d, len);
 }
@@ -1109,17 +1085,17 @@ cv_status tokenizer_decode(const tokenizer *t, const int32_t *ids, int64_t n, bo
     *out = NULL;
     if (out_len) *out_len = 0;
     detok *d = detok_new(t, at_start, render_special);
-    sbuf b = {0};
+    strbuf b = {0};
     if (!d) return cv_err_set(e, CV_ENOMEM, "tokenizer_decode: out of memory");
-    sbuf_put(&b, "", 0);
+    strbuf_put(&b, "", 0);
     for (int64_t i = 0; i < n; i++) {
         size_t len;
         const char *s = detok_feed(d, ids[i], &len);
-        sbuf_put(&b, s, len);
+        strbuf_put(&b, s, len);
     }
     size_t len;
     const char *s = detok_flush(d, &len);
-    sbuf_put(&b, s, len);
+    strbuf_put(&b, s, len);
     detok_free(d);
     if (b.oom) {
         free(b.p);
