@@ -42,10 +42,8 @@ cv_status engine_create(const engine_config *cfg, engine **out, cv_err *e)
         st = cv_err_set(e, CV_EINVAL, "no model path");
         goto err;
     }
-    if ((st = gguf_open(cfg->model_path, &f, e))) {
-        cv_err_prefix(e, "%s", cfg->model_path);
-        goto err;
-    }
+    if ((st = gguf_open(cfg->model_path, &f, e)))
+        goto err; /* gguf_open's message already names the file */
     if ((st = backend_create(&cfg->be, &eng->be, e)))
         goto err;
     model_params p = cfg->params;
