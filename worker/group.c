@@ -126,6 +126,7 @@ struct group {
     /* leader */
     int inflight;
     int64_t *slot_len;      /* positions filled per slot, for step checks */
+    double t_fwd, t_wait;   /* seconds in forward_stage / waiting for peers (CARAVAN_GROUP_PROFILE) */
     int64_t fail_at;        /* test hook CARAVAN_TEST_FAIL=RANK:STEP: fail at that step (-1 off) */
     int64_t n_steps;        /* steps this rank has run */
     MPI_Request res_req, err_req;
@@ -231,6 +232,13 @@ static size_t plan_bytes_for(int64_t n_seqs, int64_t n_tok, int64_t n_released)
     return (b + 7) & ~(size_t)7;
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static void sleep_us(long us)
 {
     struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
@@ -266,6 +274,14 @@ static cv_status plan_bcast(group *g, void *buf, size_t n, cv_err *e)
 static int wait_polite(int n, MPI_Request *r, int *idx, MPI_Status *status)
 {
     long us = 0;
+    static int spin_limit = -1;
+    static long nap_max = 200;
+    if (spin_limit < 0) {
+        const char *v = getenv("CARAVAN_GROUP_SPIN");
+        spin_limit = v ? atoi(v) : 100;
+        if ((v = getenv("CARAVAN_GROUP_NAP_US")) && atol(v) > 0)
+            nap_max = atol(v);
+    }
     for (int spins = 0;; spins++) {
         int flag = 0, rc;
         if (n == 1) {
@@ -276,9 +292,9 @@ static int wait_polite(int n, MPI_Request *r, int *idx, MPI_Status *status)
         }
         if (rc != MPI_SUCCESS || flag)
             return rc;
-        if (spins < 100)
+        if (spins < spin_limit)
             continue;
-        us = us ? (us * 2 > 200 ? 200 : us * 2) : 5;
+        us = us ? (us * 2 > nap_max ? nap_max : us * 2) : 5;
         sleep_us(us);
     }
 }
@@ -404,9 +420,10 @@ static cv_status stage_run(group *g, const plan_view *v, float *hidden_out, cv_e
         if (sampler)
             g->hist_len[v->released[i]] = 0;
     }
-    if (g->fail_at >= 0 && g->n_steps++ == g->fail_at)
+    if (g->fail_at >= 0 && g->n_steps == g->fail_at)
         return cv_err_set(e, CV_EINTERNAL, "rank %d (stage %d, tp %d): injected failure at step "
                           "%lld (CARAVAN_TEST_FAIL)", g->rank, g->s, g->t, (long long)g->fail_at);
+    g->n_steps++;
     int64_t n = 0, n_out = 0;
     const int32_t *tk = v->tokens;
     for (int32_t i = 0; i < h->n_seqs; i++) {
@@ -439,7 +456,9 @@ static cv_status stage_run(group *g, const plan_view *v, float *hidden_out, cv_e
     if (n > 0) {
         fwd_batch b = {.n_tok = n, .tokens = g->tokens, .pos = g->pos, .slot = g->slot,
                        .n_out = n_out, .out_idx = g->out_idx};
+        double t0 = now_s();
         st = forward_stage(g->m, g->tp, &b, v->hidden, hidden_out, g->logits_local, e);
+        g->t_fwd += now_s() - t0;
         if (st)
             return cv_err_prefix(e, "rank %d (stage %d, tp %d), step %llu", g->rank, g->s, g->t,
                                  (unsigned long long)h->id);
@@ -781,6 +800,10 @@ void group_free(group *g)
     if (!g)
         return;
     cv_err e = {0};
+    if (getenv("CARAVAN_GROUP_PROFILE") && g->m)
+        fprintf(stderr, "group rank %d (stage %d, tp %d): %lld steps, forward %.3f s, waiting %.3f "
+                "s, sent %llu bytes\n", g->rank, g->s, g->t, (long long)g->n_steps, g->t_fwd,
+                g->t_wait, (unsigned long long)g->bytes_sent);
     if (g->rank == 0 && g->m && !g->failed) {
         /* drain what is in flight, then send the shutdown down the pipeline */
         step_result r;
@@ -1037,7 +1060,9 @@ cv_status group_poll(group *g, step_result *r, int timeout_ms, bool *ready, cv_e
     int idx = MPI_UNDEFINED, flag = 0, rc;
     MPI_Status status;
     if (timeout_ms < 0) {
+        double t0 = now_s();
         rc = wait_polite(2, reqs, &idx, &status);
+        g->t_wait += now_s() - t0;
         flag = rc == MPI_SUCCESS;
     } else {
         struct timespec t0, t1;
@@ -1118,8 +1143,10 @@ cv_status group_serve(group *g, cv_err *e)
             int src = world_rank_of(g, g->s - 1, g->t);
             MPI_Request rq;
             int idx, rc = MPI_Irecv(in, (int)g->msg_cap, MPI_BYTE, src, TAG_ACT, g->wc, &rq);
+            double t0 = now_s();
             if (rc == MPI_SUCCESS)
                 rc = wait_polite(1, &rq, &idx, MPI_STATUS_IGNORE);
+            g->t_wait += now_s() - t0;
             if (rc != MPI_SUCCESS)
                 return report_failure(
                     g, mpi_fail(g, rc, "receiving activations from the previous stage", e), e);
