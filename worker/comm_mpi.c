@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct mpi_impl {
     MPI_Comm mc;   /* owned duplicate */
@@ -25,6 +26,27 @@ struct comm_req {
 };
 
 static mpi_impl *impl_of(comm *c) { return (mpi_impl *)c->impl; }
+
+/* Complete a request without holding the core: MPI's own waits spin, and on
+ * a machine whose cores share execution units (SMT, VMs) a spinning rank
+ * slows the rank it waits for - in tensor-parallel layers that is the one
+ * computing the other half. Poll briefly, then nap with a backoff capped at
+ * 100 us (all-reduce waits are short when the ranks are balanced). */
+static int wait_polite(MPI_Request *r)
+{
+    long us = 0;
+    for (int spins = 0;; spins++) {
+        int flag = 0;
+        int rc = MPI_Test(r, &flag, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS || flag)
+            return rc;
+        if (spins < 200)
+            continue;
+        us = us ? (us * 2 > 100 ? 100 : us * 2) : 2;
+        struct timespec ts = {0, us * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
 
 /* "MPI_ERR_TRUNCATE: message truncated" for an MPI error code. */
 static void mpi_err_str(int rc, char *buf, size_t bufsz)
@@ -140,8 +162,7 @@ static cv_status mpi_wait(comm *c, comm_req *r, cv_err *e)
 {
     if (!r)
         return CV_OK;
-    MPI_Status status;
-    int rc = MPI_Wait(&r->r, &status);
+    int rc = wait_polite(&r->r);
     int peer = r->peer;
     bool is_send = r->is_send;
     free(r);
@@ -174,7 +195,10 @@ static cv_status mpi_allreduce(comm *c, void *buf, size_t count, comm_dtype dt, 
                           count, count * el);
     if (impl_of(c)->size == 1)
         return CV_OK;
-    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)count, t, MPI_SUM, impl_of(c)->mc);
+    MPI_Request rq;
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)count, t, MPI_SUM, impl_of(c)->mc, &rq);
+    if (rc == MPI_SUCCESS)
+        rc = wait_polite(&rq);
     return rc == MPI_SUCCESS ? CV_OK : fail_coll(c, e, rc, "allreduce");
 }
 
@@ -209,7 +233,10 @@ static cv_status mpi_gatherv(comm *c, const void *sendbuf, size_t n, void *recvb
     /* MPI forbids aliasing send and receive buffers at the root. */
     if (m->rank == root && recvbuf && sendbuf == (const char *)recvbuf + displs[root])
         sb = MPI_IN_PLACE;
-    int rc = MPI_Gatherv(sb, (int)n, MPI_BYTE, recvbuf, ic, id, MPI_BYTE, root, m->mc);
+    MPI_Request rq;
+    int rc = MPI_Igatherv(sb, (int)n, MPI_BYTE, recvbuf, ic, id, MPI_BYTE, root, m->mc, &rq);
+    if (rc == MPI_SUCCESS)
+        rc = wait_polite(&rq);
     free(ic);
     free(id);
     return rc == MPI_SUCCESS ? CV_OK : fail_coll(c, e, rc, "gatherv");
