@@ -6,7 +6,9 @@
  * failure becomes CV_ECOMM with the MPI error string and the peer named by
  * its rank in this comm and in MPI_COMM_WORLD. Point-to-point receives take
  * a capacity: a shorter message is accepted (the protocols above it carry
- * their own lengths). Only in builds with MPI (CARAVAN_HAVE_MPI). */
+ * their own lengths). All-reduce, gatherv and request waits poll and nap
+ * rather than spin (a spinning rank slows the peer it waits for on shared
+ * cores). Only in builds with MPI (CARAVAN_HAVE_MPI). */
 #pragma once
 #include <mpi.h>
 
