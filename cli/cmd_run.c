@@ -237,11 +237,6 @@ int cmd_run(int argc, char **argv)
     sched_config sc = {.token_budget = o.batch,
                        .max_queue = o.n_prompts + 1,
                        .cb = {.on_token = run_on_token, .on_done = run_on_done}};
-    /* A pipeline of P stages overlaps only when the sequences are spread
-     * over P micro-batches in flight: cap each step at its share. */
-    if (rb.link->max_inflight > 1)
-        sc.max_seqs_per_step =
-            (o.n_prompts + rb.link->max_inflight - 1) / rb.link->max_inflight;
     sched *s = sched_create(&sc);
     int status = 0;
     int64_t total_prompt = 0;

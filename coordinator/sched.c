@@ -341,6 +341,16 @@ bool sched_next_step(sched *s, int g, step *out)
     /* Choose sequences: decoders first (one token each), then prefill chunks. */
     int64_t budget = s->cfg.token_budget;
     int64_t max_seqs = s->cfg.max_seqs_per_step > 0 ? s->cfg.max_seqs_per_step : gs->n_slots;
+    if (s->cfg.max_seqs_per_step <= 0 && gs->max_inflight > 1) {
+        /* A pipeline of P stages overlaps only when the group's sequences are
+         * spread over P micro-batches in flight: each step takes its share. */
+        int64_t owned = 0;
+        for (int64_t k = 0; k < gs->n_slots; k++)
+            owned += gs->slot_owner[k] != NULL;
+        int64_t share = (owned + gs->max_inflight - 1) / gs->max_inflight;
+        if (share >= 1 && share < max_seqs)
+            max_seqs = share;
+    }
     seq **pick = malloc((size_t)gs->n_slots * sizeof *pick);
     int32_t *take = malloc((size_t)gs->n_slots * sizeof *take);
     if (!pick || !take) {

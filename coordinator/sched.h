@@ -55,7 +55,8 @@ typedef struct sched_config {
     int64_t token_budget;  /* max tokens per step (default 256) */
     int64_t prefill_chunk; /* max prompt tokens of one sequence per step (default = budget) */
     int64_t max_queue;     /* waiting requests beyond which submit fails with CV_ERANGE (default 1024) */
-    int64_t max_seqs_per_step; /* default = n_slots of the group */
+    int64_t max_seqs_per_step; /* default: the group's running sequences / its max_inflight
+                                  (so pipeline stages overlap), at most n_slots */
     sched_callbacks cb;
 } sched_config;
 
