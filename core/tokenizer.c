@@ -22,6 +22,60 @@
 #include "tok_internal.h"
 #include "unicode.h"
 
+/* A binary min-heap of bigram candidates, one per tokenizer kind: NAME with
+ * NAME_push / NAME_pop over elements of TYPE ordered by BEFORE(a, b) (true
+ * when a comes out first). Allocation failure sets oom; later pushes are
+ * ignored and the caller checks oom once. */
+#define TOK_DEFINE_HEAP(NAME, TYPE, BEFORE)                                                       \
+    typedef struct NAME {                                                                          \
+        TYPE *v;                                                                                   \
+        size_t n, cap;                                                                             \
+        bool oom;                                                                                  \
+    } NAME;                                                                                        \
+    static void NAME##_push(NAME *h, TYPE b)                                                       \
+    {                                                                                              \
+        if (h->oom)                                                                                \
+            return;                                                                                \
+        if (h->n == h->cap) {                                                                      \
+            size_t nc = h->cap ? h->cap * 2 : 64;                                                  \
+            TYPE *nv = realloc(h->v, nc * sizeof *nv);                                             \
+            if (!nv) {                                                                             \
+                h->oom = true;                                                                     \
+                return;                                                                            \
+            }                                                                                      \
+            h->v = nv;                                                                             \
+            h->cap = nc;                                                                           \
+        }                                                                                          \
+        size_t i = h->n++;                                                                         \
+        while (i > 0) {                                                                            \
+            size_t p = (i - 1) / 2;                                                                \
+            if (!BEFORE(&b, &h->v[p]))                                                             \
+                break;                                                                             \
+            h->v[i] = h->v[p];                                                                     \
+            i = p;                                                                                 \
+        }                                                                                          \
+        h->v[i] = b;                                                                               \
+    }                                                                                              \
+    static TYPE NAME##_pop(NAME *h)                                                                \
+    {                                                                                              \
+        TYPE top = h->v[0], last = h->v[--h->n];                                                   \
+        size_t i = 0;                                                                              \
+        for (;;) {                                                                                 \
+            size_t c = 2 * i + 1;                                                                  \
+            if (c >= h->n)                                                                         \
+                break;                                                                             \
+            if (c + 1 < h->n && BEFORE(&h->v[c + 1], &h->v[c]))                                    \
+                c++;                                                                               \
+            if (!BEFORE(&h->v[c], &last))                                                          \
+                break;                                                                             \
+            h->v[i] = h->v[c];                                                                     \
+            i = c;                                                                                 \
+        }                                                                                          \
+        if (h->n)                                                                                  \
+            h->v[i] = last;                                                                        \
+        return top;                                                                                \
+    }
+
 /* ---- small helpers --------------------------------------------------------- */
 
 static uint64_t hash_bytes(const char *s, size_t n)
@@ -557,50 +611,7 @@ static bool spm_before(const spm_bigram *a, const spm_bigram *b)
     return a->score > b->score || (a->score == b->score && a->left < b->left);
 }
 
-typedef struct spm_heap {
-    spm_bigram *v;
-    size_t n, cap;
-    bool oom;
-} spm_heap;
-
-static void spm_heap_push(spm_heap *h, spm_bigram b)
-{
-    if (h->oom) return;
-    if (h->n == h->cap) {
-        size_t nc = h->cap ? h->cap * 2 : 64;
-        spm_bigram *nv = realloc(h->v, nc * sizeof *nv);
-        if (!nv) {
-            h->oom = true;
-            return;
-        }
-        h->v = nv;
-        h->cap = nc;
-    }
-    size_t i = h->n++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!spm_before(&b, &h->v[p])) break;
-        h->v[i] = h->v[p];
-        i = p;
-    }
-    h->v[i] = b;
-}
-
-static spm_bigram spm_heap_pop(spm_heap *h)
-{
-    spm_bigram top = h->v[0], last = h->v[--h->n];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= h->n) break;
-        if (c + 1 < h->n && spm_before(&h->v[c + 1], &h->v[c])) c++;
-        if (!spm_before(&h->v[c], &last)) break;
-        h->v[i] = h->v[c];
-        i = c;
-    }
-    if (h->n) h->v[i] = last;
-    return top;
-}
+TOK_DEFINE_HEAP(spm_heap, spm_bigram, spm_before)
 
 static void spm_try_bigram(const tokenizer *t, const char *s, const spm_sym *sym, spm_heap *h,
                            int32_t l, int32_t r)
@@ -699,50 +710,7 @@ static bool bpe_before(const bpe_bigram *a, const bpe_bigram *b)
     return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
 }
 
-typedef struct bpe_heap {
-    bpe_bigram *v;
-    size_t n, cap;
-    bool oom;
-} bpe_heap;
-
-static void bpe_heap_push(bpe_heap *h, bpe_bigram b)
-{
-    if (h->oom) return;
-    if (h->n == h->cap) {
-        size_t nc = h->cap ? h->cap * 2 : 64;
-        bpe_bigram *nv = realloc(h->v, nc * sizeof *nv);
-        if (!nv) {
-            h->oom = true;
-            return;
-        }
-        h->v = nv;
-        h->cap = nc;
-    }
-    size_t i = h->n++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!bpe_before(&b, &h->v[p])) break;
-        h->v[i] = h->v[p];
-        i = p;
-    }
-    h->v[i] = b;
-}
-
-static bpe_bigram bpe_heap_pop(bpe_heap *h)
-{
-    bpe_bigram top = h->v[0], last = h->v[--h->n];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= h->n) break;
-        if (c + 1 < h->n && bpe_before(&h->v[c + 1], &h->v[c])) c++;
-        if (!bpe_before(&h->v[c], &last)) break;
-        h->v[i] = h->v[c];
-        i = c;
-    }
-    if (h->n) h->v[i] = last;
-    return top;
-}
+TOK_DEFINE_HEAP(bpe_heap, bpe_bigram, bpe_before)
 
 static void bpe_try_bigram(const tokenizer *t, const bpe_sym *sym, bpe_heap *h, int32_t l,
                            int32_t r)
