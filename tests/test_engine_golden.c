@@ -15,41 +15,6 @@
 
 #define MAX_GOLD 4096
 
-/* Parse the integer array after "key": [ ... ] of a small JSON file. */
-static int parse_ids(const char *path, const char *key, int32_t *ids, int max)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return -1;
-    static char buf[1 << 20];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char pat[128];
-    snprintf(pat, sizeof pat, "\"%s\"", key);
-    char *p = strstr(buf, pat);
-    if (!p)
-        return -1;
-    p = strchr(p + strlen(pat), '[');
-    if (!p)
-        return -1;
-    p++;
-    int cnt = 0;
-    for (;;) {
-        while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t' || *p == ',')
-            p++;
-        if (*p == ']')
-            break;
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || cnt >= max)
-            return -1;
-        ids[cnt++] = (int32_t)v;
-        p = end;
-    }
-    return cnt;
-}
-
 static engine *open_engine_at(int kv_type, int64_t max_batch, int n_threads, const char *level)
 {
     engine_config cfg = {0};
@@ -137,8 +102,8 @@ int main(void)
 {
     static int32_t gold[MAX_GOLD], prompt[16], got[MAX_GOLD];
     const char *json = tu_model("stories260K.greedy.json");
-    int n_prompt = parse_ids(json, "prompt_token_ids", prompt, 16);
-    int n_gold = parse_ids(json, "generated_token_ids", gold, MAX_GOLD);
+    int n_prompt = tu_json_ids(json, "prompt_token_ids", prompt, 16);
+    int n_gold = tu_json_ids(json, "generated_token_ids", gold, MAX_GOLD);
     TU_CHECK(n_prompt == 1 && prompt[0] == 1, "prompt ids: n=%d", n_prompt);
     TU_CHECK(n_gold == 256, "golden ids: n=%d (expected 256)", n_gold);
     if (n_gold <= 0)

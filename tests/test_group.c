@@ -23,33 +23,6 @@
 #include "worker/forward.h"
 #include "worker/group.h"
 
-static int read_golden(const char *path, int32_t *ids, int cap)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return -1;
-    static char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strstr(buf, "\"generated_token_ids\"");
-    if (!p || !(p = strchr(p, '[')))
-        return -1;
-    int k = 0;
-    p++;
-    while (k < cap) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p)
-            break;
-        ids[k++] = (int32_t)v;
-        p = end;
-        while (*p == ',' || *p == ' ' || *p == '\n')
-            p++;
-    }
-    return k;
-}
-
 /* Bytes of [p, p+n) present in this process's page table (/proc/self/pagemap). */
 static double present_bytes(const void *p, size_t n)
 {
@@ -214,7 +187,7 @@ int main(int argc, char **argv)
     }
     int64_t V = group_model_config(g)->n_vocab;
     int32_t gold[1024];
-    int n_gold = golden ? read_golden(golden, gold, 1024) : 0;
+    int n_gold = golden ? tu_json_ids(golden, "generated_token_ids", gold, 1024) : 0;
     TU_CHECK(!golden || n_gold >= n_gen, "golden file %s: %d ids", golden ? golden : "", n_gold);
 
     seq *sq = calloc((size_t)n_seqs, sizeof *sq);

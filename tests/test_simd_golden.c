@@ -14,36 +14,6 @@
 #include "worker/engine.h"
 #include "worker/forward.h"
 
-static int parse_ids(const char *path, const char *key, int32_t *ids, int max)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return -1;
-    static char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\"", key);
-    char *p = strstr(buf, pat);
-    if (!p || !(p = strchr(p, '[')))
-        return -1;
-    int cnt = 0;
-    for (p++;;) {
-        while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t' || *p == ',')
-            p++;
-        if (*p == ']')
-            break;
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || cnt >= max)
-            return -1;
-        ids[cnt++] = (int32_t)v;
-        p = end;
-    }
-    return cnt;
-}
-
 static int32_t argmax(const float *v, int64_t n)
 {
     int64_t best = 0;
@@ -97,8 +67,8 @@ int main(void)
     static int32_t gold[1024], prompt[16], got[1024];
     const char *json = tu_model("stories260K.greedy.json");
     const char *model = tu_model("stories260K.gguf");
-    int n_prompt = parse_ids(json, "prompt_token_ids", prompt, 16);
-    int n_gold = parse_ids(json, "generated_token_ids", gold, 1024);
+    int n_prompt = tu_json_ids(json, "prompt_token_ids", prompt, 16);
+    int n_gold = tu_json_ids(json, "generated_token_ids", gold, 1024);
     TU_CHECK(n_prompt == 1 && n_gold == 256, "golden file: %d prompt, %d generated ids", n_prompt,
              n_gold);
     if (n_gold != 256)

@@ -30,6 +30,40 @@ static inline const char *tu_model(const char *rel)
     return p;
 }
 
+/* The integer array after "key": [ ... ] in a small JSON file (the golden
+ * token files). Returns the count, or -1 when the file, the key or a number
+ * is missing, or there are more than max. */
+static inline int tu_json_ids(const char *path, const char *key, int32_t *ids, int max)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char pat[128];
+    snprintf(pat, sizeof pat, "\"%s\"", key);
+    char *p = strstr(buf, pat);
+    if (!p || !(p = strchr(p + strlen(pat), '[')))
+        return -1;
+    p++;
+    int cnt = 0;
+    for (;;) {
+        while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t' || *p == ',')
+            p++;
+        if (*p == ']')
+            break;
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || cnt >= max)
+            return -1;
+        ids[cnt++] = (int32_t)v;
+        p = end;
+    }
+    return cnt;
+}
+
 /* xorshift64*: seeded, reproducible test data */
 static inline uint64_t tu_rand_u64(uint64_t *s)
 {
