@@ -15,67 +15,14 @@
 
 #include "core/dtype.h"
 #include "test_engine_model.h"
+#include "test_comm_threads.h"
 #include "testutil.h"
 #include "worker/comm.h"
 #include "worker/forward.h"
 #include "worker/model.h"
 
-#define MAX_T 8
+#define MAX_T TC_MAX_RANKS
 #define MAX_P 8
-
-/* ---- threads communicator: all-reduce only ---- */
-typedef struct tshared {
-    int n;
-    pthread_barrier_t bar;
-    float *ptr[MAX_T];
-} tshared;
-typedef struct tcomm {
-    tshared *sh;
-    int rank;
-} tcomm;
-static int t_rank(comm *c) { return ((tcomm *)c->impl)->rank; }
-static int t_size(comm *c) { return ((tcomm *)c->impl)->sh->n; }
-static cv_status t_none(cv_err *e) { return cv_err_set(e, CV_EINTERNAL, "not in the test comm"); }
-static cv_status t_send(comm *c, const void *b, size_t n, int p, int tag, cv_err *e) { return t_none(e); }
-static cv_status t_recv(comm *c, void *b, size_t n, int p, int tag, cv_err *e) { return t_none(e); }
-static cv_status t_isend(comm *c, const void *b, size_t n, int p, int tag, comm_req **r, cv_err *e) { return t_none(e); }
-static cv_status t_irecv(comm *c, void *b, size_t n, int p, int tag, comm_req **r, cv_err *e) { return t_none(e); }
-static cv_status t_wait(comm *c, comm_req *r, cv_err *e) { return t_none(e); }
-static cv_status t_bcast(comm *c, void *b, size_t n, int root, cv_err *e) { return t_none(e); }
-static cv_status t_gatherv(comm *c, const void *s, size_t n, void *r, const size_t *rc,
-                           const size_t *d, int root, cv_err *e) { return t_none(e); }
-static cv_status t_barrier(comm *c, cv_err *e)
-{
-    pthread_barrier_wait(&((tcomm *)c->impl)->sh->bar);
-    return CV_OK;
-}
-static cv_status t_allreduce(comm *c, void *buf, size_t count, comm_dtype dt, cv_err *e)
-{
-    tcomm *tc = c->impl;
-    tshared *sh = tc->sh;
-    if (dt != COMM_F32)
-        return t_none(e);
-    sh->ptr[tc->rank] = buf;
-    pthread_barrier_wait(&sh->bar);
-    float *tmp = malloc(count * sizeof(float));
-    for (size_t i = 0; i < count; i++) {
-        float s = 0;
-        for (int r = 0; r < sh->n; r++)
-            s += sh->ptr[r][i];
-        tmp[i] = s;
-    }
-    pthread_barrier_wait(&sh->bar); /* everyone has read every buffer */
-    memcpy(buf, tmp, count * sizeof(float));
-    free(tmp);
-    return CV_OK;
-}
-static void t_destroy(comm *c) {}
-static const comm_ops t_ops = {
-    .name = "test-threads", .rank = t_rank, .size = t_size, .send = t_send, .recv = t_recv,
-    .isend = t_isend, .irecv = t_irecv, .wait = t_wait, .bcast = t_bcast,
-    .allreduce_sum = t_allreduce, .gatherv = t_gatherv, .barrier = t_barrier,
-    .destroy = t_destroy,
-};
 
 /* split n units into T parts (first ones one larger), each a multiple of `unit` units */
 static void split(int64_t n, int T, int64_t unit, int64_t *off, int64_t *cnt)
@@ -169,8 +116,8 @@ static void run_layout(const char *label, const char *path, const layout *L)
     int group = cfg.n_head / cfg.n_head_kv;
     model *m[MAX_P][MAX_T];
     backend *be[MAX_P][MAX_T];
-    tshared sh[MAX_P];
-    tcomm tc[MAX_P][MAX_T];
+    tc_shared sh[MAX_P];
+    tc_rank tc[MAX_P][MAX_T];
     comm cm[MAX_P][MAX_T];
     size_t bytes_total = 0;
     for (int p = 0; p < P; p++) {
@@ -187,8 +134,8 @@ static void run_layout(const char *label, const char *path, const layout *L)
             backend_cpu_create(1, NULL, &be[p][t], &e);
             m[p][t] = load_or_die(path, &s, be[p][t]);
             bytes_total += m[p][t]->weight_bytes;
-            tc[p][t] = (tcomm){&sh[p], t};
-            cm[p][t] = (comm){&t_ops, &tc[p][t]};
+            tc[p][t] = (tc_rank){&sh[p], t};
+            cm[p][t] = (comm){&tc_ops, &tc[p][t]};
         }
     }
 

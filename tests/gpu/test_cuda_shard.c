@@ -16,72 +16,13 @@
 #include "core/dtype.h"
 #include "core/model_config.h"
 #include "kernels/backend.h"
+#include "test_comm_threads.h"
 #include "testutil.h"
 #include "worker/comm.h"
 #include "worker/forward.h"
 #include "worker/model.h"
 
 #define N_STEPS 64
-
-/* ---- a two-thread communicator: all-reduce and barrier only ---- */
-typedef struct tshared {
-    int n;
-    pthread_barrier_t bar;
-    float *ptr[2];
-} tshared;
-typedef struct tcomm {
-    tshared *sh;
-    int rank;
-} tcomm;
-static int t_rank(comm *c) { return ((tcomm *)c->impl)->rank; }
-static int t_size(comm *c) { return ((tcomm *)c->impl)->sh->n; }
-static cv_status t_no(cv_err *e) { return cv_err_set(e, CV_EINTERNAL, "not in the test comm"); }
-static cv_status t_send(comm *c, const void *b, size_t n, int p, int tag, cv_err *e) { return t_no(e); }
-static cv_status t_recv(comm *c, void *b, size_t n, int p, int tag, cv_err *e) { return t_no(e); }
-static cv_status t_isend(comm *c, const void *b, size_t n, int p, int tag, comm_req **r, cv_err *e)
-{
-    return t_no(e);
-}
-static cv_status t_irecv(comm *c, void *b, size_t n, int p, int tag, comm_req **r, cv_err *e)
-{
-    return t_no(e);
-}
-static cv_status t_wait(comm *c, comm_req *r, cv_err *e) { return t_no(e); }
-static cv_status t_bcast(comm *c, void *b, size_t n, int root, cv_err *e) { return t_no(e); }
-static cv_status t_gatherv(comm *c, const void *s, size_t n, void *r, const size_t *rc,
-                           const size_t *d, int root, cv_err *e)
-{
-    return t_no(e);
-}
-static cv_status t_barrier(comm *c, cv_err *e)
-{
-    pthread_barrier_wait(&((tcomm *)c->impl)->sh->bar);
-    return CV_OK;
-}
-/* fixed order (rank 0 + rank 1) so both ranks hold identical sums */
-static cv_status t_allreduce(comm *c, void *buf, size_t count, comm_dtype dt, cv_err *e)
-{
-    tcomm *tc = c->impl;
-    tshared *sh = tc->sh;
-    if (dt != COMM_F32)
-        return t_no(e);
-    sh->ptr[tc->rank] = buf;
-    pthread_barrier_wait(&sh->bar);
-    float *tmp = malloc(count * sizeof(float));
-    for (size_t i = 0; i < count; i++)
-        tmp[i] = sh->ptr[0][i] + sh->ptr[1][i];
-    pthread_barrier_wait(&sh->bar);
-    memcpy(buf, tmp, count * sizeof(float));
-    free(tmp);
-    return CV_OK;
-}
-static void t_destroy(comm *c) {}
-static const comm_ops t_ops = {
-    .name = "test-threads", .device_buffers = false, .rank = t_rank, .size = t_size,
-    .send = t_send, .recv = t_recv, .isend = t_isend, .irecv = t_irecv, .wait = t_wait,
-    .bcast = t_bcast, .allreduce_sum = t_allreduce, .gatherv = t_gatherv,
-    .barrier = t_barrier, .destroy = t_destroy,
-};
 
 static model *load(const char *path, const shard_spec *s, backend *be)
 {
@@ -196,10 +137,10 @@ int main(void)
     t1.vocab0 = v_h, t1.n_vocab = V - v_h;
     backend *bt0 = cuda0(), *bt1 = cuda0();
     model *tp0 = load(path, &t0, bt0), *tp1 = load(path, &t1, bt1);
-    tshared sh = {.n = 2};
+    tc_shared sh = {.n = 2};
     pthread_barrier_init(&sh.bar, NULL, 2);
-    tcomm tc0 = {&sh, 0}, tc1 = {&sh, 1};
-    comm c0 = {&t_ops, &tc0}, c1 = {&t_ops, &tc1};
+    tc_rank tc0 = {&sh, 0}, tc1 = {&sh, 1};
+    comm c0 = {&tc_ops, &tc0}, c1 = {&tc_ops, &tc1};
 
     float *lg1 = malloc(V * 4), *lgc = malloc(V * 4), *lgp = malloc(V * 4), *lgt = malloc(V * 4);
     float *lt0 = malloc(v_h * 4), *lt1 = malloc((V - v_h) * 4), *hid = malloc(E * 4);
