@@ -89,3 +89,6 @@ void cpu_avx2_quant_q8b(const float *x, uint8_t *xq, int64_t n);
 void cpu_avx2_quant_q8kb(const float *x, uint8_t *xq, int64_t n);
 void cpu_avx2_unpack_a(int type, const uint8_t *w, uint8_t *u, int64_t n);
 void cpu_avx2_unpack_k(int type, const uint8_t *w, uint8_t *u, int64_t n);
+/* AVX2 decode (gemv_avx2.c): a->n_tok < 2, weights read without unpacking.
+ * Returns 1 when it computed a->y, 0 when the type has no decode kernel. */
+int cpu_avx2_gemv(const cpu_gemm_args *a);

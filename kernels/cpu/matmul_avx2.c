@@ -13,49 +13,8 @@
 #include "../../core/dtype.h"
 #include "../../core/dtype_blocks.h"
 #include "cpu_kernels.h"
+#include "avx2_common.h"
 
-#define AI static inline __attribute__((always_inline))
-
-AI float hsum256(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-AI int32_t hsum256i(__m256i v)
-{
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
-}
-
-AI float h2f(uint16_t h) { return _cvtsh_ss(h); }
-
-AI float hmax256(__m256 v)
-{
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    return _mm_cvtss_f32(m);
-}
-
-/* round(x*id) clamped to [-127, 127] as in quantize_row_q8_0/_k (lrintf: ties to even) */
-AI __m256i q8_round(__m256 x, __m256 id)
-{
-    __m256i i = _mm256_cvtps_epi32(_mm256_mul_ps(x, id));
-    i = _mm256_min_epi32(i, _mm256_set1_epi32(127));
-    return _mm256_max_epi32(i, _mm256_set1_epi32(-127));
-}
-
-/* four vectors of 8 int32 in [-127,127] -> 32 int8 in order */
-AI __m256i q8_pack(__m256i i0, __m256i i1, __m256i i2, __m256i i3)
-{
-    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
-    return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-}
 
 /* ---- activation quantizers -------------------------------------------------- */
 
@@ -117,23 +76,6 @@ void cpu_avx2_quant_q8kb(const float *x, uint8_t *xq, int64_t n)
 }
 
 /* ---- unpack: family A ------------------------------------------------------- */
-
-/* 32 bits -> 32 bytes of 0x10 where the bit is set (5th bit of Q5 levels) */
-AI __m256i bits_to_0x10(uint32_t bits)
-{
-    __m256i v = _mm256_set1_epi32((int)bits);
-    v = _mm256_shuffle_epi8(v, _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2,
-                                                2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
-    const __m256i sel = _mm256_set1_epi64x(0x8040201008040201LL);
-    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, sel), sel);
-    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
-}
-
-AI __m256i nibbles16(const uint8_t *qs)
-{
-    __m128i v = _mm_loadu_si128((const __m128i *)qs);
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(15));
-}
 
 void cpu_avx2_unpack_a(int type, const uint8_t *w, uint8_t *u, int64_t n)
 {
@@ -543,218 +485,6 @@ AI void tile_f(int type, const uint8_t *const *wr, const float *const *x, int64_
         }
 }
 
-/* ---- decode (one token): family A without the unpack pass ------------------ */
-
-/* one block of `type` -> 32 levels (u8; s8 for Q8_0), its scale d and offset coefficient cw */
-AI __m256i blk_a_levels(int type, const uint8_t *blk, float *d, float *cw)
-{
-    switch (type) {
-    case DT_Q4_0: {
-        const dt_block_q4_0 *b = (const void *)blk;
-        *d = h2f(b->d), *cw = -8.0f * *d;
-        return nibbles16(b->qs);
-    }
-    case DT_Q4_1: {
-        const dt_block_q4_1 *b = (const void *)blk;
-        *d = h2f(b->d), *cw = h2f(b->m);
-        return nibbles16(b->qs);
-    }
-    case DT_Q5_0: {
-        const dt_block_q5_0 *b = (const void *)blk;
-        uint32_t qh;
-        memcpy(&qh, b->qh, 4);
-        *d = h2f(b->d), *cw = -16.0f * *d;
-        return _mm256_or_si256(nibbles16(b->qs), bits_to_0x10(qh));
-    }
-    case DT_Q5_1: {
-        const dt_block_q5_1 *b = (const void *)blk;
-        uint32_t qh;
-        memcpy(&qh, b->qh, 4);
-        *d = h2f(b->d), *cw = h2f(b->m);
-        return _mm256_or_si256(nibbles16(b->qs), bits_to_0x10(qh));
-    }
-    default: {
-        const dt_block_q8_0 *b = (const void *)blk;
-        *d = h2f(b->d), *cw = 0.0f;
-        return _mm256_loadu_si256((const __m256i *)b->qs);
-    }
-    }
-}
-
-/* f16 field at byte offset `off` of 8 consecutive blocks of `bs` bytes -> 8 floats */
-AI __m256 f16x8(const uint8_t *blk, size_t bs, size_t off)
-{
-    uint16_t h[8];
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; j++)
-        memcpy(&h[j], blk + j * bs + off, 2);
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
-}
-
-/* RR rows of `type` (straight from the weights) x one q8b activation row.
- * Scales are converted 8 blocks at a time; the offset term (cw * sx) is one
- * 8-wide FMA per 8 blocks. */
-AI void dec_a(int type, const uint8_t *w, size_t w_stride, const uint8_t *xq, int64_t n, float *y,
-              const int RR)
-{
-    const size_t bs = type == DT_Q4_0 ? 18 : type == DT_Q4_1 ? 20 : type == DT_Q5_0 ? 22
-                    : type == DT_Q5_1 ? 24 : 34;
-    const int sgn = type == DT_Q8_0, has_m = type == DT_Q4_1 || type == DT_Q5_1;
-    const float cwk = type == DT_Q4_0 ? -8.0f : type == DT_Q5_0 ? -16.0f : 0.0f;
-    int64_t nb = n / 32, nbp = cpu_pad8(nb), nb8 = nb & ~(int64_t)7;
-    const float *dx = (const float *)(xq + n), *sx = dx + nbp;
-    __m256 acc[2], oacc[2];
-    float ds[2][8] __attribute__((aligned(32)));
-#pragma GCC unroll 2
-    for (int r = 0; r < RR; r++)
-        acc[r] = _mm256_setzero_ps(), oacc[r] = _mm256_setzero_ps();
-    const __m256i ones = _mm256_set1_epi16(1);
-    for (int64_t b0 = 0; b0 < nb; b0 += 8) {
-        int m = b0 < nb8 ? 8 : (int)(nb - b0);
-        if (m == 8) {
-            __m256 dx8 = _mm256_loadu_ps(dx + b0), sx8 = _mm256_loadu_ps(sx + b0);
-#pragma GCC unroll 2
-            for (int r = 0; r < RR; r++) {
-                const uint8_t *blk = w + r * w_stride + b0 * bs;
-                __m256 d8 = f16x8(blk, bs, 0);
-                _mm256_store_ps(ds[r], _mm256_mul_ps(d8, dx8));
-                if (has_m)
-                    oacc[r] = _mm256_fmadd_ps(f16x8(blk, bs, 2), sx8, oacc[r]);
-                else if (cwk != 0.0f)
-                    oacc[r] = _mm256_fmadd_ps(d8, sx8, oacc[r]);
-            }
-        } else {
-            for (int r = 0; r < RR; r++)
-                for (int j = 0; j < m; j++) {
-                    const uint8_t *blk = w + r * w_stride + (b0 + j) * bs;
-                    float d, cw;
-                    blk_a_levels(type, blk, &d, &cw);
-                    ds[r][j] = d * dx[b0 + j];
-                    oacc[r] = _mm256_add_ps(oacc[r], _mm256_setr_ps(has_m ? cw * sx[b0 + j] : (cwk != 0.0f ? d * sx[b0 + j] : 0.0f), 0, 0, 0, 0, 0, 0, 0));
-                }
-        }
-        for (int j = 0; j < m; j++) {
-            int64_t b = b0 + j;
-            __m256i x = _mm256_load_si256((const __m256i *)(xq + 32 * b));
-#pragma GCC unroll 2
-            for (int r = 0; r < RR; r++) {
-                const uint8_t *blk = w + r * w_stride + b * bs;
-                _mm_prefetch((const char *)blk + 1024, _MM_HINT_T0);
-                float d, cw;
-                __m256i q = blk_a_levels(type, blk, &d, &cw);
-                __m256i p = sgn ? _mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(x, q))
-                                : _mm256_maddubs_epi16(q, x);
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)),
-                                         _mm256_broadcast_ss(&ds[r][j]), acc[r]);
-            }
-        }
-    }
-#pragma GCC unroll 2
-    for (int r = 0; r < RR; r++)
-        y[r] = hsum256(acc[r]) + (has_m ? 1.0f : cwk) * hsum256(oacc[r]);
-}
-
-static void gemv_a(const cpu_gemm_args *a)
-{
-    for (int64_t t = 0; t < a->n_tok; t++) {
-        const uint8_t *xq = a->x + t * a->x_stride;
-        float *y = a->y + t * a->ldy;
-        int64_t r = 0;
-        switch (a->type) {
-#define DEC_CASE(T)                                                                                \
-    case T:                                                                                        \
-        for (; r + 2 <= a->n_rows; r += 2)                                                         \
-            dec_a(T, a->w + r * a->w_stride, a->w_stride, xq, a->n, y + r, 2);                     \
-        for (; r < a->n_rows; r++)                                                                 \
-            dec_a(T, a->w + r * a->w_stride, a->w_stride, xq, a->n, y + r, 1);                     \
-        break;
-            DEC_CASE(DT_Q4_0)
-            DEC_CASE(DT_Q4_1)
-            DEC_CASE(DT_Q5_0)
-            DEC_CASE(DT_Q5_1)
-            DEC_CASE(DT_Q8_0)
-#undef DEC_CASE
-        }
-    }
-}
-
-/* ---- decode (one token): Q4_K without the unpack pass ---------------------- */
-
-/* 12 scale bytes -> 8 six-bit scales (bytes 0..7) and 8 mins (bytes 8..15) */
-AI void q4k_scales(const uint8_t *s, uint32_t u[4])
-{
-    const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
-    uint32_t a, b, c;
-    memcpy(&a, s, 4), memcpy(&b, s + 4, 4), memcpy(&c, s + 8, 4);
-    u[0] = a & m6;                                     /* sc 0..3 */
-    u[1] = (c & m4) | (((a >> 6) & m2) << 4);          /* sc 4..7 */
-    u[2] = b & m6;                                     /* mn 0..3 */
-    u[3] = ((c >> 4) & m4) | (((b >> 6) & m2) << 4);   /* mn 4..7 */
-}
-
-AI void dec_k4(const uint8_t *w, size_t w_stride, const uint8_t *xq, int64_t n, float *y, const int RR)
-{
-    int64_t ns = n / 256;
-    const float *dx = (const float *)(xq + n);
-    const int16_t *bsums = (const int16_t *)(dx + ns);
-    __m256 acc[2];
-    __m128 macc[2];
-#pragma GCC unroll 2
-    for (int r = 0; r < RR; r++)
-        acc[r] = _mm256_setzero_ps(), macc[r] = _mm_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(15);
-    for (int64_t s = 0; s < ns; s++) {
-        const uint8_t *xs = xq + 256 * s;
-        /* pair sums of the 16 bsums: 8 int16, one per group of 32 */
-        __m256i bs = _mm256_loadu_si256((const __m256i *)(bsums + 16 * s));
-        __m128i bp = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-        float dxs = dx[s];
-#pragma GCC unroll 2
-        for (int r = 0; r < RR; r++) {
-            const dt_block_q4_k *b = (const dt_block_q4_k *)(w + r * w_stride) + s;
-            _mm_prefetch((const char *)b + 1152, _MM_HINT_T0);
-            uint32_t u[4];
-            q4k_scales(b->scales, u);
-            __m128i sc8 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)u[1], (int)u[0]));
-            __m128i mn8 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)u[3], (int)u[2]));
-            __m256i scv = _mm256_broadcastsi128_si256(sc8);
-            __m256i ia = _mm256_setzero_si256();
-#pragma GCC unroll 4
-            for (int j = 0; j < 4; j++) {
-                __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * j));
-                __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-                __m256i slo = _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * j))));
-                __m256i shi = _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * j + 1))));
-                __m256i plo = _mm256_maddubs_epi16(lo, _mm256_load_si256((const __m256i *)(xs + 64 * j)));
-                __m256i phi = _mm256_maddubs_epi16(hi, _mm256_load_si256((const __m256i *)(xs + 64 * j + 32)));
-                ia = _mm256_add_epi32(ia, _mm256_add_epi32(_mm256_madd_epi16(plo, slo),
-                                                           _mm256_madd_epi16(phi, shi)));
-            }
-            float d = h2f(b->d) * dxs, dm = h2f(b->dmin) * dxs;
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia), _mm256_set1_ps(d), acc[r]);
-            macc[r] = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_madd_epi16(mn8, bp)), _mm_set1_ps(dm), macc[r]);
-        }
-    }
-#pragma GCC unroll 2
-    for (int r = 0; r < RR; r++) {
-        __m128 m = _mm_add_ps(macc[r], _mm_movehl_ps(macc[r], macc[r]));
-        m = _mm_add_ss(m, _mm_movehdup_ps(m));
-        y[r] = hsum256(acc[r]) - _mm_cvtss_f32(m);
-    }
-}
-
-static void gemv_k4(const cpu_gemm_args *a)
-{
-    for (int64_t t = 0; t < a->n_tok; t++) {
-        const uint8_t *xq = a->x + t * a->x_stride;
-        float *y = a->y + t * a->ldy;
-        int64_t r = 0;
-        for (; r + 2 <= a->n_rows; r += 2)
-            dec_k4(a->w + r * a->w_stride, a->w_stride, xq, a->n, y + r, 2);
-        for (; r < a->n_rows; r++)
-            dec_k4(a->w + r * a->w_stride, a->w_stride, xq, a->n, y + r, 1);
-    }
-}
 
 /* ---- drivers: rows in groups of RR (4 for one token, 2 otherwise), tokens in groups of 4 */
 
@@ -775,14 +505,8 @@ static void gemv_k4(const cpu_gemm_args *a)
 
 static void gemm_quant(const cpu_gemm_args *a, int family_k, int sgn)
 {
-    if (a->n_tok < 2 && (!family_k || a->type == DT_Q4_K)) {
-        /* decode: fused unpack (the weights are read once anyway) */
-        if (family_k)
-            gemv_k4(a);
-        else
-            gemv_a(a);
+    if (cpu_avx2_gemv(a)) /* decode: fused unpack (gemv_avx2.c) */
         return;
-    }
     int act = family_k ? CPU_ACT_Q8KB : CPU_ACT_Q8B;
     size_t ub = cpu_unpacked_row_bytes(act, a->n);
     float *tbl = (float *)(a->scratch + CPU_TILE_ROWS * ub);
