@@ -8,7 +8,9 @@
  * weights are float. Work items are (row chunk, token block) pairs handed
  * out through an atomic counter: decode splits the rows over the threads,
  * prefill also blocks the tokens so one block of quantized activations stays
- * in L2 while the weight rows stream through once per block. */
+ * in L2 while the weight rows stream through once per block. Prefill on
+ * AVX2 goes to the packed-panel GEMM of gemm_avx2.c (row chunks of up to 64
+ * rows, one token block unless the rows are too few to split). */
 #include "matmul.h"
 
 #include <stdatomic.h>
@@ -145,13 +147,33 @@ void cpu_matmul_run(cpu_matmul *mm, float *y, const be_weight *w, const float *x
     /* quantized types need whole blocks; anything else goes to the oracle */
     if (j.k.act != CPU_ACT_F32 && n % dtype_get(w->type)->block_size != 0)
         j.k = mm_kernel(CPU_SCALAR, w->type);
+    /* prefill on AVX2: the register-blocked GEMM on packed panels (gemm_avx2.c) */
+    int64_t gemm_rc = 0;
+#if defined(__x86_64__)
+    if (mm->level == CPU_AVX2 && n_tok >= 2) {
+        cpu_kernel g = cpu_kernel_avx2_gemm(w->type);
+        if (g.gemm && (g.act != CPU_ACT_P8K || n % 256 == 0) && n % 32 == 0) {
+            j.k = g;
+            /* row chunks of up to 64 rows: their panel (64 x 2048 levels +
+             * scales, 160 KiB) stays in L2 while the token groups pass */
+            gemm_rc = w->ne1 / (4 * nth);
+            gemm_rc = (gemm_rc + GEMM_RR - 1) / GEMM_RR * GEMM_RR;
+            if (gemm_rc > 64)
+                gemm_rc = 64;
+            if (gemm_rc < GEMM_RR)
+                gemm_rc = GEMM_RR;
+        }
+    }
+#endif
     size_t x_stride = cpu_act_row_bytes(j.k.act, n);
-    size_t scratch_each = cpu_align64(cpu_scratch_bytes(j.k.act, n));
+    size_t scratch_each = gemm_rc ? cpu_gemm_scratch_bytes(gemm_rc, n)
+                                  : cpu_align64(cpu_scratch_bytes(j.k.act, n));
     if ((j.k.act != CPU_ACT_F32 && !mm_reserve(&mm->xq, &mm->xq_cap, x_stride * (size_t)n_tok)) ||
         !mm_reserve(&mm->scratch, &mm->scratch_cap, scratch_each * (size_t)nth + 64)) {
         j.k = mm_kernel(CPU_SCALAR, w->type); /* out of memory: the oracle needs no scratch */
         x_stride = (size_t)n * 4;
         scratch_each = 0;
+        gemm_rc = 0;
     }
     j.a.type = w->type;
     j.a.n = n;
@@ -173,6 +195,25 @@ void cpu_matmul_run(cpu_matmul *mm, float *y, const be_weight *w, const float *x
             threadpool_run(mm->tp, mm_quant_worker, &j);
         else
             mm_quant_worker(&j, 0, 1);
+    }
+    if (gemm_rc) {
+        /* each row is packed once per token block: one block of all tokens
+         * unless there are too few row chunks to keep the threads busy */
+        j.row_chunk = gemm_rc;
+        j.n_row_chunks = (w->ne1 + gemm_rc - 1) / gemm_rc;
+        int64_t want = 4 * (int64_t)nth, ntb = 1;
+        if (nth > 1 && j.n_row_chunks < want)
+            ntb = (want + j.n_row_chunks - 1) / j.n_row_chunks;
+        int64_t tb = (n_tok + ntb - 1) / ntb;
+        tb = (tb + GEMM_RT - 1) / GEMM_RT * GEMM_RT;
+        j.tok_block = tb;
+        j.n_tok_blocks = (n_tok + tb - 1) / tb;
+        atomic_init(&j.next, 0);
+        if (j.n_row_chunks * j.n_tok_blocks == 1 || nth == 1)
+            mm_gemm_worker(&j, 0, 1);
+        else
+            threadpool_run(mm->tp, mm_gemm_worker, &j);
+        return;
     }
     /* Token blocks: the activations of one block should stay in L2 (~384 KiB of
      * 512), and each row is unpacked once per block. */

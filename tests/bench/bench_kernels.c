@@ -4,7 +4,7 @@
  *   op=matvec ... gb_s=   (one token: weight bytes streamed per second)
  *   op=gemm   ... gflop_s= (n_tok tokens: 2*rows*n*n_tok per second)
  * and the speed-up over the scalar path. Not a ctest (timings vary).
- * usage: bench_kernels [-t THREADS] [-r REPS] [-T TYPE] [--tok N] */
+ * usage: bench_kernels [-t THREADS] [-r REPS] [-T TYPE] [--tok N] [--gemm-only] */
 #define _GNU_SOURCE
 #include <math.h>
 #include <stdio.h>
@@ -115,6 +115,7 @@ int main(int argc, char **argv)
     int n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN), reps = 7;
     int64_t gemm_tok = 128;
     const char *only = NULL;
+    int gemm_only = 0; /* --gemm-only: prefill GEMM of the SIMD levels only (profiling) */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-t") && i + 1 < argc)
             n_threads = atoi(argv[++i]);
@@ -124,8 +125,10 @@ int main(int argc, char **argv)
             only = argv[++i];
         else if (!strcmp(argv[i], "--tok") && i + 1 < argc)
             gemm_tok = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--gemm-only"))
+            gemm_only = 1;
         else {
-            fprintf(stderr, "usage: bench_kernels [-t THREADS] [-r REPS] [-T TYPE] [--tok N]\n");
+            fprintf(stderr, "usage: bench_kernels [-t THREADS] [-r REPS] [-T TYPE] [--tok N] [--gemm-only]\n");
             return 2;
         }
     }
@@ -148,7 +151,7 @@ int main(int argc, char **argv)
         int type = types[ti];
         if (only && dtype_from_name(only) != type)
             continue;
-        for (int op = 0; op < 2; op++) {
+        for (int op = gemm_only; op < 2; op++) {
             /* matvec: 8192 x 16384 weights (far past the 32 MiB L3 for every type);
              * gemm: 4096 x 4096 weights x gemm_tok tokens */
             int64_t n = op == 0 ? 8192 : 4096, rows = op == 0 ? 16384 : 4096;
@@ -161,7 +164,7 @@ int main(int argc, char **argv)
                 x[i] = tu_rand_f(&rng);
             double bytes = (double)bw.row_bytes * rows, flops = 2.0 * n * rows * n_tok;
             double t_scalar = 0;
-            for (int lv = 0; lv <= (int)best; lv++) {
+            for (int lv = gemm_only; lv <= (int)best; lv++) {
                 /* the scalar gemm is slow: time it on fewer tokens (rate is per token) */
                 int64_t nt = (lv == CPU_SCALAR && op == 1) ? 8 : n_tok;
                 int r = lv == CPU_SCALAR ? 3 : reps;

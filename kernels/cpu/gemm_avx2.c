@@ -1,0 +1,386 @@
+/* gemm_avx2.c - AVX2 prefill GEMM (n_tok >= 2) for Q4_0, Q4_1, Q5_0, Q5_1,
+ * Q8_0, Q4_K and Q5_K weights against 8-bit activations ("P" layout,
+ * cpu_kernels.h), register-blocked GEMM_RR rows x up to GEMM_RT tokens.
+ *
+ * The K dimension is permuted inside each super-block of 256 elements
+ * (8 blocks of 32) so that 4-byte lane j of every 32-byte vector belongs to
+ * block j: vector v holds elements {2v, 2v+1, 16+2v, 17+2v} of each block.
+ * Then the int16 lanes of vpmaddubsw(levels, x) stay within one block and
+ * can be summed over the 8 vectors of a super-block without overflow for
+ * 4-bit levels (8 * 2 * 15 * 127 < 32767; 5-bit levels: two halves), and
+ * one vpmaddwd + cvt + 2 FMA per super-block turn the 8 block sums into
+ * floats with the 8 per-block scales at once. Per 32 elements and tile entry
+ * that is vpmaddubsw + vpaddw (+ 5/8 of a flush) instead of the usual
+ * maddubs + madd + cvt + fma. Q8_0 levels are signed: |w| x sign(x, w),
+ * one vpmaddwd per vector (pairs may reach 2*128*127).
+ *
+ * Weights are packed per (row chunk, K chunk of GEMM_KC_SB super-blocks)
+ * into panels of GEMM_RR interleaved rows (cpu_gemm_panel_bytes) that stay
+ * in L2 while every group of GEMM_RT tokens (its activations in L1) passes
+ * over them. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "../../core/dtype.h"
+#include "../../core/dtype_blocks.h"
+#include "avx2_common.h"
+#include "cpu_kernels.h"
+
+#define RR GEMM_RR
+#define PSB GEMM_X_SB_BYTES /* bytes of one activation super-block */
+
+/* dwords of a block's 32 bytes in permuted order -> u32 slot v*vstride + j */
+AI void perm_store(uint32_t *base, int64_t vstride, int j, __m256i q)
+{
+    __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    __m128i d0 = _mm_unpacklo_epi16(lo, hi), d1 = _mm_unpackhi_epi16(lo, hi);
+    uint32_t *p = base + j;
+    p[0] = (uint32_t)_mm_cvtsi128_si32(d0);
+    p[vstride] = (uint32_t)_mm_extract_epi32(d0, 1);
+    p[2 * vstride] = (uint32_t)_mm_extract_epi32(d0, 2);
+    p[3 * vstride] = (uint32_t)_mm_extract_epi32(d0, 3);
+    p[4 * vstride] = (uint32_t)_mm_cvtsi128_si32(d1);
+    p[5 * vstride] = (uint32_t)_mm_extract_epi32(d1, 1);
+    p[6 * vstride] = (uint32_t)_mm_extract_epi32(d1, 2);
+    p[7 * vstride] = (uint32_t)_mm_extract_epi32(d1, 3);
+}
+
+/* ---- activation quantizers (P layout) -------------------------------------- */
+
+/* per 32-element block, scale rounded to f16 as quantize_row_q8_0 */
+void cpu_avx2_quant_p8(const float *x, uint8_t *xq, int64_t n)
+{
+    int64_t nb = n / 32, nsb = (nb + 7) / 8;
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t s = 0; s < nsb; s++) {
+        uint8_t *sb = xq + s * PSB;
+        float *da = (float *)(sb + 256), *c = da + 8;
+        for (int j = 0; j < 8; j++) {
+            int64_t b = 8 * s + j;
+            if (b >= nb) {
+                perm_store((uint32_t *)sb, 8, j, _mm256_setzero_si256());
+                da[j] = c[j] = 0.0f;
+                continue;
+            }
+            const float *xb = x + 32 * b;
+            __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
+            __m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
+            __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, abs_mask), _mm256_and_ps(v1, abs_mask)),
+                                     _mm256_max_ps(_mm256_and_ps(v2, abs_mask), _mm256_and_ps(v3, abs_mask)));
+            float amax = hmax256(m);
+            float d = h2f(_cvtss_sh(amax / 127.0f, _MM_FROUND_TO_NEAREST_INT));
+            float id = d > 0.0f ? 1.0f / d : 0.0f;
+            __m256 vid = _mm256_set1_ps(id);
+            __m256i i0 = q8_round(v0, vid), i1 = q8_round(v1, vid), i2 = q8_round(v2, vid),
+                    i3 = q8_round(v3, vid);
+            int32_t sum = hsum256i(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
+            perm_store((uint32_t *)sb, 8, j, q8_pack(i0, i1, i2, i3));
+            da[j] = d;
+            c[j] = d * (float)sum;
+        }
+    }
+}
+
+/* one scale per 256 elements as quantize_row_q8_k (n % 256 == 0) */
+void cpu_avx2_quant_p8k(const float *x, uint8_t *xq, int64_t n)
+{
+    int64_t nsb = n / 256;
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t s = 0; s < nsb; s++) {
+        const float *xs = x + 256 * s;
+        uint8_t *sb = xq + s * PSB;
+        float *da = (float *)(sb + 256), *c = da + 8;
+        __m256 m = _mm256_setzero_ps();
+        for (int j = 0; j < 256; j += 8)
+            m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(xs + j), abs_mask));
+        float amax = hmax256(m);
+        float d = amax / 127.0f;
+        float id = d > 0.0f ? 1.0f / d : 0.0f;
+        __m256 vid = _mm256_set1_ps(id);
+        for (int j = 0; j < 8; j++) {
+            const float *xc = xs + 32 * j;
+            __m256i i0 = q8_round(_mm256_loadu_ps(xc), vid);
+            __m256i i1 = q8_round(_mm256_loadu_ps(xc + 8), vid);
+            __m256i i2 = q8_round(_mm256_loadu_ps(xc + 16), vid);
+            __m256i i3 = q8_round(_mm256_loadu_ps(xc + 24), vid);
+            int32_t sum = hsum256i(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
+            perm_store((uint32_t *)sb, 8, j, q8_pack(i0, i1, i2, i3));
+            da[j] = d;
+            c[j] = d * (float)sum;
+        }
+    }
+}
+
+/* ---- weight packing ------------------------------------------------------------ */
+
+/* Panel of one row group: per super-block s, 8 vectors x RR rows x 32 bytes
+ * (vector v of row r at (v*RR + r)*32), then per row dw[8], mw[8] floats:
+ * row dot = sum_j dw[j]*da[j]*sum_k(q*xq) + mw[j]*c[j]. */
+#define PANEL_SB_BYTES (RR * 256 + RR * 64)
+
+static void k4_decode(const uint8_t *s, int sc[8], int mn[8])
+{
+    for (int g = 0; g < 4; g++) {
+        sc[g] = s[g] & 63;
+        mn[g] = s[g + 4] & 63;
+        sc[g + 4] = (s[g + 8] & 15) | ((s[g] >> 6) << 4);
+        mn[g + 4] = (s[g + 8] >> 4) | ((s[g + 4] >> 6) << 4);
+    }
+}
+
+/* super-block s of weight row w (type) -> row r of panel super-block p */
+static void pack_sb(int type, const uint8_t *w, int64_t n, int64_t s, uint8_t *p, int r)
+{
+    uint32_t *q = (uint32_t *)(p + r * 32);
+    float *dw = (float *)(p + RR * 256 + r * 64), *mw = dw + 8;
+    const int64_t vs = RR * 8;
+    if (type == DT_Q4_K || type == DT_Q5_K) {
+        const uint8_t *scales, *qs, *qh = NULL;
+        uint16_t d16, dmin16;
+        if (type == DT_Q4_K) {
+            const dt_block_q4_k *b = (const dt_block_q4_k *)w + s;
+            scales = b->scales, qs = b->qs, d16 = b->d, dmin16 = b->dmin;
+        } else {
+            const dt_block_q5_k *b = (const dt_block_q5_k *)w + s;
+            scales = b->scales, qs = b->qs, qh = b->qh, d16 = b->d, dmin16 = b->dmin;
+        }
+        int sc[8], mn[8];
+        k4_decode(scales, sc, mn);
+        float d = h2f(d16), dmin = h2f(dmin16);
+        const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
+        __m256i hv = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
+        for (int i = 0; i < 4; i++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * i));
+            __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            if (qh) {
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hv, one), 4));
+                hv = _mm256_srli_epi16(hv, 1);
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(hv, one), 4));
+                hv = _mm256_srli_epi16(hv, 1);
+            }
+            perm_store(q, vs, 2 * i, lo);
+            perm_store(q, vs, 2 * i + 1, hi);
+        }
+        for (int j = 0; j < 8; j++)
+            dw[j] = d * (float)sc[j], mw[j] = -dmin * (float)mn[j];
+        return;
+    }
+    int64_t nb = n / 32;
+    for (int j = 0; j < 8; j++) {
+        int64_t b = 8 * s + j;
+        __m256i lv = _mm256_setzero_si256();
+        float d = 0.0f, m = 0.0f;
+        if (b < nb) {
+            switch (type) {
+            case DT_Q4_0: {
+                const dt_block_q4_0 *bk = (const dt_block_q4_0 *)w + b;
+                lv = nibbles16(bk->qs);
+                d = h2f(bk->d), m = -8.0f * d;
+                break;
+            }
+            case DT_Q4_1: {
+                const dt_block_q4_1 *bk = (const dt_block_q4_1 *)w + b;
+                lv = nibbles16(bk->qs);
+                d = h2f(bk->d), m = h2f(bk->m);
+                break;
+            }
+            case DT_Q5_0: {
+                const dt_block_q5_0 *bk = (const dt_block_q5_0 *)w + b;
+                uint32_t qh;
+                memcpy(&qh, bk->qh, 4);
+                lv = _mm256_or_si256(nibbles16(bk->qs), bits_to_0x10(qh));
+                d = h2f(bk->d), m = -16.0f * d;
+                break;
+            }
+            case DT_Q5_1: {
+                const dt_block_q5_1 *bk = (const dt_block_q5_1 *)w + b;
+                uint32_t qh;
+                memcpy(&qh, bk->qh, 4);
+                lv = _mm256_or_si256(nibbles16(bk->qs), bits_to_0x10(qh));
+                d = h2f(bk->d), m = h2f(bk->m);
+                break;
+            }
+            default: { /* DT_Q8_0 */
+                const dt_block_q8_0 *bk = (const dt_block_q8_0 *)w + b;
+                lv = _mm256_loadu_si256((const __m256i *)bk->qs);
+                d = h2f(bk->d);
+                break;
+            }
+            }
+        }
+        perm_store(q, vs, j, lv);
+        dw[j] = d, mw[j] = m;
+    }
+}
+
+/* rows [0, rows) of w, super-blocks [s0, s0 + nsc) -> panels at p (row
+ * groups of RR, the last one padded with zero rows) */
+static void pack_panels(int type, const uint8_t *w, size_t w_stride, int64_t rows, int64_t n,
+                        int64_t s0, int64_t nsc, uint8_t *p)
+{
+    for (int64_t g = 0; g < rows; g += RR) {
+        uint8_t *pg = p + (g / RR) * nsc * PANEL_SB_BYTES;
+        for (int r = 0; r < RR; r++) {
+            if (g + r < rows) {
+                const uint8_t *wr = w + (g + r) * w_stride;
+                for (int64_t s = 0; s < nsc; s++)
+                    pack_sb(type, wr, n, s0 + s, pg + s * PANEL_SB_BYTES, r);
+            } else {
+                for (int64_t s = 0; s < nsc; s++) {
+                    uint8_t *ps = pg + s * PANEL_SB_BYTES;
+                    for (int v = 0; v < 8; v++)
+                        memset(ps + (v * RR + r) * 32, 0, 32);
+                    memset(ps + RR * 256 + r * 64, 0, 64);
+                }
+            }
+        }
+    }
+}
+
+/* ---- micro-kernels ---------------------------------------------------------- */
+
+/* RR panel rows x RT tokens over nsc super-blocks; bits: 4 or 5 (unsigned
+ * levels, int16 sums over 8 resp. 4 vectors) or 8 (signed Q8_0 levels).
+ * y[t*ldy + r] = (acc ? y : 0) + dot, for r < nr. */
+AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc, float *y, int64_t ldy,
+              int nr, int acc_y, const int RT, const int bits)
+{
+    float facc[RR][GEMM_RT][8] __attribute__((aligned(32)));
+    const __m256i ones = _mm256_set1_epi16(1);
+#pragma GCC unroll 4
+    for (int r = 0; r < RR; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < RT; t++)
+            _mm256_store_ps(facc[r][t], _mm256_setzero_ps());
+    for (int64_t s = 0; s < nsc; s++) {
+        const uint8_t *ps = pg + s * PANEL_SB_BYTES;
+        const uint8_t *xs = x + s * PSB;
+        __m256i ai[RR][GEMM_RT];
+        __m256i half[RR][GEMM_RT];
+#pragma GCC unroll 4
+        for (int r = 0; r < RR; r++)
+#pragma GCC unroll 4
+            for (int t = 0; t < RT; t++)
+                ai[r][t] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+        for (int v = 0; v < 8; v++) {
+            __m256i w[RR], aw[RR];
+#pragma GCC unroll 4
+            for (int r = 0; r < RR; r++) {
+                w[r] = _mm256_load_si256((const __m256i *)(ps + (v * RR + r) * 32));
+                if (bits == 8)
+                    aw[r] = _mm256_abs_epi8(w[r]);
+            }
+#pragma GCC unroll 4
+            for (int t = 0; t < RT; t++) {
+                __m256i xv = _mm256_load_si256((const __m256i *)(xs + t * x_stride + v * 32));
+#pragma GCC unroll 4
+                for (int r = 0; r < RR; r++) {
+                    if (bits == 8) {
+                        __m256i p = _mm256_maddubs_epi16(aw[r], _mm256_sign_epi8(xv, w[r]));
+                        ai[r][t] = _mm256_add_epi32(ai[r][t], _mm256_madd_epi16(p, ones));
+                    } else {
+                        ai[r][t] = _mm256_add_epi16(ai[r][t], _mm256_maddubs_epi16(w[r], xv));
+                    }
+                }
+            }
+            if (bits == 5 && v == 3) {
+#pragma GCC unroll 4
+                for (int r = 0; r < RR; r++)
+#pragma GCC unroll 4
+                    for (int t = 0; t < RT; t++) {
+                        half[r][t] = _mm256_madd_epi16(ai[r][t], ones);
+                        ai[r][t] = _mm256_setzero_si256();
+                    }
+            }
+        }
+        const float *dwp = (const float *)(ps + RR * 256);
+#pragma GCC unroll 4
+        for (int r = 0; r < RR; r++) {
+            __m256 dw = _mm256_load_ps(dwp + 16 * r), mw = _mm256_load_ps(dwp + 16 * r + 8);
+#pragma GCC unroll 4
+            for (int t = 0; t < RT; t++) {
+                const float *da = (const float *)(xs + t * x_stride + 256);
+                __m256i is = ai[r][t];
+                if (bits != 8)
+                    is = _mm256_madd_epi16(is, ones);
+                if (bits == 5)
+                    is = _mm256_add_epi32(is, half[r][t]);
+                __m256 a = _mm256_load_ps(facc[r][t]);
+                a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dw, _mm256_load_ps(da)), a);
+                if (bits != 8)
+                    a = _mm256_fmadd_ps(mw, _mm256_load_ps(da + 8), a);
+                _mm256_store_ps(facc[r][t], a);
+            }
+        }
+        __asm__ volatile("" ::: "memory"); /* keep facc in memory, registers for the loop */
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < RT; t++)
+#pragma GCC unroll 4
+        for (int r = 0; r < RR; r++)
+            if (r < nr) {
+                float v = hsum256(_mm256_load_ps(facc[r][t]));
+                y[t * ldy + r] = acc_y ? y[t * ldy + r] + v : v;
+            }
+}
+
+#define MICRO_BITS(BITS)                                                                           \
+    switch (rt) {                                                                                  \
+    case 1: micro(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, 1, BITS); break;                \
+    case 2: micro(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, 2, BITS); break;                \
+    case 3: micro(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, 3, BITS); break;                \
+    default: micro(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, GEMM_RT, BITS); break;         \
+    }
+
+static int type_bits(int type)
+{
+    switch (type) {
+    case DT_Q4_0: case DT_Q4_1: case DT_Q4_K: return 4;
+    case DT_Q5_0: case DT_Q5_1: case DT_Q5_K: return 5;
+    case DT_Q8_0: return 8;
+    }
+    return 0;
+}
+
+/* a->x: P layout rows; a->scratch: cpu_gemm_scratch_bytes(a->n_rows, n) */
+void cpu_avx2_gemm_p(const cpu_gemm_args *a)
+{
+    int64_t nsb = (a->n + 255) / 256;
+    int bits = type_bits(a->type);
+    for (int64_t s0 = 0; s0 < nsb; s0 += GEMM_KC_SB) {
+        int64_t nsc = nsb - s0 < GEMM_KC_SB ? nsb - s0 : GEMM_KC_SB;
+        pack_panels(a->type, a->w, a->w_stride, a->n_rows, a->n, s0, nsc, a->scratch);
+        int acc_y = s0 > 0;
+        for (int64_t t0 = 0; t0 < a->n_tok; t0 += GEMM_RT) {
+            int rt = (int)(a->n_tok - t0 < GEMM_RT ? a->n_tok - t0 : GEMM_RT);
+            const uint8_t *xt = a->x + t0 * a->x_stride + s0 * PSB;
+            for (int64_t g = 0; g < a->n_rows; g += RR) {
+                const uint8_t *pg = a->scratch + (g / RR) * nsc * PANEL_SB_BYTES;
+                float *yt = a->y + t0 * a->ldy + g;
+                int nr = (int)(a->n_rows - g < RR ? a->n_rows - g : RR);
+                if (bits == 4) {
+                    MICRO_BITS(4)
+                } else if (bits == 5) {
+                    MICRO_BITS(5)
+                } else {
+                    MICRO_BITS(8)
+                }
+            }
+        }
+    }
+}
+
+cpu_kernel cpu_kernel_avx2_gemm(int type)
+{
+    cpu_kernel k = {CPU_ACT_F32, NULL, NULL};
+    switch (type) {
+    case DT_Q4_0: case DT_Q4_1: case DT_Q5_0: case DT_Q5_1: case DT_Q8_0:
+        k.act = CPU_ACT_P8, k.quantize = cpu_avx2_quant_p8, k.gemm = cpu_avx2_gemm_p;
+        break;
+    case DT_Q4_K: case DT_Q5_K:
+        k.act = CPU_ACT_P8K, k.quantize = cpu_avx2_quant_p8k, k.gemm = cpu_avx2_gemm_p;
+        break;
+    }
+    return k;
+}
