@@ -28,3 +28,9 @@ if(CARAVAN_HAVE_CUDA AND CARAVAN_HAVE_MPI AND NCCL_LIB)
   set_tests_properties(test_comm_gpu_cpu_np2 PROPERTIES TIMEOUT 60 LABELS "mpi;cuda" PROCESSORS 2
                        ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
 endif()
+
+# The per-rank --device spec of a worker group (worker/group_gpu.c, MPI
+# builds): pure string logic, runs everywhere MPI is, GPU or not.
+if(CARAVAN_HAVE_MPI)
+  cv_add_test(NAME test_group_gpu SOURCES gpu/test_group_gpu.c LABELS unit)
+endif()

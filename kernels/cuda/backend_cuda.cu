@@ -36,6 +36,7 @@ bool cb_fail(cuda_backend *cb, cudaError_t rc, const char *what, const char *fil
 static void *cuda_alloc(backend *be, size_t n)
 {
     cuda_backend *cb = cb_of(be);
+    CG_FLUSH(cb);
     void *p = NULL;
     cudaError_t rc = cudaMalloc(&p, n ? n : 1);
     if (rc != cudaSuccess) {
@@ -50,6 +51,7 @@ static void cuda_free(backend *be, void *p)
 {
     if (p) {
         cuda_backend *cb = cb_of(be);
+        CG_FLUSH(cb);
         CB_CHECK(cb, cudaStreamSynchronize(cb->stream));
         CB_CHECK(cb, cudaFree(p));
     }
@@ -58,16 +60,24 @@ static void cuda_free(backend *be, void *p)
 static void cuda_from_host(backend *be, void *dst, const void *src, size_t n)
 {
     cuda_backend *cb = cb_of(be);
-    if (n)
-        CB_CHECK(cb, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, cb->stream));
+    if (!n)
+        return;
+    if (cb->graphs) {
+        if (cg_from_host(cb, dst, src, n))
+            return;
+        cg_flush(cb); /* a pageable copy cannot be captured */
+    }
+    CB_CHECK(cb, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, cb->stream));
 }
 
 static void cuda_to_host(backend *be, void *dst, const void *src, size_t n)
 {
     cuda_backend *cb = cb_of(be);
+    CG_FLUSH(cb);
     if (n) {
         CB_CHECK(cb, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, cb->stream));
         CB_CHECK(cb, cudaStreamSynchronize(cb->stream));
+        cg_synced(cb);
     }
     if (cb->err != CV_OK) { /* never hand out a result computed after an error */
         float *f = (float *)dst;
@@ -79,6 +89,7 @@ static void cuda_to_host(backend *be, void *dst, const void *src, size_t n)
 static void cuda_copy(backend *be, void *dst, const void *src, size_t n)
 {
     cuda_backend *cb = cb_of(be);
+    CG_OP(cb);
     if (n)
         CB_CHECK(cb, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, cb->stream));
 }
@@ -86,6 +97,7 @@ static void cuda_copy(backend *be, void *dst, const void *src, size_t n)
 static void cuda_memset0(backend *be, void *dst, size_t n)
 {
     cuda_backend *cb = cb_of(be);
+    CG_OP(cb);
     if (n)
         CB_CHECK(cb, cudaMemsetAsync(dst, 0, n, cb->stream));
 }
@@ -93,12 +105,15 @@ static void cuda_memset0(backend *be, void *dst, size_t n)
 static void cuda_sync(backend *be)
 {
     cuda_backend *cb = cb_of(be);
+    CG_FLUSH(cb);
     CB_CHECK(cb, cudaStreamSynchronize(cb->stream));
+    cg_synced(cb);
 }
 
 static size_t cuda_mem_free(backend *be)
 {
     cuda_backend *cb = cb_of(be);
+    CG_FLUSH(cb);
     size_t fr = 0, tot = 0;
     if (CB_CHECK(cb, cudaMemGetInfo(&fr, &tot)))
         return 0;
@@ -116,6 +131,7 @@ static cv_status cuda_weight_upload(backend *be, be_weight *w, int type, int64_t
                                     cv_err *e)
 {
     cuda_backend *cb = cb_of(be);
+    CG_FLUSH(cb);
     memset(w, 0, sizeof *w);
     if (!qt_type_supported(type))
         return cv_err_set(e, CV_EUNSUPPORTED, "%s: weight type %s has no CUDA kernel", cb->name,
@@ -185,6 +201,7 @@ static void cuda_weight_free(backend *be, be_weight *w)
 {
     if (w->data && w->owned) {
         cuda_backend *cb = cb_of(be);
+        CG_FLUSH(cb);
         CB_CHECK(cb, cudaStreamSynchronize(cb->stream));
         CB_CHECK(cb, cudaFree(w->data));
     }
@@ -229,6 +246,7 @@ static void cuda_rmsnorm(backend *be, float *y, const float *x, const be_weight 
                          int64_t n, float eps)
 {
     cuda_backend *cb = cb_of(be);
+    CG_OP(cb);
     if (n_tok <= 0)
         return;
     k_rmsnorm<<<(unsigned)n_tok, 256, 0, cb->stream>>>(y, x, (const float *)g->data, n, eps);
@@ -263,6 +281,7 @@ static void cuda_rope(backend *be, float *x, int64_t n_tok, int n_head, int head
                       const int32_t *pos, const rope_params *rp)
 {
     cuda_backend *cb = cb_of(be);
+    CG_OP(cb);
     int64_t n = n_tok * n_head * (rp->n_rot / 2);
     if (n <= 0)
         return;
@@ -388,6 +407,7 @@ static void cuda_attention(backend *be, float *out, const float *q, const float 
                            int n_head, int n_head_kv, int head_dim, float scale)
 {
     cuda_backend *cb = cb_of(be);
+    CG_OP(cb);
     if (n_tok <= 0)
         return;
     if (head_dim > ATT_MAX_HD || n_head_kv <= 0 || n_head % n_head_kv) {
@@ -457,6 +477,7 @@ __global__ void k_get_rows(float *__restrict__ y, const float *__restrict__ x,
 static void cuda_swiglu(backend *be, float *y, const float *gate, const float *up, int64_t n)
 {
     cuda_backend *cb = cb_of(be);
+    CG_OP(cb);
     if (n <= 0)
         return;
     k_swiglu<<<grid1(n, 256), 256, 0, cb->stream>>>(y, gate, up, n);
@@ -466,6 +487,7 @@ static void cuda_swiglu(backend *be, float *y, const float *gate, const float *u
 static void cuda_add(backend *be, float *y, const float *a, const float *b, int64_t n)
 {
     cuda_backend *cb = cb_of(be);
+    CG_OP(cb);
     if (n <= 0)
         return;
     k_add<<<grid1(n, 256), 256, 0, cb->stream>>>(y, a, b, n);
@@ -475,6 +497,7 @@ static void cuda_add(backend *be, float *y, const float *a, const float *b, int6
 static void cuda_add_bias(backend *be, float *y, const be_weight *bias, int64_t n_tok, int64_t n)
 {
     cuda_backend *cb = cb_of(be);
+    CG_OP(cb);
     if (n_tok * n <= 0)
         return;
     k_add_bias<<<grid1(n_tok * n, 256), 256, 0, cb->stream>>>(y, (const float *)bias->data, n_tok,
@@ -486,6 +509,7 @@ static void cuda_get_rows(backend *be, float *y, const float *x, const int32_t *
                           int64_t n_rows, int64_t n)
 {
     cuda_backend *cb = cb_of(be);
+    CG_OP(cb);
     if (n_rows * n <= 0)
         return;
     k_get_rows<<<grid1(n_rows * n, 256), 256, 0, cb->stream>>>(y, x, idx, n_rows, n);
@@ -495,6 +519,7 @@ static void cuda_get_rows(backend *be, float *y, const float *x, const int32_t *
 static void cuda_scale(backend *be, float *y, const float *x, float s, int64_t n)
 {
     cuda_backend *cb = cb_of(be);
+    CG_OP(cb);
     if (n <= 0)
         return;
     k_scale<<<grid1(n, 256), 256, 0, cb->stream>>>(y, x, s, n);
@@ -508,10 +533,13 @@ static void cuda_destroy(backend *be)
     if (!be)
         return;
     cuda_backend *cb = cb_of(be);
+    CG_FLUSH(cb);
     if (cudaSetDevice(cb->device) == cudaSuccess)
         cv_cuda_tl_device = cb->device;
     if (cb->stream)
         cudaStreamSynchronize(cb->stream);
+    cg_destroy(cb);
+    cudaFree(cb->xq);
 #ifdef CARAVAN_HAVE_CUBLAS
     if (cb->blas)
         cublasDestroy(cb->blas);
@@ -604,6 +632,14 @@ extern "C" cv_status backend_cuda_create(int device, backend **out, cv_err *e)
         if (ch && atoll(ch) > 0)
             cb->gemm_chunk_el = atoll(ch);
     }
+    cb->mmv_var = 1;
+    {
+        const char *v = getenv("CARAVAN_CUDA_MMV");
+        if (v && (!strcmp(v, "v2") || !strcmp(v, "2")))
+            cb->mmv_var = 2;
+        else if (v && *v && strcmp(v, "v1") && strcmp(v, "1"))
+            log_warn("cuda:%d: CARAVAN_CUDA_MMV=%s is not v1 or v2; using v1", device, v);
+    }
     cv_status st = CV_OK;
     if ((rc = cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking)) != cudaSuccess)
         goto err_cuda;
@@ -625,12 +661,13 @@ extern "C" cv_status backend_cuda_create(int device, backend **out, cv_err *e)
         cublasSetMathMode(cb->blas, CUBLAS_DEFAULT_MATH);
     }
 #endif
+    cg_init(cb);
     {
         cudaDeviceProp prop;
         if (cudaGetDeviceProperties(&prop, device) == cudaSuccess)
-            log_info("cuda:%d: %s, %d SMs, %.1f GiB, compute %d.%d", device, prop.name,
-                     prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0, prop.major,
-                     prop.minor);
+            log_info("cuda:%d: %s, %d SMs, %.1f GiB, compute %d.%d, matvec v%d%s", device,
+                     prop.name, prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0,
+                     prop.major, prop.minor, cb->mmv_var, cb->graphs ? ", graphs" : "");
     }
     *out = &cb->base;
     return CV_OK;

@@ -46,16 +46,26 @@ typedef struct cuda_backend {
     int64_t gemm_chunk_el; /* GEMM_CHUNK_EL, or CARAVAN_CUDA_GEMM_CHUNK (tests: force several chunks) */
     void *stage[2];   /* pinned host staging for uploads */
     cudaEvent_t stage_ev[2];
+    int mmv_var;      /* decode matvec variant: 1 (default) or 2 (CARAVAN_CUDA_MMV=v2) */
+    uint8_t *xq;      /* v2: activations quantized to int8 blocks (cuda_mmv2.cuh) */
+    size_t xq_cap;
+    const float *xq_src; /* the x that xq holds (NULL: none); any op but matmul clears it */
+    int64_t xq_ne0, xq_ntok;
+    struct cuda_graphs *graphs; /* CARAVAN_CUDA_GRAPHS=1: decode steps as CUDA graphs (cuda_graph.cu) */
     cv_status err;    /* first error (sticky) */
     char err_msg[CV_ERR_MSG_MAX];
 } cuda_backend;
 
 /* Every op starts here: make this backend's device current on the calling
- * thread (a backend may be used from another thread than the one that made it). */
+ * thread (a backend may be used from another thread than the one that made it),
+ * and forget the v2 quantized activations (cuda_matmul keeps them). Memory
+ * written behind the backend's back (an NCCL all-reduce) between two matmuls
+ * on the same x would need an op in between; forward.c always has one. */
 extern __thread int cv_cuda_tl_device;
 static inline cuda_backend *cb_of(backend *be)
 {
     cuda_backend *cb = (cuda_backend *)be->impl;
+    cb->xq_src = NULL;
     if (cv_cuda_tl_device != cb->device && cudaSetDevice(cb->device) == cudaSuccess)
         cv_cuda_tl_device = cb->device;
     return cb;
@@ -89,12 +99,43 @@ typedef void (*mmv_fn)(float *, int64_t, const uint8_t *, size_t, int64_t, int64
                        int64_t, bool);
 mmv_fn mmv_get_basic(int type, int nt); /* mmv_basic.cu: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 */
 mmv_fn mmv_get_k(int type, int nt);     /* mmv_k.cu: Q2_K .. Q6_K */
+/* variant v2 (cuda_mmv2.cuh): integer types on int8 activations, float types coalesced */
+typedef void (*mmv2_q_fn)(float *, int64_t, const uint8_t *, size_t, int64_t, int64_t,
+                          const uint8_t *, size_t);
+typedef void (*mmv2_f_fn)(float *, int64_t, const uint8_t *, size_t, int64_t, int64_t,
+                          const float *, int64_t);
+mmv2_q_fn mmv2_get_q(int type, int nt); /* mmv2_q.cu: Q4_0..Q8_0, Q2_K..Q6_K (NULL: other types) */
+mmv2_f_fn mmv2_get_f(int type, int nt); /* mmv2_f.cu: F32 F16 BF16 */
+/* quantize n_tok activation rows (ldx apart) into xq; false on a launch error */
+bool mmv2_quantize(cuda_backend *cb, uint8_t *xq, size_t xq_pitch, const float *x, int64_t ldx,
+                   int64_t ne0, int64_t n_tok);
 typedef void (*deq_f32_fn)(float *, int64_t, const uint8_t *, size_t, int64_t, int64_t,
                            const int32_t *, int64_t, int64_t);
 typedef void (*deq_f16_fn)(__half *, int64_t, const uint8_t *, size_t, int64_t, int64_t,
                            const int32_t *, int64_t, int64_t);
 deq_f32_fn deq_f32_get(int type); /* dequant_cuda.cu */
 deq_f16_fn deq_f16_get(int type);
+
+/* cuda_graph.cu: decode steps as CUDA graphs (CARAVAN_CUDA_GRAPHS=1) */
+typedef struct cuda_graphs cuda_graphs;
+void cg_init(cuda_backend *cb);    /* reads the environment; cb->graphs stays NULL when off */
+void cg_destroy(cuda_backend *cb);
+void cg_begin(cuda_backend *cb);   /* start capturing, if not already */
+void cg_flush(cuda_backend *cb);   /* end the capture and launch it */
+void cg_synced(cuda_backend *cb);  /* after a stream synchronisation */
+bool cg_from_host(cuda_backend *cb, void *dst, const void *src, size_t n);
+/* at the top of every op that only launches work on the stream */
+#define CG_OP(cb)                                                                                  \
+    do {                                                                                           \
+        if ((cb)->graphs)                                                                          \
+            cg_begin(cb);                                                                          \
+    } while (0)
+/* before anything that cannot be captured (syncs, allocation, cuBLAS) */
+#define CG_FLUSH(cb)                                                                               \
+    do {                                                                                           \
+        if ((cb)->graphs)                                                                          \
+            cg_flush(cb);                                                                          \
+    } while (0)
 
 /* matmul_cuda.cu */
 void cuda_matmul(backend *be, float *y, const be_weight *w, const float *x, int64_t n_tok);

@@ -3,6 +3,7 @@
  * on the tensor cores (F32 accumulate; F16/BF16/F32 weights in place), or a
  * plain tiled kernel when built without cuBLAS. Also the embedding lookup. */
 #include "cuda_internal.cuh"
+#include "cuda_mmv2.cuh"
 
 __global__ void k_f32_to_f16(__half *__restrict__ y, const float *__restrict__ x, int64_t n)
 {
@@ -79,6 +80,7 @@ static bool scratch_grow(cuda_backend *cb, void **p, size_t *cap, size_t need)
 {
     if (need <= *cap)
         return true;
+    CG_FLUSH(cb); /* neither the sync nor cudaMalloc can be captured */
     if (*p) {
         CB_CHECK(cb, cudaStreamSynchronize(cb->stream));
         cudaFree(*p);
@@ -91,9 +93,60 @@ static bool scratch_grow(cuda_backend *cb, void **p, size_t *cap, size_t need)
     return true;
 }
 
+/* Variant v2 (cuda_mmv2.cuh); false when it does not take this case (v1 does). */
+static bool matmul_mmv2(cuda_backend *cb, float *y, const be_weight *w, const float *x,
+                        int64_t n_tok)
+{
+    const int64_t ne0 = w->ne0, ne1 = w->ne1;
+    const size_t pitch = qt_pitch(w->type, ne0);
+    const uint8_t *W = (const uint8_t *)w->data;
+    if (mmv2_get_q(w->type, 1) && ne0 % 32 == 0) {
+        const size_t xp = mmv2_xq_pitch(ne0);
+        if (!(cb->xq_src == x && cb->xq_ne0 == ne0 && cb->xq_ntok == n_tok)) {
+            /* sized once for up to MMV_MAX_TOK rows of 32768 columns, so a
+             * captured decode step never reallocates it */
+            size_t need = xp * (size_t)n_tok, want = mmv2_xq_pitch(32768) * MMV_MAX_TOK;
+            if (!scratch_grow(cb, (void **)&cb->xq, &cb->xq_cap, need > want ? need : want))
+                return true;
+            if (!mmv2_quantize(cb, cb->xq, xp, x, ne0, ne0, n_tok))
+                return true;
+            cb->xq_src = x, cb->xq_ne0 = ne0, cb->xq_ntok = n_tok;
+        }
+        for (int64_t t0 = 0; t0 < n_tok;) {
+            int64_t left = n_tok - t0;
+            int nt = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+            mmv2_get_q(w->type, nt)<<<grid1(ne1, MMV2_WARPS), MMV2_WARPS * 32, 0, cb->stream>>>(
+                y + t0 * ne1, ne1, W, pitch, ne0, ne1, cb->xq + (size_t)t0 * xp, xp);
+            if (CB_LAUNCHED(cb, "matmul (v2 matrix-vector kernel)"))
+                return true;
+            t0 += nt;
+        }
+        /* the output overwrote the quantized x's source */
+        if (y < x + n_tok * ne0 && x < y + n_tok * ne1)
+            cb->xq_src = NULL;
+        return true;
+    }
+    const int epc = w->type == DT_F32 ? 4 : 8;
+    if (!mmv2_get_f(w->type, 1) || ne0 % epc || (uintptr_t)x % 16)
+        return false;
+    for (int64_t t0 = 0; t0 < n_tok;) {
+        int64_t left = n_tok - t0;
+        int nt = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+        mmv2_get_f(w->type, nt)<<<grid1(ne1, MMV2_WARPS * MMV2_FROWS), MMV2_WARPS * 32, 0,
+                                  cb->stream>>>(y + t0 * ne1, ne1, W, pitch, ne0, ne1,
+                                                x + t0 * ne0, ne0);
+        if (CB_LAUNCHED(cb, "matmul (v2 float matrix-vector kernel)"))
+            return true;
+        t0 += nt;
+    }
+    return true;
+}
+
 static void matmul_mmv(cuda_backend *cb, float *y, const be_weight *w, const float *x,
                        int64_t n_tok)
 {
+    if (cb->mmv_var == 2 && matmul_mmv2(cb, y, w, x, n_tok))
+        return;
     size_t pitch = qt_pitch(w->type, w->ne0);
     /* 16-byte activation loads need aligned rows and no partial task (float types) */
     bool vec = ((uintptr_t)x % 16 == 0) && (w->ne0 % 32 == 0);
@@ -208,19 +261,27 @@ static void matmul_gemm(cuda_backend *cb, float *y, const be_weight *w, const fl
 
 void cuda_matmul(backend *be, float *y, const be_weight *w, const float *x, int64_t n_tok)
 {
+    /* cb_of forgets the quantized activations (every other op may have
+     * changed them); consecutive matmuls on the same x keep them */
+    const float *xq_src = ((cuda_backend *)be->impl)->xq_src;
     cuda_backend *cb = cb_of(be);
+    cb->xq_src = xq_src;
     if (n_tok <= 0)
         return;
-    if (n_tok <= MMV_MAX_TOK)
+    if (n_tok <= MMV_MAX_TOK) {
+        CG_OP(cb);
         matmul_mmv(cb, y, w, x, n_tok);
-    else
+    } else {
+        CG_FLUSH(cb); /* cuBLAS: not captured */
         matmul_gemm(cb, y, w, x, n_tok);
+    }
 }
 
 void cuda_embed(backend *be, float *y, const be_weight *emb, const int32_t *tokens,
                        int64_t n_tok)
 {
     cuda_backend *cb = cb_of(be);
+    CG_OP(cb);
     if (n_tok <= 0)
         return;
     int64_t nth = n_tok * ((emb->ne0 + 31) / 32);

@@ -7,7 +7,9 @@
  *     cannot hold them: weight bytes read per second; and the prefill path
  *     (n_tok 512) in TFLOP/s: lines  kernel=matvec type=T gb_s=X pct_d2d=Y
  * Random weights (random quant bytes with sane scales: timing only, no
- * checks here; test_cuda_ops checks the results). Needs a GPU. */
+ * checks here; test_cuda_ops checks the results). Needs a GPU.
+ *   cuda_bw [DEVICE [D2D_GB_S]]: with D2D_GB_S (an earlier run's figure) the
+ *   copy probe is skipped. The matvec variant is CARAVAN_CUDA_MMV's. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,11 +71,17 @@ int main(int argc, char **argv)
     int dev = argc > 1 ? atoi(argv[1]) : 0;
     double bps = 0;
     cv_err e = {0};
-    if (backend_cuda_copy_bandwidth(dev, (size_t)1 << 30, 20, &bps, &e)) {
-        fprintf(stderr, "cuda_bw: %s\n", e.msg);
-        return 1;
+    if (argc > 2 && atof(argv[2]) > 0) { /* the copy figure of an earlier run */
+        bps = atof(argv[2]) * 1e9;
+    } else {
+        if (backend_cuda_copy_bandwidth(dev, (size_t)1 << 30, 20, &bps, &e)) {
+            fprintf(stderr, "cuda_bw: %s\n", e.msg);
+            return 1;
+        }
+        printf("device=cuda:%d d2d_gb_s=%.1f\n", dev, bps / 1e9);
     }
-    printf("device=cuda:%d d2d_gb_s=%.1f\n", dev, bps / 1e9);
+    const char *var = getenv("CARAVAN_CUDA_MMV");
+    var = var && *var ? var : "v1";
     fflush(stdout);
 
     backend *be;
@@ -143,9 +151,9 @@ int main(int argc, char **argv)
         double tflops = 2.0 * NE0 * NE1 * n_pp / tmed / 1e12;
         cv_err e2 = {0};
         cv_status st = backend_cuda_status(be, &e2);
-        printf("kernel=matvec type=%-4s rows=%d cols=%d bytes=%zu us=%.1f gb_s=%.1f pct_d2d=%.1f "
-               "| prefill n_tok=%lld ms=%.2f tflop_s=%.1f%s%s\n",
-               dtype_name(type), NE1, NE0, rb * NE1, t[2] * 1e6, gbs, 100.0 * gbs * 1e9 / bps,
+        printf("kernel=matvec var=%s type=%-4s rows=%d cols=%d bytes=%zu us=%.1f gb_s=%.1f "
+               "pct_d2d=%.1f | prefill n_tok=%lld ms=%.2f tflop_s=%.1f%s%s\n",
+               var, dtype_name(type), NE1, NE0, rb * NE1, t[2] * 1e6, gbs, 100.0 * gbs * 1e9 / bps,
                (long long)n_pp, tmed * 1e3, tflops, st ? " ERROR: " : "", st ? e2.msg : "");
         fflush(stdout);
         if (st)

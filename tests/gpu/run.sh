@@ -1,24 +1,34 @@
 #!/usr/bin/env bash
 # tests/gpu/run.sh - the GPU checks of the CUDA backend, in one run on a GPU
-# host (the `device` machine: CUDA, CMake and a compiler, no MPI/protobuf).
+# host (the `device` machine: CUDA, CMake and a compiler, no MPI/protobuf),
+# for every decode configuration: matvec variant CARAVAN_CUDA_MMV=v1|v2 x
+# CARAVAN_CUDA_GRAPHS=0|1 ("configs" below, v2+graphs first).
 #
 #   stage build  ENGINE_ONLY Release build with CUDA (-j16)
-#   stage ops    every CUDA op x weight type vs the CPU scalar oracle (test_cuda_ops)
-#   stage golden stories260K greedy from BOS on cuda:0 = the 256 golden tokens
+#   stage ops    layout emulation (test_cuda_emul), then every CUDA op x weight
+#                type vs the CPU scalar oracle (test_cuda_ops) per config
+#   stage golden stories260K greedy from BOS on cuda:0 = the 256 golden tokens, per config
 #   stage shard  two ranks on the one GPU, host-staged, PP2 and TP2 = one rank
-#                (threads in one process: there is no MPI on the GPU host; with
-#                mpirun present a real 2-process run is added)
-#   stage bench  caravan mkmodel Llama-3.1-8B-shaped models (Q4_K, Q8_0, F16),
-#                caravan bench on cuda:0, against the measured d2d copy bandwidth
+#                (threads in one process), v1 and v2+graphs
+#   stage kern   the decode kernel alone (cuda_bw: 14336x4096 per type), v1 and v2
+#   stage bench  caravan mkmodel Llama-3.1-8B-shaped models (Q8_0, F16, Q4_K),
+#                caravan bench on cuda:0 per config, against the measured d2d
+#                copy bandwidth; one result line per run as soon as it is done
 #   stage simd   the CPU kernel tests on this host's CPU (test_simd)
-# then prints one summary table (last, so it is in the reply's tail).
+#   memcheck     test_cuda_ops --quick with v2 + graphs under compute-sanitizer
+# then prints one summary table (last, so it is in the reply's tail) and a
+# final line naming the best correct config.
 #
 # Every stage has its own timeout and a failed stage does not stop the next;
-# the whole run is held under CV_GPU_BUDGET seconds (default 450). Logs go to
-# $OUT (at most 8 files: build.log ops.log golden.log shard.log bench.log
-# simd.log memcheck.log summary.txt). Models: $CARAVAN_MODELS (default gpu_models/ in the
-# repo root) must hold stories260K.gguf, stories260K.greedy.json and
-# vocab/llama3.2-bpe-vocab.gguf. Exit status: number of failed stages.
+# the whole run is held under CV_GPU_BUDGET seconds (default 420: an H200 run
+# should take ~4-5 min). Less important runs are skipped when time runs low.
+# Logs go to $OUT (at most 8 files: build.log ops.log golden.log shard.log
+# bench.log simd.log memcheck.log summary.txt; kern goes into bench.log).
+# Models: $CARAVAN_MODELS (default gpu_models/ in the repo root) must hold
+# stories260K.gguf, stories260K.greedy.json and vocab/llama3.2-bpe-vocab.gguf.
+# CV_GPU_CONFIGS overrides the config list (e.g. "v2:1 v1:0").
+# CV_GPU_TYPES overrides the bench types (default "Q8_0 F16 Q4_K").
+# Exit status: number of failed stages.
 set -u
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -28,9 +38,14 @@ export CARAVAN_MODELS=${CARAVAN_MODELS:-$ROOT/gpu_models}
 export PATH=/usr/local/cuda/bin:$PATH
 BUILD=${CV_GPU_BUILD:-$ROOT/build-gpu}
 MODELS_TMP=${CV_GPU_TMP:-/tmp/cv_gpu_models}
-BUDGET=${CV_GPU_BUDGET:-450}
+BUDGET=${CV_GPU_BUDGET:-420}
+CONFIGS=${CV_GPU_CONFIGS:-"v2:1 v1:0 v2:0 v1:1"}
+TYPES=${CV_GPU_TYPES:-"Q8_0 F16 Q4_K"}
 START=$(date +%s)
 SUMMARY=$OUT/summary.txt
+mkdir -p "$MODELS_TMP"
+RES=$MODELS_TMP/results.txt # one line per config check / bench result
+: >"$RES"
 : >"$SUMMARY"
 declare -A RESULT
 FAILED=0
@@ -65,7 +80,7 @@ run_stage() {
     FAILED=$((FAILED + 1))
   fi
   echo "=== stage $name: ${RESULT[$name]}" >>"$OUT/$name.log"
-  tail -n 25 "$OUT/$name.log"
+  tail -n 12 "$OUT/$name.log"
 }
 
 {
@@ -76,24 +91,44 @@ run_stage() {
   lscpu | grep -E "Model name|^CPU\(s\)" | head -2
   echo "avx512: $(grep -o -w 'avx512[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"
   command -v mpirun >/dev/null && echo "mpirun: $(command -v mpirun)" || echo "mpirun: absent"
+  echo "configs: $CONFIGS; bench types: $TYPES; budget ${BUDGET}s"
 } >"$OUT/build.log" 2>&1
 cat "$OUT/build.log"
 
+# The per-config helpers run inside the stages' bash -c; exported so they can.
+# cfg_env "v2:1" -> "CARAVAN_CUDA_MMV=v2 CARAVAN_CUDA_GRAPHS=1"
+cfg_env() { echo "CARAVAN_CUDA_MMV=${1%%:*} CARAVAN_CUDA_GRAPHS=${1##*:}"; }
+export -f cfg_env
+export RES CONFIGS TYPES MODELS_TMP
+
 # ---- build -------------------------------------------------------------------
 TARGETS="caravan test_cuda_ops test_cuda_shard cuda_bw test_cuda_emul test_simd"
-run_stage build 200 "set -x; cmake -S '$ROOT' -B '$BUILD' -DCMAKE_BUILD_TYPE=Release \
+run_stage build 240 "set -x; cmake -S '$ROOT' -B '$BUILD' -DCMAKE_BUILD_TYPE=Release \
   -DCARAVAN_ENGINE_ONLY=ON -DCARAVAN_MODELS='$CARAVAN_MODELS' && \
   cmake --build '$BUILD' -j16 --target $TARGETS"
 BIN=$BUILD/cli/caravan
 T=$BUILD/tests
+export BIN T
 
-# ---- (a) every op x type vs the CPU oracle -------------------------------------
-run_stage ops 120 "set -x; '$T/test_cuda_emul' && '$T/test_cuda_ops'"
+# ---- (a) every op x type vs the CPU oracle, per config ------------------------------
+run_stage ops 150 '
+fail=0
+"$T/test_cuda_emul" > /tmp/cv_emul.txt 2>&1 && echo "emul ok: $(grep -c "^ok" /tmp/cv_emul.txt) checks" \
+  || { fail=$((fail + 1)); grep -v "^ok" /tmp/cv_emul.txt | head -20; }
+for c in $CONFIGS; do
+  echo "--- test_cuda_ops $(cfg_env $c)"
+  env $(cfg_env $c) timeout 60 "$T/test_cuda_ops" > /tmp/cv_ops.txt 2>&1
+  rc=$?
+  nok=$(grep -c "^ok " /tmp/cv_ops.txt); nf=$(grep -c "^FAIL" /tmp/cv_ops.txt)
+  grep "^FAIL" /tmp/cv_ops.txt | head -12
+  tail -3 /tmp/cv_ops.txt
+  if [ $rc -eq 0 ] && [ "$nf" -eq 0 ]; then st=ok; else st=FAIL; fail=$((fail + 1)); fi
+  echo "ops $c $st $nok $nf" | tee -a "$RES"
+done
+exit $fail'
 
-# ---- (b) golden tokens on cuda:0 ---------------------------------------------------
-run_stage golden 60 "set -x; M='$CARAVAN_MODELS/stories260K.gguf'; G='$CARAVAN_MODELS/stories260K.greedy.json'; \
-  '$BIN' run -m \"\$M\" --temp 0 -n 256 --ignore-eos --json --device cuda:0 > '$OUT/golden.jsonl' && \
-  python3 - \"\$G\" '$OUT/golden.jsonl' <<'PY'
+# ---- (b) golden tokens on cuda:0, per config ---------------------------------------------
+cat >/tmp/cv_golden.py <<'PY'
 import json, sys
 gold = json.load(open(sys.argv[1]))
 want = gold.get('generated_token_ids') or gold.get('tokens') or gold.get('token_ids')
@@ -106,47 +141,82 @@ if got != want:
     sys.exit(1)
 print(f'ok: cuda:0 reproduces the {len(got)} golden tokens')
 PY
-  rc=\$?; rm -f '$OUT/golden.jsonl'; exit \$rc"
+run_stage golden 90 '
+fail=0
+M="$CARAVAN_MODELS/stories260K.gguf"; G="$CARAVAN_MODELS/stories260K.greedy.json"
+for c in $CONFIGS; do
+  env $(cfg_env $c) timeout 30 "$BIN" run -m "$M" --temp 0 -n 256 --ignore-eos --json --device cuda:0 \
+    > /tmp/cv_golden.jsonl 2>/tmp/cv_golden.err && python3 /tmp/cv_golden.py "$G" /tmp/cv_golden.jsonl > /tmp/cv_golden.txt 2>&1
+  rc=$?
+  echo "$c: $(cat /tmp/cv_golden.txt 2>/dev/null)"; [ $rc -eq 0 ] || tail -5 /tmp/cv_golden.err
+  if [ $rc -eq 0 ]; then st=ok; else st=FAIL; fail=$((fail + 1)); fi
+  echo "golden $c $st" >> "$RES"
+  rm -f /tmp/cv_golden.jsonl /tmp/cv_golden.txt
+done
+exit $fail'
 
 # ---- (c) two ranks on one GPU, host-staged ----------------------------------------------
-run_stage shard 90 "set -x; '$T/test_cuda_shard'"
-
-# ---- (d) 8B-shaped models: generation and prompt speed -------------------------------------
-BENCH_SH='
-set -x -o pipefail
+run_stage shard 90 '
 fail=0
-mkdir -p "$MT"
+for c in v1:0 v2:1; do
+  echo "--- test_cuda_shard $(cfg_env $c)"
+  if env $(cfg_env $c) timeout 40 "$T/test_cuda_shard"; then st=ok; else st=FAIL; fail=$((fail + 1)); fi
+  echo "shard $c $st" >> "$RES"
+done
+exit $fail'
+
+# ---- (d) the decode kernel alone, v1 and v2 ----------------------------------------------
+run_stage kern 90 '
+set -o pipefail
+fail=0
+"$T/cuda_bw" 0 | tee "$MODELS_TMP/bw.txt" || fail=$((fail + 1))
+BW=$(grep -o "d2d_gb_s=[0-9.]*" "$MODELS_TMP/bw.txt" | cut -d= -f2)
+CARAVAN_CUDA_MMV=v2 "$T/cuda_bw" 0 "${BW:-0}" | tee -a "$MODELS_TMP/bw.txt" || fail=$((fail + 1))
+exit $fail'
+mv "$OUT/kern.log" "$OUT/bench.log" 2>/dev/null
+
+# ---- (e) 8B-shaped models: generation and prompt speed, per config -------------------------
+# Per type: one mkmodel, then one bench per config (most important config
+# first); a bench is skipped when less than MIN_LEFT seconds are left.
+BENCH_SH='
+fail=0
 V="$CARAVAN_MODELS/vocab/llama3.2-bpe-vocab.gguf"
-"$T/cuda_bw" 0 | tee "$MT/bw.txt" || fail=$((fail + 1))
-for ty in Q4_K Q8_0 F16; do
+for ty in $TYPES; do
   f="$MT/llama8b-$ty.gguf"
   t0=$(date +%s)
   if ! "$BIN" mkmodel -o "$f" --vocab-from "$V" --arch llama --n-layer 32 --n-embd 4096 \
-      --n-head 32 --n-head-kv 8 --n-ff 14336 --n-ctx 8192 --rope-base 500000 --type $ty -t 16; then
-    echo "mkmodel $ty failed"; rm -f "$f"; fail=$((fail + 1)); continue
+      --n-head 32 --n-head-kv 8 --n-ff 14336 --n-ctx 8192 --rope-base 500000 --type $ty -t 16 > /tmp/cv_mk.txt 2>&1; then
+    tail -3 /tmp/cv_mk.txt; echo "mkmodel $ty failed"; rm -f "$f"; fail=$((fail + 1)); continue
   fi
   echo "mkmodel $ty: $(( $(date +%s) - t0 ))s, $(stat -c %s "$f") bytes"
-  "$BIN" bench -m "$f" -d cuda:0 -p 512 -n 128 -r 3 | tee "$MT/bench-$ty.txt" || fail=$((fail + 1))
+  for c in $CONFIGS; do
+    if [ $(( END - $(date +%s) )) -lt 45 ]; then echo "skip bench $ty $c: time"; continue; fi
+    echo "--- bench $ty $(cfg_env $c)"
+    env $(cfg_env $c) timeout 100 "$BIN" bench -m "$f" -d cuda:0 -p 512 -n 128 -r 3 > /tmp/cv_b.txt 2>&1
+    rc=$?
+    grep -E "^test=|ERROR|error" /tmp/cv_b.txt | head -6
+    [ $rc -eq 0 ] || { fail=$((fail + 1)); tail -5 /tmp/cv_b.txt; }
+    grep -E "^test=" /tmp/cv_b.txt | sed "s/^/bench $c $ty /" >> "$RES"
+  done
   rm -f "$f"
 done
 exit $fail
 '
-run_stage bench 300 "export MT='$MODELS_TMP' T='$T' BIN='$BIN'; $BENCH_SH"
+run_stage bench 330 "export MT='$MODELS_TMP' END=$((START + BUDGET - 40)); $BENCH_SH"
 rm -f "$MODELS_TMP"/*.gguf # a timed-out stage leaves its model (up to 16 GB) behind
 
-# ---- (e) CPU kernels on this host -------------------------------------------------------
-run_stage simd 90 "set -x; grep -o -m1 'avx512[a-z]*' /proc/cpuinfo | head -1; '$T/test_simd'"
+# ---- (f) CPU kernels on this host -------------------------------------------------------
+run_stage simd 60 "set -x; grep -o -m1 'avx512[a-z]*' /proc/cpuinfo | head -1; '$T/test_simd'"
 
 # ---- memcheck: the op test's quick mode under compute-sanitizer (out-of-bounds
-# reads/writes that do not crash), only when the tool is there and time is left
+# reads/writes that do not crash), with the new kernels and graphs
 if command -v compute-sanitizer >/dev/null 2>&1; then
-  run_stage memcheck 100 "set -x; compute-sanitizer --tool memcheck --error-exitcode 3 \
-    --print-limit 20 '$T/test_cuda_ops' --quick 2>&1 | grep -v '^ok ' ; exit \${PIPESTATUS[0]}"
+  run_stage memcheck 100 "set -x; CARAVAN_CUDA_MMV=v2 CARAVAN_CUDA_GRAPHS=1 compute-sanitizer --tool memcheck \
+    --error-exitcode 3 --print-limit 20 '$T/test_cuda_ops' --quick 2>&1 | grep -v '^ok ' ; exit \${PIPESTATUS[0]}"
 else
   RESULT[memcheck]="not run: no compute-sanitizer"
 fi
 
-# ---- (c') a real two-process group, only where MPI exists -------------------------------
 if command -v mpirun >/dev/null 2>&1; then
   RESULT[mpi]="not built: this script builds ENGINE_ONLY (no MPI group code)"
 else
@@ -157,37 +227,67 @@ fi
 {
   echo
   echo "==================== caravan GPU checks: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1) ===================="
-  for s in build ops golden shard bench simd memcheck mpi; do
+  for s in build ops golden shard kern bench simd memcheck mpi; do
     printf '%-8s %s\n' "$s" "${RESULT[$s]:-not run}"
   done
-  if [ -f "$OUT/ops.log" ]; then
-    echo "ops: $(grep -c -E '^ok +[a-z]' "$OUT/ops.log") op checks ok, $(grep -c '^FAIL' "$OUT/ops.log") FAIL lines;" \
-      "layout emulation: $(grep -c -E '^ok +[A-Z]' "$OUT/ops.log") type/size ok"
-    grep '^FAIL' "$OUT/ops.log" | head -10
-  fi
-  grep -h -E '^(ok|FAIL):' "$OUT/golden.log" 2>/dev/null | head -3
-  grep -h -E 'vs one rank|vs cpu' "$OUT/shard.log" 2>/dev/null | head -3
-  BW=$(grep -o 'd2d_gb_s=[0-9.]*' "$MODELS_TMP/bw.txt" 2>/dev/null | cut -d= -f2)
+  grep -h "^emul" "$OUT/ops.log" 2>/dev/null | head -1
+  echo "config (CARAVAN_CUDA_MMV:CARAVAN_CUDA_GRAPHS) checks: ops (ok/FAIL lines), golden, shard"
+  for c in $CONFIGS; do
+    o=$(awk -v c="$c" '$1 == "ops" && $2 == c { print $3 " (" $4 "/" $5 ")" }' "$RES")
+    g=$(awk -v c="$c" '$1 == "golden" && $2 == c { print $3 }' "$RES")
+    s=$(awk -v c="$c" '$1 == "shard" && $2 == c { print $3 }' "$RES")
+    printf '  %-6s ops %-16s golden %-5s shard %s\n' "$c" "${o:-?}" "${g:-?}" "${s:--}"
+  done
+  grep -h '^FAIL' "$OUT/ops.log" 2>/dev/null | head -6
+  grep -h 'vs one rank\|vs cpu' "$OUT/shard.log" 2>/dev/null | head -6
+  BW=$(grep -o 'd2d_gb_s=[0-9.]*' "$MODELS_TMP/bw.txt" 2>/dev/null | head -1 | cut -d= -f2)
   echo
-  echo "bench on cuda:0 (d2d copy bandwidth, read+write: ${BW:-?} GB/s)"
-  printf '%-6s %-6s %10s %10s %9s\n' type test tok_s GB_s d2d_pct
-  for ty in Q4_K Q8_0 F16; do
-    f=$MODELS_TMP/bench-$ty.txt
-    [ -f "$f" ] || { printf '%-6s %s\n' $ty "no result"; continue; }
-    grep -E '^test=' "$f" | while read -r line; do
-      tst=$(echo "$line" | grep -o 'test=[^ ]*' | cut -d= -f2)
-      tok=$(echo "$line" | grep -o ' tok_s=[^ ]*' | cut -d= -f2)
-      gbs=$(echo "$line" | grep -o ' gb_s=[^ ]*' | cut -d= -f2)
-      pct=$(awk -v g="${gbs:-0}" -v b="${BW:-0}" 'BEGIN { if (b > 0) printf "%.1f%%", 100 * g / b; else print "?" }')
-      printf '%-6s %-6s %10s %10s %9s\n' "$ty" "$tst" "$tok" "$gbs" "$pct"
+  echo "decode kernel alone (14336x4096, n_tok 1; d2d copy ${BW:-?} GB/s read+write):"
+  printf '  %-4s' type; for v in v1 v2; do printf ' %9s %6s' "$v us" "%d2d"; done; echo
+  for ty in F16 BF16 Q8_0 Q4_0 Q4_K Q5_K Q6_K Q2_K Q3_K; do
+    printf '  %-4s' $ty
+    for v in v1 v2; do
+      l=$(grep "^kernel=matvec var=$v type=$ty " "$MODELS_TMP/bw.txt" 2>/dev/null | head -1)
+      us=$(echo "$l" | grep -o ' us=[0-9.]*' | cut -d= -f2)
+      pc=$(echo "$l" | grep -o 'pct_d2d=[0-9.]*' | cut -d= -f2)
+      er=$(echo "$l" | grep -q ERROR && echo '!')
+      printf ' %9s %6s' "${us:--}$er" "${pc:--}"
     done
+    echo
   done
   echo
-  echo "decode kernel alone (14336x4096, n_tok 1) and the prefill path (n_tok 512):"
-  grep -h '^kernel=' "$MODELS_TMP/bw.txt" 2>/dev/null | sed 's/kernel=matvec //; s/rows=14336 cols=4096 //'
+  echo "bench on cuda:0, Llama-3.1-8B shape (tg128 and pp512; % of d2d copy bandwidth):"
+  printf '%-4s %-6s %-5s %10s %9s %7s %10s\n' var graphs type tg_tok_s tg_GB_s tg_pct pp512_tok_s
+  for c in $CONFIGS; do
+    for ty in $TYPES; do
+      tg=$(awk -v c="$c" -v t="$ty" '$1 == "bench" && $2 == c && $3 == t && $4 ~ /^test=tg/' "$RES" | head -1)
+      pp=$(awk -v c="$c" -v t="$ty" '$1 == "bench" && $2 == c && $3 == t && $4 ~ /^test=pp/' "$RES" | head -1)
+      [ -n "$tg$pp" ] || continue
+      tok=$(echo "$tg" | grep -o ' tok_s=[^ ]*' | cut -d= -f2)
+      gbs=$(echo "$tg" | grep -o ' gb_s=[^ ]*' | cut -d= -f2)
+      pct=$(echo "$tg" | grep -o ' bw_pct=[^ ]*' | cut -d= -f2)
+      ptok=$(echo "$pp" | grep -o ' tok_s=[^ ]*' | cut -d= -f2)
+      printf '%-4s %-6s %-5s %10s %9s %6s%% %10s\n' "${c%%:*}" "${c##*:}" "$ty" "${tok:--}" "${gbs:--}" "${pct:--}" "${ptok:--}"
+    done
+  done
+  # best correct config: ops, golden (and shard where run) ok; highest mean tg bw_pct
+  best=$(for c in $CONFIGS; do
+    bad=$(awk -v c="$c" '($1 == "ops" || $1 == "golden" || $1 == "shard") && $2 == c && $3 != "ok"' "$RES" | wc -l)
+    have=$(awk -v c="$c" '($1 == "ops" || $1 == "golden") && $2 == c && $3 == "ok"' "$RES" | wc -l)
+    [ "$bad" -eq 0 ] && [ "$have" -ge 2 ] || continue
+    awk -v c="$c" '$1 == "bench" && $2 == c && $4 ~ /^test=tg/ {
+        for (i = 4; i <= NF; i++) if ($i ~ /^bw_pct=/) { split($i, a, "="); s += a[2]; n++; ty = ty " " $3 } }
+      END { if (n) printf "%.1f %s%s\n", s / n, c, ty }' "$RES"
+  done | sort -rn | head -1)
+  if [ -n "$best" ]; then
+    set -- $best
+    pct=$1 cfg=$2
+    shift 2
+    echo "best correct config: $(cfg_env $cfg) (tg mean ${pct}% of d2d over $*)"
+  else
+    echo "best correct config: none (no config passed ops + golden with bench results)"
+  fi
   echo "total $(( $(now) - START ))s; failed stages: $FAILED"
 } | tee -a "$SUMMARY"
-cp "$MODELS_TMP"/bench-*.txt "$MODELS_TMP"/bw.txt "$OUT/" 2>/dev/null || true
-# keep to 8 files in $OUT
-cat "$OUT"/bench-*.txt "$OUT"/bw.txt >>"$OUT/bench.log" 2>/dev/null && rm -f "$OUT"/bench-*.txt "$OUT"/bw.txt
+{ echo "=== results"; cat "$RES"; echo "=== cuda_bw"; cat "$MODELS_TMP/bw.txt"; } >>"$OUT/bench.log" 2>/dev/null
 exit $FAILED
