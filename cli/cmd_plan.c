@@ -20,8 +20,10 @@ static void usage(FILE *f)
             "                    [--type Q4_K] --tp T --pp P [--mem 24G,24G,12G,...]\n"
             "                    [--ctx N] [--slots N] [--batch N] [--kv-type f16|f32]\n"
             "Prints the layout: per rank its stage, layers, heads, KV heads, FFN rows, vocab\n"
-            "rows and bytes (weights, KV cache, scratch). --mem gives each rank's memory in\n"
-            "world-rank order (one value: every rank); without it layers split evenly.\n"
+            "rows and bytes (weights, of which F32 column slices, KV cache, scratch). --mem\n"
+            "gives each rank's memory in world-rank order (one value: every rank); without\n"
+            "it layers split evenly. Column slices off their type's blocks (e.g. 128\n"
+            "columns of Q4_K) are dequantized to F32 by the loader and counted so.\n"
             "--type applies to shapes (default Q4_K). Shapes: %s.\n",
             plan_shape_names());
 }

@@ -21,6 +21,23 @@ uint64_t plan_slice_bytes(int type, int64_t rows, int64_t cols)
     return (uint64_t)rows * rs;
 }
 
+/* Bytes of columns [col0, col0 + cols) of `rows` rows of a matrix of `type`:
+ * whole blocks are kept as they are, a slice off the blocks (start or size)
+ * is dequantized to F32 by the loader. */
+static uint64_t col_slice_bytes(int type, int64_t rows, int64_t col0, int64_t cols)
+{
+    int64_t bs = dtype_get(type)->block_size;
+    if (bs > 1 && col0 % bs)
+        return (uint64_t)rows * (uint64_t)cols * sizeof(float);
+    return plan_slice_bytes(type, rows, cols);
+}
+
+static bool col_slice_is_f32(int type, int64_t col0, int64_t cols)
+{
+    int64_t bs = dtype_get(type)->block_size;
+    return bs > 1 && cols > 0 && (col0 % bs || cols % bs);
+}
+
 /* Part i of n items split into `parts` as evenly as possible (first parts larger). */
 static void split_even(int64_t n, int parts, int i, int64_t *start, int64_t *count)
 {
@@ -181,16 +198,32 @@ static uint64_t layer_bytes(const plan_model *pm, const plan_request *rq, int l,
     b += plan_slice_bytes(ty->wq, q_rows, c->n_embd);
     b += plan_slice_bytes(ty->wk, kv_rows, c->n_embd);
     b += plan_slice_bytes(ty->wv, kv_rows, c->n_embd);
-    b += plan_slice_bytes(ty->wo, c->n_embd, q_rows);
+    b += col_slice_bytes(ty->wo, c->n_embd, sp->head0 * c->head_dim, q_rows);
     b += plan_slice_bytes(ty->w_gate, sp->n_ff, c->n_embd);
     b += plan_slice_bytes(ty->w_up, sp->n_ff, c->n_embd);
-    b += plan_slice_bytes(ty->w_down, c->n_embd, sp->n_ff);
+    b += col_slice_bytes(ty->w_down, c->n_embd, sp->ff0, sp->n_ff);
     b += 2 * (uint64_t)c->n_embd * 4; /* attn_norm, ffn_norm */
     if (c->has_qkv_bias)
         b += (uint64_t)(q_rows + 2 * kv_rows) * 4;
     size_t kv_el = rq->kv_type == DT_F32 ? 4 : 2;
     uint64_t kv = 2 * (uint64_t)rq->n_slots * (uint64_t)rq->n_ctx * (uint64_t)kv_rows * kv_el;
     *kv_out = kv;
+    return b;
+}
+
+/* Bytes of layer l's column slices (attn_output, ffn_down) that are not whole
+ * blocks of their type, which the loader dequantizes to F32 (part of
+ * layer_bytes). */
+static uint64_t layer_f32_bytes(const plan_model *pm, int l, const tp_split *sp)
+{
+    const model_config *c = &pm->cfg;
+    const plan_layer_types *ty = &pm->layers[l];
+    int64_t q0 = sp->head0 * c->head_dim, nq = sp->n_head * c->head_dim;
+    uint64_t b = 0;
+    if (col_slice_is_f32(ty->wo, q0, nq))
+        b += col_slice_bytes(ty->wo, c->n_embd, q0, nq);
+    if (col_slice_is_f32(ty->w_down, sp->ff0, sp->n_ff))
+        b += col_slice_bytes(ty->w_down, c->n_embd, sp->ff0, sp->n_ff);
     return b;
 }
 
@@ -318,20 +351,6 @@ static double pack_min(const ctx *x, int *counts)
     return hi;
 }
 
-/* Do all T ranks' query-head column ranges of attn_output start and end on
- * blocks of `bs` elements? */
-static bool wo_columns_aligned(const model_config *c, int T, int bs)
-{
-    int gqa = c->n_head / c->n_head_kv;
-    for (int t = 0; t < T; t++) {
-        int64_t kv0, nkv;
-        split_even(c->n_head_kv, T, t, &kv0, &nkv);
-        if ((kv0 * gqa * c->head_dim) % bs || (nkv * gqa * c->head_dim) % bs)
-            return false;
-    }
-    return true;
-}
-
 static void fmt_gib(char *buf, size_t n, double bytes)
 {
     if (bytes >= GIB)
@@ -381,27 +400,6 @@ cv_status planner_plan(const plan_model *pm, const plan_request *rq, plan *out, 
     if (T > c->n_vocab)
         return cv_err_set(e, CV_EINVAL, "plan: --tp %d is more than the %lld vocabulary rows", T,
                           (long long)c->n_vocab);
-
-    /* attn_output is split by columns (the rank's query heads): the loader
-     * needs those slices on block boundaries of its type */
-    {
-        int wo_block = 1;
-        for (int l = 0; l < L; l++)
-            if (block_of(pm->layers[l].wo) > wo_block)
-                wo_block = block_of(pm->layers[l].wo);
-        int best = 0;
-        for (int tt = 1; tt <= T; tt++)
-            if (wo_columns_aligned(c, tt, wo_block))
-                best = tt;
-        if (best != T)
-            return cv_err_set(e, CV_EINVAL,
-                              "plan: --tp %d would split attn_output (%s) into column slices of "
-                              "whole KV-head groups that are not on its %d-element blocks "
-                              "(head_dim %d, %d query heads per KV head): the largest --tp for "
-                              "this model is %d",
-                              T, dtype_name(pm->layers[0].wo), wo_block, c->head_dim,
-                              c->n_head / c->n_head_kv, best);
-    }
 
     int N = P * T;
     int gqa = c->n_head / c->n_head_kv;
@@ -547,6 +545,7 @@ cv_status planner_plan(const plan_model *pm, const plan_request *rq, plan *out, 
             for (int l = l0; l < l0 + counts[s]; l++) {
                 pr->kv_bytes += kv_lay[l * T + t];
                 pr->weight_bytes += x.lay[l * T + t] - kv_lay[l * T + t];
+                pr->f32_slice_bytes += layer_f32_bytes(pm, l, sp);
             }
             pr->total_bytes = pr->weight_bytes + pr->kv_bytes + pr->scratch_bytes;
             if (s == 0) {
@@ -617,13 +616,17 @@ void plan_print(const plan *p, const plan_model *pm, const plan_request *rq, FIL
                "positions (%s)\n",
             p->pp, p->tp, p->n_ranks, (long long)rq->n_slots, (long long)rq->n_ctx,
             rq->kv_type == DT_F32 ? "F32" : "F16");
-    fprintf(f, "%-5s %-5s %-3s %-13s %-11s %-9s %-17s %-19s %10s %10s %10s %10s %10s %10s\n",
+    bool any_f32 = false;
+    for (int r = 0; r < p->n_ranks; r++)
+        any_f32 = any_f32 || p->ranks[r].f32_slice_bytes > 0;
+    fprintf(f, "%-5s %-5s %-3s %-13s %-11s %-9s %-17s %-19s %10s %10s %10s %10s %10s %10s %10s\n",
             "rank", "stage", "tp", "layers", "heads", "kv heads", "ff rows", "vocab rows",
-            "weights", "kv cache", "scratch", "total", "resident", "memory");
+            "weights", "f32 slices", "kv cache", "scratch", "total", "resident", "memory");
     for (int r = 0; r < p->n_ranks; r++) {
         const plan_rank *pr = &p->ranks[r];
         const shard_spec *s = &pr->shard;
-        char lay[32], hd[32], kv[32], ff[32], vo[32], a[32], b[32], d[32], t[32], m[32], rs[32];
+        char lay[32], hd[32], kv[32], ff[32], vo[32], a[32], b[32], d[32], t[32], m[32], rs[32],
+            f3[32];
         snprintf(lay, sizeof lay, "%d-%d (%d)%s", s->layer0, s->layer0 + s->n_layers - 1,
                  s->n_layers, s->has_embd ? "+E" : "");
         snprintf(hd, sizeof hd, "%d-%d (%d)", s->head0, s->head0 + s->n_head - 1, s->n_head);
@@ -636,6 +639,10 @@ void plan_print(const plan *p, const plan_model *pm, const plan_request *rq, FIL
         else
             snprintf(vo, sizeof vo, "-");
         fmt_gib(a, sizeof a, (double)pr->weight_bytes);
+        if (pr->f32_slice_bytes)
+            fmt_gib(f3, sizeof f3, (double)pr->f32_slice_bytes);
+        else
+            snprintf(f3, sizeof f3, "-");
         fmt_gib(b, sizeof b, (double)pr->kv_bytes);
         fmt_gib(d, sizeof d, (double)pr->scratch_bytes);
         fmt_gib(t, sizeof t, (double)pr->total_bytes);
@@ -644,11 +651,15 @@ void plan_print(const plan *p, const plan_model *pm, const plan_request *rq, FIL
             fmt_gib(m, sizeof m, (double)pr->mem);
         else
             snprintf(m, sizeof m, "?");
-        fprintf(f, "%-5d %-5d %-3d %-13s %-11s %-9s %-17s %-19s %10s %10s %10s %10s %10s %10s\n",
-                r, s->pp_rank, s->tp_rank, lay, hd, kv, ff, vo, a, b, d, t, rs, m);
+        fprintf(f, "%-5d %-5d %-3d %-13s %-11s %-9s %-17s %-19s %10s %10s %10s %10s %10s %10s %10s\n",
+                r, s->pp_rank, s->tp_rank, lay, hd, kv, ff, vo, a, f3, b, d, t, rs, m);
     }
     fprintf(f, "(+E: holds the token embedding; the last stage holds the output norm and its "
                "vocab rows of the head; ff rows and vocab rows are [start-end); total must fit "
                "the rank's memory; resident: expected RSS of a CPU rank, which maps the "
                "embedding table and pages in only the rows it looks up)\n");
+    if (any_f32)
+        fprintf(f, "(f32 slices: part of weights; column slices of attn_output / ffn_down that do "
+                   "not fall on their type's blocks, held dequantized as F32 at 4 bytes per "
+                   "element)\n");
 }

@@ -21,8 +21,10 @@
  *  - Output head: vocabulary rows, as even as possible.
  *  - Bytes per rank: its weight slices + its KV cache (n_slots x n_ctx of
  *    its KV heads, per layer) + activation scratch for max_batch tokens.
- *  - Attention output columns (the rank's query heads) must fall on blocks
- *    of attn_output's type, as the loader slices whole blocks.
+ *  - Column slices (attn_output: the rank's query heads; ffn_down: its FFN
+ *    rows) that do not start and end on blocks of the weight's type (e.g.
+ *    128 columns of Q4_K's 256-element super-blocks) are dequantized to F32
+ *    by the loader: counted at 4 bytes per element (f32_slice_bytes).
  *  - Refused, with why and what would fit: T > n_head_kv (largest T), P >
  *    n_layer (largest P), FFN blocks < T, ranks != P x T, a rank whose share
  *    is over its memory (the least memory per rank that would fit). */
@@ -85,6 +87,8 @@ typedef struct plan_rank {
                                in only by use: the token embedding table (a row lookup), less
                                the rows it also serves as a tied head on this rank */
     uint64_t resident_bytes;/* expected resident set of a CPU rank: total - mapped */
+    uint64_t f32_slice_bytes; /* part of weight_bytes: column slices off their type's blocks,
+                                 held dequantized as F32 */
 } plan_rank;
 
 typedef struct plan {

@@ -821,6 +821,7 @@ size_t gguf_alignment(const gguf_file *f) { return f->alignment; }
 size_t gguf_data_offset(const gguf_file *f) { return f->data_offset; }
 size_t gguf_file_size(const gguf_file *f) { return f->size; }
 const uint8_t *gguf_base(const gguf_file *f) { return f->base; }
+bool gguf_is_file_mapping(const gguf_file *f) { return f->map != NULL; }
 int64_t gguf_n_kv(const gguf_file *f) { return f->n_kv; }
 
 int64_t gguf_find_key(const gguf_file *f, const char *key)

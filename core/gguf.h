@@ -64,6 +64,9 @@ size_t gguf_alignment(const gguf_file *f);
 size_t gguf_data_offset(const gguf_file *f); /* file offset of the data section */
 size_t gguf_file_size(const gguf_file *f);
 const uint8_t *gguf_base(const gguf_file *f); /* start of the mapping */
+/* True when gguf_open mapped a file (read-only, private): its pages may be
+ * dropped (madvise) and fault back from the file; false for gguf_open_memory. */
+bool gguf_is_file_mapping(const gguf_file *f);
 
 /* Metadata. Keys are indexed 0..n_kv-1; find returns -1 when absent. */
 int64_t gguf_n_kv(const gguf_file *f);

@@ -74,3 +74,16 @@ if(CARAVAN_HAVE_MPI)
   cv_add_script_test(NAME group_run_cli COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/run_group.sh
                      TIMEOUT 300 LABELS mpi)
 endif()
+
+if(CARAVAN_HAVE_MPI)
+  # Acceptance 3: each rank's resident memory within 10% of its planned bytes
+  # (TP 1/2/4, PP 2/4 on a 1.1 GiB mkmodel model made in /tmp and deleted).
+  # Measures memory, not time. Label "memory": ctest -L memory.
+  add_executable(test_shard_rss test_shard_rss.c)
+  target_link_libraries(test_shard_rss PRIVATE cv_worker cv_sched cv_worker cv_kernels cv_core
+                                               MPI::MPI_C)
+  target_include_directories(test_shard_rss PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/tests)
+  cv_add_script_test(NAME group_shard_rss COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/shard_rss.sh
+                     TIMEOUT 180 LABELS mpi memory)
+  set_tests_properties(group_shard_rss PROPERTIES SKIP_RETURN_CODE 77)
+endif()

@@ -5,13 +5,27 @@
  * Row slices (Q/K/V, gate/up, output-head vocab rows) are contiguous in the
  * file, so a host backend aliases the mapping (zero-copy). Column slices
  * (wo, w_down) are strided: only the slice's bytes of each row are copied,
- * so resident memory stays about this rank's share of the weights. */
+ * so resident memory stays about this rank's share of the weights. A column
+ * slice that does not start and end on the weight type's blocks (e.g. 128
+ * columns of a Q4_K attn_output under TP 4) is dequantized to F32 at load.
+ *
+ * Residency (host backends, file mappings; model_residency_settle): after
+ * loading, the pages of the mapping that the rank does not compute from (other
+ * ranks' tensors and slices, the sources of copied column slices, the token
+ * embedding table, which is looked up by row) are dropped from this process
+ * and marked MADV_RANDOM, and the rank's own aliased ranges are faulted in.
+ * Marking splits the mapping into separate VMAs, and the kernel's fault-around
+ * (which maps up to 64 KiB of already-cached neighbouring file pages on each
+ * fault) never crosses a VMA, so later faults cannot pull in a neighbour's
+ * slice: resident memory is the rank's share, not its share plus neighbours. */
 #include "model.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "../core/dtype.h"
 
@@ -49,8 +63,47 @@ static cv_status load_rows(model *m, const char *name, int64_t row0, int64_t n_r
     return CV_OK;
 }
 
-/* Columns [col0, col0 + n_cols) of every row of matrix `name`; the slice must
- * start and end on a block boundary of the weight type. */
+/* Columns [col0, col0 + n_cols) of every row of `t` that do not fall on the
+ * type's blocks, dequantized to an F32 weight owned by the rank. F32 rather
+ * than F16: the dequantized values (block scale x quant, minus block min)
+ * need more than F16's 11-bit mantissa, so F16 would round the weights and
+ * this rank would no longer compute what one process computes from them;
+ * F32 holds them exactly as the scalar dequantizer produces them. Scalar
+ * dequantization is fine here: it runs once, at load. */
+static cv_status load_cols_f32(model *m, const char *name, const gguf_tensor_info *t, int64_t col0,
+                               int64_t n_cols, be_weight *w, cv_err *e)
+{
+    const dtype_traits *tr = dtype_get(t->type);
+    int64_t ne0 = t->ne[0], ne1 = t->n_dims >= 2 ? t->ne[1] : 1, bs = tr->block_size;
+    int64_t b0 = col0 / bs, b1 = (col0 + n_cols + bs - 1) / bs; /* blocks covering the slice */
+    size_t rb = dtype_row_size(t->type, ne0);
+    float *span = malloc((size_t)((b1 - b0) * bs) * sizeof(float));
+    float *dst = malloc((size_t)n_cols * (size_t)ne1 * sizeof(float));
+    if (!span || !dst) {
+        free(span);
+        free(dst);
+        return cv_err_set(e, CV_ENOMEM, "tensor %s: %lld x %lld F32 elements for a column slice "
+                          "off %s blocks", name, (long long)ne1, (long long)n_cols, tr->name);
+    }
+    for (int64_t r = 0; r < ne1; r++) {
+        const uint8_t *src = (const uint8_t *)t->data + (size_t)r * rb + (size_t)b0 * tr->type_size;
+        dequantize_row(t->type, src, span, (b1 - b0) * bs);
+        memcpy(dst + (size_t)r * (size_t)n_cols, span + (col0 - b0 * bs),
+               (size_t)n_cols * sizeof(float));
+    }
+    free(span);
+    cv_status st = m->be->ops->weight_upload(m->be, w, DT_F32, n_cols, ne1, dst,
+                                             (size_t)n_cols * sizeof(float), false, e);
+    free(dst);
+    if (st)
+        return cv_err_prefix(e, "tensor %s", name);
+    add_bytes(m, w);
+    return CV_OK;
+}
+
+/* Columns [col0, col0 + n_cols) of every row of matrix `name`: whole blocks
+ * of its type are copied as they are; a slice off the blocks is dequantized
+ * (load_cols_f32). */
 static cv_status load_cols(model *m, const char *name, int64_t col0, int64_t n_cols, be_weight *w,
                            cv_err *e)
 {
@@ -64,9 +117,7 @@ static cv_status load_cols(model *m, const char *name, int64_t col0, int64_t n_c
                           "columns", name, (long long)col0, (long long)(col0 + n_cols),
                           (long long)ne0);
     if (col0 % tr->block_size || n_cols % tr->block_size)
-        return cv_err_set(e, CV_EINVAL, "tensor %s: column slice [%lld, %lld) is not on %s block "
-                          "boundaries (block of %lld)", name, (long long)col0,
-                          (long long)(col0 + n_cols), tr->name, (long long)tr->block_size);
+        return load_cols_f32(m, name, t, col0, n_cols, w, e);
     size_t rb = dtype_row_size(t->type, ne0);
     size_t off = (size_t)(col0 / tr->block_size) * tr->type_size;
     cv_status st = m->be->ops->weight_upload(m->be, w, t->type, n_cols, ne1,
@@ -278,6 +329,137 @@ static void model_release(model *m)
     scratch_free(m);
 }
 
+/* ---- residency of the mapping ----------------------------------------------- */
+
+typedef struct map_span {
+    uintptr_t a, b; /* page-aligned [a, b) */
+} map_span;
+
+static int span_cmp(const void *x, const void *y)
+{
+    uintptr_t a = ((const map_span *)x)->a, b = ((const map_span *)y)->a;
+    return a < b ? -1 : a > b;
+}
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14 */
+#endif
+
+/* Fault in [a, b) of the mapping: MADV_POPULATE_READ where the kernel has it,
+ * else one read per page. */
+static void span_populate(uintptr_t a, uintptr_t b, size_t ps)
+{
+    if (madvise((void *)a, b - a, MADV_POPULATE_READ) == 0)
+        return;
+    volatile uint8_t sink = 0;
+    for (uintptr_t p = a; p < b; p += ps)
+        sink ^= *(const volatile uint8_t *)p;
+    (void)sink;
+}
+
+/* The token embedding table is looked up by row and not held. A fault in a
+ * VMA that contains a whole aligned PMD range (2 MiB with 4 KiB pages) of a
+ * file whose page cache holds PMD-sized folios maps the whole 2 MiB (this
+ * kernel ignores MADV_NOHUGEPAGE there), so lookups would soon make the whole
+ * table resident. Cutting the table's range into VMAs that hold no aligned
+ * PMD range (cuts at odd multiples of half a PMD; neighbours differ in
+ * MADV_RANDOM, and all carry MADV_DONTDUMP so that none merges with the rest
+ * of the mapping) leaves each lookup at the 4 KiB-page fault-around window
+ * (64 KiB by default). */
+static void embd_split(model *m, uintptr_t base, uintptr_t end, uintptr_t ps)
+{
+    uintptr_t pmd = ps * (ps / 8), half = pmd / 2;
+    uintptr_t a = (uintptr_t)m->tok_embd.data;
+    uintptr_t b = a + m->tok_embd.row_bytes * (size_t)m->tok_embd.ne1;
+    if (a < base || b > end)
+        return;
+    a = (a + ps - 1) & ~(ps - 1);
+    b &= ~(ps - 1);
+    int idx = 0;
+    for (uintptr_t p = a; p < b; idx++) {
+        uintptr_t q = ((p + half) / pmd) * pmd + half; /* next odd multiple of half a PMD */
+        if (q > b)
+            q = b;
+        madvise((void *)p, q - p, MADV_DONTDUMP);
+        madvise((void *)p, q - p, idx % 2 ? MADV_NORMAL : MADV_RANDOM);
+        p = q;
+    }
+}
+
+/* See the head comment: drop and mark (MADV_RANDOM) every page of the
+ * mapping's data section that no aliased weight of this rank lies in, then
+ * fault in the rank's own ranges. Best effort: madvise errors change only
+ * what is resident, never what is computed (a read-only private file
+ * mapping refaults dropped pages from the file). */
+static void model_residency_settle(model *m)
+{
+    if (!m->be->ops->host_memory || !gguf_is_file_mapping(m->gguf))
+        return;
+    long psl = sysconf(_SC_PAGESIZE);
+    if (psl <= 0)
+        return;
+    uintptr_t ps = (uintptr_t)psl;
+    uintptr_t base = (uintptr_t)gguf_base(m->gguf);
+    uintptr_t end = base + gguf_file_size(m->gguf);
+    uintptr_t lo = (base + gguf_data_offset(m->gguf)) & ~(ps - 1);
+    uintptr_t hi = (end + ps - 1) & ~(ps - 1);
+    int n_w = 3 + 12 * m->shard.n_layers, n = 0;
+    map_span *sp = calloc((size_t)n_w, sizeof *sp);
+    if (!sp)
+        return;
+    /* the token embedding is a row lookup: not held (the planner counts it as
+     * mapped); a tied head over the whole table shares its handle (output) */
+    const be_weight *top[3] = {&m->output_norm, &m->output, &m->rope_freqs};
+    for (int i = 0; i < n_w; i++) {
+        const be_weight *w;
+        if (i < 3) {
+            w = top[i];
+        } else {
+            model_layer *L = &m->layers[(i - 3) / 12];
+            const be_weight *lw[12] = {&L->attn_norm, &L->wq, &L->wk,       &L->wv,
+                                       &L->bq,        &L->bk, &L->bv,       &L->wo,
+                                       &L->ffn_norm,  &L->w_gate, &L->w_up, &L->w_down};
+            w = lw[(i - 3) % 12];
+        }
+        uintptr_t a = (uintptr_t)w->data, b = a + w->row_bytes * (size_t)w->ne1;
+        if (!w->data || a < base || b > end || b <= a)
+            continue; /* absent, or the backend's own memory */
+        sp[n].a = a & ~(ps - 1);
+        sp[n].b = (b + ps - 1) & ~(ps - 1);
+        n++;
+    }
+    qsort(sp, (size_t)n, sizeof *sp, span_cmp);
+    int k = 0; /* merge overlapping and touching spans */
+    for (int i = 0; i < n; i++) {
+        if (k > 0 && sp[i].a <= sp[k - 1].b) {
+            if (sp[i].b > sp[k - 1].b)
+                sp[k - 1].b = sp[i].b;
+        } else {
+            sp[k++] = sp[i];
+        }
+    }
+    size_t held = 0;
+    uintptr_t cur = lo;
+    for (int i = 0; i <= k; i++) {
+        uintptr_t g1 = i < k ? sp[i].a : hi;
+        if (g1 > cur) {
+            madvise((void *)cur, g1 - cur, MADV_RANDOM);
+            madvise((void *)cur, g1 - cur, MADV_DONTNEED);
+        }
+        if (i < k) {
+            if (sp[i].b > cur)
+                cur = sp[i].b;
+            held += sp[i].b - sp[i].a;
+        }
+    }
+    if (m->tok_embd.data && m->output.data != m->tok_embd.data)
+        embd_split(m, base, end, ps);
+    for (int i = 0; i < k; i++)
+        span_populate(sp[i].a, sp[i].b, ps);
+    m->mapped_resident_bytes = held;
+    free(sp);
+}
+
 cv_status model_load(gguf_file *f, const shard_spec *shard, const model_params *p, backend *be,
                      model **out, cv_err *e)
 {
@@ -343,6 +525,7 @@ cv_status model_load(gguf_file *f, const shard_spec *shard, const model_params *
     }
     if ((st = scratch_alloc(m, e)))
         goto err;
+    model_residency_settle(m);
     *out = m;
     return CV_OK;
 err:

@@ -1,7 +1,9 @@
 /* model.h - one rank's shard of a model: config, the weights of its layers
  * (or slices of them) uploaded to its backend, its KV cache and scratch.
  * Loads only its own tensors/slices from the mmapped GGUF, so resident
- * memory is about its share of the weights plus its KV cache. */
+ * memory is about its share of the weights plus its KV cache: after loading,
+ * the pages of the mapping it does not compute from are dropped from the
+ * process and its own aliased ranges are faulted in (model.c). */
 #pragma once
 #include <stdint.h>
 
@@ -59,6 +61,8 @@ typedef struct model {
     void *scratch;           /* model_scratch*: backend buffers for activations, sized by max_batch */
     size_t weight_bytes;     /* bytes of weights this rank holds */
     size_t kv_bytes;         /* bytes of KV cache */
+    size_t mapped_resident_bytes; /* bytes of the GGUF mapping this rank keeps faulted in: its
+                                     aliased weights, page-rounded (0 when nothing is aliased) */
 } model;
 
 /* Load this rank's shard (shard NULL: the whole model) from an open GGUF
