@@ -78,10 +78,16 @@ static cv_status load_cols_f32(model *m, const char *name, const gguf_tensor_inf
     int64_t b0 = col0 / bs, b1 = (col0 + n_cols + bs - 1) / bs; /* blocks covering the slice */
     size_t rb = dtype_row_size(t->type, ne0);
     float *span = malloc((size_t)((b1 - b0) * bs) * sizeof(float));
-    float *dst = malloc((size_t)n_cols * (size_t)ne1 * sizeof(float));
-    if (!span || !dst) {
+    /* the staging copy is mapped and unmapped here rather than malloc'ed:
+     * freeing a large malloc block raises glibc's mmap threshold, and the
+     * backend's copies that follow would then share the heap with freed
+     * staging blocks that stay resident */
+    size_t dst_bytes = (size_t)n_cols * (size_t)ne1 * sizeof(float);
+    float *dst = mmap(NULL, dst_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (!span || dst == MAP_FAILED) {
         free(span);
-        free(dst);
+        if (dst != MAP_FAILED)
+            munmap(dst, dst_bytes);
         return cv_err_set(e, CV_ENOMEM, "tensor %s: %lld x %lld F32 elements for a column slice "
                           "off %s blocks", name, (long long)ne1, (long long)n_cols, tr->name);
     }
@@ -94,7 +100,7 @@ static cv_status load_cols_f32(model *m, const char *name, const gguf_tensor_inf
     free(span);
     cv_status st = m->be->ops->weight_upload(m->be, w, DT_F32, n_cols, ne1, dst,
                                              (size_t)n_cols * sizeof(float), false, e);
-    free(dst);
+    munmap(dst, dst_bytes);
     if (st)
         return cv_err_prefix(e, "tensor %s", name);
     add_bytes(m, w);
