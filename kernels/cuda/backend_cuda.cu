@@ -15,6 +15,7 @@
  * later to_host calls fill their output with NaN so that the caller cannot
  * mistake a failed step for a result. Not thread-safe: one caller thread. */
 #include "cuda_internal.cuh"
+#include "cuda_mmv2.cuh"
 
 __thread int cv_cuda_tl_device = -1;
 
@@ -187,6 +188,8 @@ static cv_status cuda_weight_upload(backend *be, be_weight *w, int type, int64_t
         return cv_err_set(e, CV_EDEVICE, "%s: uploading a %s (%lld x %lld) weight: %s", cb->name,
                           dtype_name(type), (long long)ne1, (long long)ne0, cudaGetErrorString(rc));
     }
+    if (ne1 > 1 && type != DT_F32 && type != DT_F16 && type != DT_BF16)
+        cb->int_weights = true;
     w->type = type;
     w->ne0 = ne0;
     w->ne1 = ne1;
@@ -242,6 +245,39 @@ __global__ void k_rmsnorm(float *__restrict__ y, const float *__restrict__ x,
         yr[i] = xr[i] * sc * g[i];
 }
 
+/* v2 with integer weights: rmsnorm that also quantizes its output for the
+ * matmuls that follow (cuda_mmv2.cuh layout); one thread per 32 columns */
+__global__ void k_rmsnorm_q(float *__restrict__ y, const float *__restrict__ x,
+                            const float *__restrict__ g, int64_t n, float eps,
+                            uint8_t *__restrict__ xq, size_t xq_pitch)
+{
+    __shared__ float sh[32];
+    const float *xr = x + blockIdx.x * n;
+    float *yr = y + blockIdx.x * n;
+    float ss = 0.0f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+        ss = fmaf(xr[i], xr[i], ss);
+    ss = block_sum(ss, sh);
+    const float sc = 1.0f / sqrtf(ss / (float)n + eps);
+    for (int64_t k = threadIdx.x; k < n / 32; k += blockDim.x) {
+        float v[32];
+#pragma unroll
+        for (int l = 0; l < 32; l++) {
+            v[l] = xr[32 * k + l] * sc * g[32 * k + l];
+            yr[32 * k + l] = v[l];
+        }
+        mmv2_quant_store(xq + blockIdx.x * xq_pitch, n, k, v);
+    }
+}
+
+/* v2: outputs of ops that feed matmuls are quantized as they are written when
+ * the model has integer weights (one launch less per matmul group) */
+static bool v2_quant_out(cuda_backend *cb, int64_t n, int64_t n_tok)
+{
+    return cb->mmv_var == 2 && cb->int_weights && n % 32 == 0 && n <= 65536 &&
+           n_tok <= MMV_MAX_TOK && mmv2_xq_reserve(cb, n, n_tok);
+}
+
 static void cuda_rmsnorm(backend *be, float *y, const float *x, const be_weight *g, int64_t n_tok,
                          int64_t n, float eps)
 {
@@ -249,6 +285,13 @@ static void cuda_rmsnorm(backend *be, float *y, const float *x, const be_weight 
     CG_OP(cb);
     if (n_tok <= 0)
         return;
+    if (v2_quant_out(cb, n, n_tok)) {
+        k_rmsnorm_q<<<(unsigned)n_tok, 256, 0, cb->stream>>>(y, x, (const float *)g->data, n, eps,
+                                                              cb->xq, mmv2_xq_pitch(n));
+        if (!CB_LAUNCHED(cb, "rmsnorm (v2, quantized output)"))
+            cb->xq_src = y, cb->xq_ne0 = n, cb->xq_ntok = n_tok;
+        return;
+    }
     k_rmsnorm<<<(unsigned)n_tok, 256, 0, cb->stream>>>(y, x, (const float *)g->data, n, eps);
     CB_LAUNCHED(cb, "rmsnorm");
 }
@@ -444,6 +487,24 @@ __global__ void k_swiglu(float *__restrict__ y, const float *__restrict__ g,
     }
 }
 
+/* v2 with integer weights: swiglu of one token row (n columns) that also
+ * quantizes its output; one thread per 32 columns */
+__global__ void k_swiglu_q(float *__restrict__ y, const float *__restrict__ g,
+                           const float *__restrict__ u, int64_t n, uint8_t *__restrict__ xq)
+{
+    int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n / 32)
+        return;
+    float v[32];
+#pragma unroll
+    for (int l = 0; l < 32; l++) {
+        float a = g[32 * k + l];
+        v[l] = a / (1.0f + expf(-a)) * u[32 * k + l];
+        y[32 * k + l] = v[l];
+    }
+    mmv2_quant_store(xq, n, k, v);
+}
+
 __global__ void k_add(float *y, const float *a, const float *b, int64_t n)
 {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -480,6 +541,14 @@ static void cuda_swiglu(backend *be, float *y, const float *gate, const float *u
     CG_OP(cb);
     if (n <= 0)
         return;
+    /* n is all tokens' elements: quantized as one row, which serves a
+     * one-token matmul (decode); any other shape re-quantizes */
+    if (v2_quant_out(cb, n, 1)) {
+        k_swiglu_q<<<grid1(n / 32, 64), 64, 0, cb->stream>>>(y, gate, up, n, cb->xq);
+        if (!CB_LAUNCHED(cb, "swiglu (v2, quantized output)"))
+            cb->xq_src = y, cb->xq_ne0 = n, cb->xq_ntok = 1;
+        return;
+    }
     k_swiglu<<<grid1(n, 256), 256, 0, cb->stream>>>(y, gate, up, n);
     CB_LAUNCHED(cb, "swiglu");
 }
@@ -560,6 +629,7 @@ static void cuda_destroy(backend *be)
 static cv_status cuda_last_error(backend *be, cv_err *e)
 {
     cuda_backend *cb = cb_of(be);
+    CG_FLUSH(cb); /* a capturing stream cannot be queried */
     if (cb->err == CV_OK) { /* pick up asynchronous kernel faults too */
         cudaError_t rc = cudaStreamQuery(cb->stream);
         if (rc != cudaSuccess && rc != cudaErrorNotReady)

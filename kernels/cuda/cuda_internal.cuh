@@ -51,6 +51,16 @@ typedef struct cuda_backend {
     size_t xq_cap;
     const float *xq_src; /* the x that xq holds (NULL: none); any op but matmul clears it */
     int64_t xq_ne0, xq_ntok;
+    struct {                    /* v2 matmuls on one x waiting for one launch (matmul_cuda.cu) */
+        int n, type;
+        bool q;                 /* integer path: x is in xq */
+        int64_t ne0, n_tok;
+        const float *x;
+        const uint8_t *W[3];
+        float *y[3];
+        int64_t ne1[3];
+    } mm;
+    bool int_weights;           /* an integer-type matrix was uploaded: v2 ops quantize their outputs */
     struct cuda_graphs *graphs; /* CARAVAN_CUDA_GRAPHS=1: decode steps as CUDA graphs (cuda_graph.cu) */
     cv_status err;    /* first error (sticky) */
     char err_msg[CV_ERR_MSG_MAX];
@@ -58,16 +68,25 @@ typedef struct cuda_backend {
 
 /* Every op starts here: make this backend's device current on the calling
  * thread (a backend may be used from another thread than the one that made it),
- * and forget the v2 quantized activations (cuda_matmul keeps them). Memory
+ * launch the pending v2 matmuls and forget the v2 quantized activations
+ * (cuda_matmul does neither: it is what groups them). Memory
  * written behind the backend's back (an NCCL all-reduce) between two matmuls
  * on the same x would need an op in between; forward.c always has one. */
 extern __thread int cv_cuda_tl_device;
-static inline cuda_backend *cb_of(backend *be)
+void cuda_mm_flush(cuda_backend *cb); /* matmul_cuda.cu: launch the pending v2 matmuls */
+static inline cuda_backend *cb_dev(backend *be)
 {
     cuda_backend *cb = (cuda_backend *)be->impl;
-    cb->xq_src = NULL;
     if (cv_cuda_tl_device != cb->device && cudaSetDevice(cb->device) == cudaSuccess)
         cv_cuda_tl_device = cb->device;
+    return cb;
+}
+static inline cuda_backend *cb_of(backend *be)
+{
+    cuda_backend *cb = cb_dev(be);
+    if (cb->mm.n)
+        cuda_mm_flush(cb);
+    cb->xq_src = NULL;
     return cb;
 }
 
@@ -100,12 +119,12 @@ typedef void (*mmv_fn)(float *, int64_t, const uint8_t *, size_t, int64_t, int64
 mmv_fn mmv_get_basic(int type, int nt); /* mmv_basic.cu: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 */
 mmv_fn mmv_get_k(int type, int nt);     /* mmv_k.cu: Q2_K .. Q6_K */
 /* variant v2 (cuda_mmv2.cuh): integer types on int8 activations, float types coalesced */
-typedef void (*mmv2_q_fn)(float *, int64_t, const uint8_t *, size_t, int64_t, int64_t,
-                          const uint8_t *, size_t);
-typedef void (*mmv2_f_fn)(float *, int64_t, const uint8_t *, size_t, int64_t, int64_t,
-                          const float *, int64_t);
+struct mmv2_mats;
+typedef void (*mmv2_q_fn)(const mmv2_mats, size_t, int64_t, const uint8_t *, size_t);
+typedef void (*mmv2_f_fn)(const mmv2_mats, size_t, int64_t, const float *, int64_t);
 mmv2_q_fn mmv2_get_q(int type, int nt); /* mmv2_q.cu: Q4_0..Q8_0, Q2_K..Q6_K (NULL: other types) */
 mmv2_f_fn mmv2_get_f(int type, int nt); /* mmv2_f.cu: F32 F16 BF16 */
+bool mmv2_xq_reserve(cuda_backend *cb, int64_t ne0, int64_t n_tok); /* cb->xq big enough */
 /* quantize n_tok activation rows (ldx apart) into xq; false on a launch error */
 bool mmv2_quantize(cuda_backend *cb, uint8_t *xq, size_t xq_pitch, const float *x, int64_t ldx,
                    int64_t ne0, int64_t n_tok);

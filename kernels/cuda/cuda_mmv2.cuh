@@ -39,6 +39,32 @@
 
 #define MMV2_WARPS 4 /* warps (rows or row pairs) per block */
 #define MMV2_FROWS 2 /* rows per warp of the float kernel */
+#define MMV2_MAXM 3  /* weight matrices sharing one x in one launch (Wq Wk Wv, Wgate Wup) */
+
+/* Up to MMV2_MAXM matrices of one type and row length that multiply the same
+ * x, in one launch: blocks blk0[i] .. blk0[i+1]-1 do matrix i (rows of W[i],
+ * output y[i] with row stride ne1[i]). */
+struct mmv2_mats {
+    const uint8_t *W[MMV2_MAXM];
+    float *y[MMV2_MAXM];
+    int64_t ne1[MMV2_MAXM];
+    unsigned blk0[MMV2_MAXM + 1];
+    int n;
+};
+
+/* Which matrix block `block` works on and the first row of warp `warp`
+ * (rows_per_warp rows each); false when that row is past the matrix's end. */
+QT_HD bool mmv2_mats_row(const mmv2_mats &M, unsigned block, int warp, int rows_per_warp, int *m,
+                         int64_t *r0)
+{
+    static_assert(MMV2_MAXM == 3, "the selects below know 3 matrices");
+    const int k = (M.n > 2 && block >= M.blk0[2]) ? 2 : (M.n > 1 && block >= M.blk0[1]) ? 1 : 0;
+    const unsigned b0 = k == 0 ? M.blk0[0] : k == 1 ? M.blk0[1] : M.blk0[2];
+    const int64_t ne1 = k == 0 ? M.ne1[0] : k == 1 ? M.ne1[1] : M.ne1[2];
+    *m = k;
+    *r0 = ((int64_t)(block - b0) * MMV2_WARPS + warp) * rows_per_warp;
+    return *r0 < ne1;
+}
 
 static inline size_t mmv2_xq_pitch(int64_t ne0)
 {
@@ -377,19 +403,11 @@ QT_HD void mmv2_quant_block(const float *x, int8_t *qs, float *d, float *s)
     s[1] = dd * (float)sum[1];
 }
 
-/* Block b (of (ne0 / 32) * n_tok) of the activations x (rows ldx floats
- * apart, any alignment) into its place in xq. */
-QT_HD void mmv2_quant_task(uint8_t *xq, size_t xq_pitch, const float *x, int64_t ldx, int64_t ne0,
-                           int64_t b)
+/* Quantize 32 activations v (columns 32k..32k+31) into their place in one
+ * row of xq (ne0 columns). */
+QT_HD void mmv2_quant_store(uint8_t *row, int64_t ne0, int64_t k, const float v[32])
 {
     const int64_t nb = ne0 / 32;
-    const int64_t t = b / nb, k = b - t * nb;
-    float v[32];
-    const float *xp = x + t * ldx + 32 * k;
-QT_UNROLL
-    for (int l = 0; l < 32; l++)
-        v[l] = qt_ldxf(xp + l);
-    uint8_t *row = xq + (size_t)t * xq_pitch;
     union {
         int8_t b[32];
         uint4 v[2];
@@ -403,6 +421,21 @@ QT_UNROLL
     f[k] = d;
     f[nb + 2 * k] = s[0];
     f[nb + 2 * k + 1] = s[1];
+}
+
+/* Block b (of (ne0 / 32) * n_tok) of the activations x (rows ldx floats
+ * apart, any alignment) into its place in xq. */
+QT_HD void mmv2_quant_task(uint8_t *xq, size_t xq_pitch, const float *x, int64_t ldx, int64_t ne0,
+                           int64_t b)
+{
+    const int64_t nb = ne0 / 32;
+    const int64_t t = b / nb, k = b - t * nb;
+    float v[32];
+    const float *xp = x + t * ldx + 32 * k;
+QT_UNROLL
+    for (int l = 0; l < 32; l++)
+        v[l] = qt_ldxf(xp + l);
+    mmv2_quant_store(xq + (size_t)t * xq_pitch, ne0, k, v);
 }
 
 /* row t of the quantized activations */
@@ -565,13 +598,18 @@ __device__ __forceinline__ float mmv2_warp_sum(float v)
 /* y[t][r] = W[r] . x[t] for the integer types: one warp per row */
 template <int T, int NT>
 __global__ void __launch_bounds__(MMV2_WARPS * 32)
-    k_mmv2_q(float *__restrict__ y, int64_t ldy, const uint8_t *__restrict__ W, size_t pitch,
-             int64_t ne0, int64_t ne1, const uint8_t *__restrict__ xq, size_t xq_pitch)
+    k_mmv2_q(const mmv2_mats M, size_t pitch, int64_t ne0, const uint8_t *__restrict__ xq,
+             size_t xq_pitch)
 {
     const int lane = threadIdx.x & 31;
-    const int64_t r = (int64_t)blockIdx.x * MMV2_WARPS + (threadIdx.x >> 5);
-    if (r >= ne1)
+    int m;
+    int64_t r;
+    if (!mmv2_mats_row(M, blockIdx.x, threadIdx.x >> 5, 1, &m, &r))
         return;
+    /* selects, not M.W[m]: a run-time index into the parameters would copy them to local memory */
+    const uint8_t *__restrict__ W = m == 0 ? M.W[0] : m == 1 ? M.W[1] : M.W[2];
+    float *__restrict__ y = m == 0 ? M.y[0] : m == 1 ? M.y[1] : M.y[2];
+    const int64_t ldy = m == 0 ? M.ne1[0] : m == 1 ? M.ne1[1] : M.ne1[2];
     float acc[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++)
@@ -590,13 +628,16 @@ __global__ void __launch_bounds__(MMV2_WARPS * 32)
 /* the float types: one warp per MMV2_FROWS rows */
 template <int T, int NT>
 __global__ void __launch_bounds__(MMV2_WARPS * 32)
-    k_mmv2_f(float *__restrict__ y, int64_t ldy, const uint8_t *__restrict__ W, size_t pitch,
-             int64_t ne0, int64_t ne1, const float *__restrict__ x, int64_t ldx)
+    k_mmv2_f(const mmv2_mats M, size_t pitch, int64_t ne0, const float *__restrict__ x, int64_t ldx)
 {
     const int lane = threadIdx.x & 31;
-    const int64_t r0 = ((int64_t)blockIdx.x * MMV2_WARPS + (threadIdx.x >> 5)) * MMV2_FROWS;
-    if (r0 >= ne1)
+    int m;
+    int64_t r0;
+    if (!mmv2_mats_row(M, blockIdx.x, threadIdx.x >> 5, MMV2_FROWS, &m, &r0))
         return;
+    const uint8_t *__restrict__ W = m == 0 ? M.W[0] : m == 1 ? M.W[1] : M.W[2];
+    float *__restrict__ y = m == 0 ? M.y[0] : m == 1 ? M.y[1] : M.y[2];
+    const int64_t ldy = m == 0 ? M.ne1[0] : m == 1 ? M.ne1[1] : M.ne1[2], ne1 = ldy;
     const uint8_t *rows[MMV2_FROWS];
     float acc[MMV2_FROWS][NT];
 #pragma unroll

@@ -93,60 +93,106 @@ static bool scratch_grow(cuda_backend *cb, void **p, size_t *cap, size_t need)
     return true;
 }
 
-/* Variant v2 (cuda_mmv2.cuh); false when it does not take this case (v1 does). */
+/* ---- variant v2 (cuda_mmv2.cuh) ------------------------------------------------
+ * A v2 matmul is not launched at once: consecutive matmuls on the same x
+ * (Wq Wk Wv, Wgate Wup in forward.c) wait in cb->mm and go out as one launch
+ * over all their rows (fewer launches, no small-grid tails), when a matmul
+ * on another x comes or any other op is called (cb_of flushes). The integer
+ * types' x is quantized at the first call; later calls on the same x (and
+ * the matmuls after a v2 rmsnorm/swiglu, which quantize their output as they
+ * write it) reuse it while cb->xq_src says it is current. */
+
+static bool mm_overlap(const float *a, int64_t na, const float *b, int64_t nb)
+{
+    return a < b + nb && b < a + na;
+}
+
+void cuda_mm_flush(cuda_backend *cb)
+{
+    const int n = cb->mm.n;
+    if (!n)
+        return;
+    cb->mm.n = 0;
+    const int type = cb->mm.type;
+    const int64_t ne0 = cb->mm.ne0, n_tok = cb->mm.n_tok;
+    const bool q = cb->mm.q;
+    const size_t pitch = qt_pitch(type, ne0), xp = mmv2_xq_pitch(ne0);
+    const int64_t rpb = (int64_t)MMV2_WARPS * (q ? 1 : MMV2_FROWS); /* rows per block */
+    mmv2_mats M;
+    memset(&M, 0, sizeof M);
+    M.n = n;
+    for (int i = 0; i < n; i++) {
+        M.W[i] = cb->mm.W[i];
+        M.ne1[i] = cb->mm.ne1[i];
+        M.blk0[i + 1] = M.blk0[i] + (unsigned)((cb->mm.ne1[i] + rpb - 1) / rpb);
+    }
+    for (int64_t t0 = 0; t0 < n_tok;) {
+        int64_t left = n_tok - t0;
+        int nt = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+        for (int i = 0; i < n; i++)
+            M.y[i] = cb->mm.y[i] + t0 * cb->mm.ne1[i];
+        if (q)
+            mmv2_get_q(type, nt)<<<M.blk0[n], MMV2_WARPS * 32, 0, cb->stream>>>(
+                M, pitch, ne0, cb->xq + (size_t)t0 * xp, xp);
+        else
+            mmv2_get_f(type, nt)<<<M.blk0[n], MMV2_WARPS * 32, 0, cb->stream>>>(
+                M, pitch, ne0, cb->mm.x + t0 * ne0, ne0);
+        if (CB_LAUNCHED(cb, q ? "matmul (v2 matrix-vector kernel)"
+                              : "matmul (v2 float matrix-vector kernel)"))
+            return;
+        t0 += nt;
+    }
+}
+
+/* Size the quantized-activation buffer once, for up to MMV_MAX_TOK rows of
+ * 32768 columns (or more when needed), so a captured step never reallocates. */
+bool mmv2_xq_reserve(cuda_backend *cb, int64_t ne0, int64_t n_tok)
+{
+    size_t need = mmv2_xq_pitch(ne0) * (size_t)n_tok, want = mmv2_xq_pitch(32768) * MMV_MAX_TOK;
+    return scratch_grow(cb, (void **)&cb->xq, &cb->xq_cap, need > want ? need : want);
+}
+
+/* v2 takes the call (true) or leaves it to v1 (false, nothing pending then). */
 static bool matmul_mmv2(cuda_backend *cb, float *y, const be_weight *w, const float *x,
                         int64_t n_tok)
 {
     const int64_t ne0 = w->ne0, ne1 = w->ne1;
-    const size_t pitch = qt_pitch(w->type, ne0);
-    const uint8_t *W = (const uint8_t *)w->data;
-    if (mmv2_get_q(w->type, 1) && ne0 % 32 == 0) {
-        const size_t xp = mmv2_xq_pitch(ne0);
-        if (!(cb->xq_src == x && cb->xq_ne0 == ne0 && cb->xq_ntok == n_tok)) {
-            /* sized once for up to MMV_MAX_TOK rows of 32768 columns, so a
-             * captured decode step never reallocates it */
-            size_t need = xp * (size_t)n_tok, want = mmv2_xq_pitch(32768) * MMV_MAX_TOK;
-            if (!scratch_grow(cb, (void **)&cb->xq, &cb->xq_cap, need > want ? need : want))
-                return true;
-            if (!mmv2_quantize(cb, cb->xq, xp, x, ne0, ne0, n_tok))
-                return true;
-            cb->xq_src = x, cb->xq_ne0 = ne0, cb->xq_ntok = n_tok;
+    const bool q = mmv2_get_q(w->type, 1) && ne0 % 32 == 0;
+    if (!q) {
+        const int epc = w->type == DT_F32 ? 4 : 8;
+        if (!mmv2_get_f(w->type, 1) || ne0 % epc || (uintptr_t)x % 16) {
+            cuda_mm_flush(cb);
+            return false;
         }
-        for (int64_t t0 = 0; t0 < n_tok;) {
-            int64_t left = n_tok - t0;
-            int nt = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
-            mmv2_get_q(w->type, nt)<<<grid1(ne1, MMV2_WARPS), MMV2_WARPS * 32, 0, cb->stream>>>(
-                y + t0 * ne1, ne1, W, pitch, ne0, ne1, cb->xq + (size_t)t0 * xp, xp);
-            if (CB_LAUNCHED(cb, "matmul (v2 matrix-vector kernel)"))
-                return true;
-            t0 += nt;
-        }
-        /* the output overwrote the quantized x's source */
-        if (y < x + n_tok * ne0 && x < y + n_tok * ne1)
-            cb->xq_src = NULL;
-        return true;
     }
-    const int epc = w->type == DT_F32 ? 4 : 8;
-    if (!mmv2_get_f(w->type, 1) || ne0 % epc || (uintptr_t)x % 16)
-        return false;
-    for (int64_t t0 = 0; t0 < n_tok;) {
-        int64_t left = n_tok - t0;
-        int nt = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
-        mmv2_get_f(w->type, nt)<<<grid1(ne1, MMV2_WARPS * MMV2_FROWS), MMV2_WARPS * 32, 0,
-                                  cb->stream>>>(y + t0 * ne1, ne1, W, pitch, ne0, ne1,
-                                                x + t0 * ne0, ne0);
-        if (CB_LAUNCHED(cb, "matmul (v2 float matrix-vector kernel)"))
+    bool join = cb->mm.n > 0 && cb->mm.n < MMV2_MAXM && cb->mm.x == x && cb->mm.n_tok == n_tok &&
+                cb->mm.type == w->type && cb->mm.ne0 == ne0;
+    for (int i = 0; join && i < cb->mm.n; i++) /* two outputs in one place: keep the order */
+        if (mm_overlap(y, n_tok * ne1, cb->mm.y[i], n_tok * cb->mm.ne1[i]))
+            join = false;
+    if (!join)
+        cuda_mm_flush(cb);
+    if (q && !(cb->xq_src == x && cb->xq_ne0 == ne0 && cb->xq_ntok == n_tok)) {
+        if (!mmv2_xq_reserve(cb, ne0, n_tok))
             return true;
-        t0 += nt;
+        if (!mmv2_quantize(cb, cb->xq, mmv2_xq_pitch(ne0), x, ne0, ne0, n_tok))
+            return true;
+        cb->xq_src = x, cb->xq_ne0 = ne0, cb->xq_ntok = n_tok;
     }
+    int k = cb->mm.n++;
+    cb->mm.q = q, cb->mm.type = w->type, cb->mm.ne0 = ne0, cb->mm.n_tok = n_tok, cb->mm.x = x;
+    cb->mm.W[k] = (const uint8_t *)w->data;
+    cb->mm.y[k] = y;
+    cb->mm.ne1[k] = ne1;
+    if (mm_overlap(y, n_tok * ne1, x, n_tok * ne0))
+        cuda_mm_flush(cb); /* the output overwrites x: nothing may join later */
     return true;
 }
 
 static void matmul_mmv(cuda_backend *cb, float *y, const be_weight *w, const float *x,
                        int64_t n_tok)
 {
-    if (cb->mmv_var == 2 && matmul_mmv2(cb, y, w, x, n_tok))
-        return;
+
     size_t pitch = qt_pitch(w->type, w->ne0);
     /* 16-byte activation loads need aligned rows and no partial task (float types) */
     bool vec = ((uintptr_t)x % 16 == 0) && (w->ne0 % 32 == 0);
@@ -261,20 +307,21 @@ static void matmul_gemm(cuda_backend *cb, float *y, const be_weight *w, const fl
 
 void cuda_matmul(backend *be, float *y, const be_weight *w, const float *x, int64_t n_tok)
 {
-    /* cb_of forgets the quantized activations (every other op may have
-     * changed them); consecutive matmuls on the same x keep them */
-    const float *xq_src = ((cuda_backend *)be->impl)->xq_src;
-    cuda_backend *cb = cb_of(be);
-    cb->xq_src = xq_src;
+    /* not cb_of: pending matmuls and the quantized x stay for this call */
+    cuda_backend *cb = cb_dev(be);
     if (n_tok <= 0)
         return;
     if (n_tok <= MMV_MAX_TOK) {
         CG_OP(cb);
-        matmul_mmv(cb, y, w, x, n_tok);
+        if (!(cb->mmv_var == 2 && matmul_mmv2(cb, y, w, x, n_tok)))
+            matmul_mmv(cb, y, w, x, n_tok);
     } else {
+        cuda_mm_flush(cb);
         CG_FLUSH(cb); /* cuBLAS: not captured */
         matmul_gemm(cb, y, w, x, n_tok);
     }
+    if (cb->xq_src && mm_overlap(y, n_tok * w->ne1, cb->xq_src, cb->xq_ntok * cb->xq_ne0))
+        cb->xq_src = NULL; /* the output overwrote the quantized x's source */
 }
 
 void cuda_embed(backend *be, float *y, const be_weight *emb, const int32_t *tokens,

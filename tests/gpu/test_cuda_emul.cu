@@ -361,9 +361,52 @@ template <int T> static int check_mmv2_f_all(int64_t ne0, int64_t ne1, uint64_t 
            check_mmv2_f<T, 4>(ne0, ne1, rng) + check_mmv2_f<T, 8>(ne0, ne1, rng);
 }
 
+/* the block -> (matrix, row) map of a grouped launch covers every row of
+ * every matrix exactly once (as matmul_cuda.cu fills mmv2_mats) */
+static int check_mats(const int64_t *ne1, int n, int rows_per_warp)
+{
+    mmv2_mats M;
+    memset(&M, 0, sizeof M);
+    M.n = n;
+    const int64_t rpb = (int64_t)MMV2_WARPS * rows_per_warp;
+    for (int i = 0; i < n; i++) {
+        M.ne1[i] = ne1[i];
+        M.blk0[i + 1] = M.blk0[i] + (unsigned)((ne1[i] + rpb - 1) / rpb);
+    }
+    int fails = 0;
+    int *seen[MMV2_MAXM];
+    for (int i = 0; i < n; i++)
+        seen[i] = (int *)calloc(ne1[i], sizeof(int));
+    for (unsigned b = 0; b < M.blk0[n]; b++)
+        for (int w = 0; w < MMV2_WARPS; w++) {
+            int m;
+            int64_t r0;
+            if (!mmv2_mats_row(M, b, w, rows_per_warp, &m, &r0))
+                continue;
+            for (int r = 0; r < rows_per_warp; r++)
+                if (r0 + r < ne1[m])
+                    seen[m][r0 + r]++;
+        }
+    for (int i = 0; i < n; i++) {
+        for (int64_t r = 0; r < ne1[i]; r++)
+            if (seen[i][r] != 1 && fails++ < 3)
+                fprintf(stderr, "FAIL v2 grouped launch: matrix %d row %lld done %d times\n", i,
+                        (long long)r, seen[i][r]);
+        free(seen[i]);
+    }
+    if (!fails)
+        printf("ok   v2 grouped launch of %d matrices (first %lld rows), %d rows per warp\n", n,
+               (long long)ne1[0], rows_per_warp);
+    return fails ? 1 : 0;
+}
+
 static int check_v2(uint64_t *rng)
 {
     int fails = 0;
+    const int64_t qkv[] = {4096, 1024, 1024}, odd[] = {37, 1, 131}, gu[] = {14336, 14336};
+    fails += check_mats(qkv, 3, 1) + check_mats(qkv, 3, MMV2_FROWS);
+    fails += check_mats(odd, 3, 1) + check_mats(odd, 3, MMV2_FROWS);
+    fails += check_mats(gu, 2, 1) + check_mats(odd, 1, MMV2_FROWS);
     const int64_t n32[] = {32, 160, 4096}, nK[] = {256, 1280};
     for (int64_t n : n32) {
         fails += check_idec<DT_Q8_0>(n, rng);

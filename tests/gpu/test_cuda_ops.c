@@ -288,6 +288,66 @@ static void test_xq_reuse(int type, int64_t ne0, int64_t ne1, int64_t nt)
     free(m1.data), free(m2.data);
 }
 
+/* A decode step's pattern (one token unless n_tok says more): rmsnorm, then
+ * three matmuls on its output (v2: one grouped launch on the quantized
+ * output the rmsnorm wrote), swiglu of two of them, then a matmul on the
+ * swiglu output (v2: quantized by swiglu for one token). */
+static void test_chain(int type, int64_t n, int64_t n_ff, int64_t nt)
+{
+    qmat mq = qmat_make(type, n, n_ff, 48), mk = qmat_make(type, n, n_ff, 48),
+         mv = qmat_make(type, n, 67, 48), md = qmat_make(type, n_ff, n, 48);
+    be_weight cq, gq, ck, gk, cv, gv, cd, gd, gc, gg;
+    upload_both(&mq, &cq, &gq);
+    upload_both(&mk, &ck, &gk);
+    upload_both(&mv, &cv, &gv);
+    upload_both(&md, &cd, &gd);
+    float *x = rnd(nt * n, 2.0f), *g = rnd(n, 1.0f);
+    cv_err e = {0};
+    die_if(cpu->ops->weight_upload(cpu, &gc, DT_F32, n, 1, g, n * 4, true, &e), &e, "upload g");
+    die_if(gpu->ops->weight_upload(gpu, &gg, DT_F32, n, 1, g, n * 4, false, &e), &e, "upload g");
+    /* cpu chain */
+    float *xn = malloc((size_t)(nt * n) * 4), *a = malloc((size_t)(nt * n_ff) * 4),
+          *b = malloc((size_t)(nt * n_ff) * 4), *c = malloc((size_t)(nt * 67) * 4),
+          *o = malloc((size_t)(nt * n) * 4);
+    cpu->ops->rmsnorm(cpu, xn, x, &gc, nt, n, 1e-5f);
+    cpu->ops->matmul(cpu, a, &cq, xn, nt);
+    cpu->ops->matmul(cpu, b, &ck, xn, nt);
+    cpu->ops->matmul(cpu, c, &cv, xn, nt);
+    float *cref = malloc((size_t)(nt * 67) * 4);
+    memcpy(cref, c, (size_t)(nt * 67) * 4);
+    cpu->ops->swiglu(cpu, a, a, b, nt * n_ff);
+    cpu->ops->matmul(cpu, o, &cd, a, nt);
+    /* gpu chain, no download in between */
+    float *xd = g_up(x, (size_t)(nt * n) * 4), *xnd = g_poison(nt * n), *ad = g_poison(nt * n_ff),
+          *bd = g_poison(nt * n_ff), *cd_ = g_poison(nt * 67), *od = g_poison(nt * n);
+    gpu->ops->rmsnorm(gpu, xnd, xd, &gg, nt, n, 1e-5f);
+    gpu->ops->matmul(gpu, ad, &gq, xnd, nt);
+    gpu->ops->matmul(gpu, bd, &gk, xnd, nt);
+    gpu->ops->matmul(gpu, cd_, &gv, xnd, nt);
+    gpu->ops->swiglu(gpu, ad, ad, bd, nt * n_ff);
+    gpu->ops->matmul(gpu, od, &gd, ad, nt);
+    float *cg = g_down(cd_, nt * 67), *og = g_down(od, nt * n);
+    char what[128];
+    snprintf(what, sizeof what, "chain %s n=%lld n_ff=%lld n_tok=%lld: third matmul", dtype_name(type),
+             (long long)n, (long long)n_ff, (long long)nt);
+    gpu_status(what);
+    check(what, cg, cref, nt * 67, matmul_tol(type, nt));
+    snprintf(what, sizeof what, "chain %s n=%lld n_ff=%lld n_tok=%lld: matmul of swiglu",
+             dtype_name(type), (long long)n, (long long)n_ff, (long long)nt);
+    /* two quantized products in a row: twice the single-matmul tolerance */
+    check(what, og, o, nt * n, 2 * matmul_tol(type, nt));
+    free(cg), free(og), free(cref);
+    g_free(xd), g_free(xnd), g_free(ad), g_free(bd), g_free(cd_), g_free(od);
+    free(x), free(g), free(xn), free(a), free(b), free(c), free(o);
+    be_weight *ws[] = {&cq, &ck, &cv, &cd, &gc};
+    be_weight *wgs[] = {&gq, &gk, &gv, &gd, &gg};
+    for (int i = 0; i < 5; i++) {
+        cpu->ops->weight_free(cpu, ws[i]);
+        gpu->ops->weight_free(gpu, wgs[i]);
+    }
+    free(mq.data), free(mk.data), free(mv.data), free(md.data);
+}
+
 /* ---- element-wise ops, norms, rope ------------------------------------------- */
 
 static void test_rmsnorm(int64_t n_tok, int64_t n)
@@ -491,6 +551,10 @@ int main(int argc, char **argv)
     }
     test_xq_reuse(DT_Q8_0, 4096, 67, 1);
     test_xq_reuse(DT_Q4_K, 1024, 33, 3);
+    test_chain(DT_Q8_0, 512, 1024, 1);
+    test_chain(DT_Q4_K, 1024, 768, 1);
+    test_chain(DT_Q6_K, 512, 256, 3);
+    test_chain(DT_F16, 512, 1024, 1);
 
     test_rmsnorm(7, 4096);
     test_rmsnorm(3, 64);
