@@ -458,7 +458,9 @@ static void model_residency_settle(model *m)
             held += sp[i].b - sp[i].a;
         }
     }
-    if (m->tok_embd.data && m->output.data != m->tok_embd.data)
+    /* (a tied head over the whole table holds it all: nothing to split) */
+    if (m->tok_embd.data &&
+        !(m->output.data == m->tok_embd.data && m->output.ne1 == m->tok_embd.ne1))
         embd_split(m, base, end, ps);
     for (int i = 0; i < k; i++)
         span_populate(sp[i].a, sp[i].b, ps);
@@ -510,11 +512,17 @@ cv_status model_load(gguf_file *f, const shard_spec *shard, const model_params *
     if (s->has_head) {
         if ((st = load_vec(m, "output_norm.weight", 0, c->n_embd, &m->output_norm, e)))
             goto err;
+        size_t before = m->weight_bytes;
         if (c->tied_output && s->has_embd && s->vocab0 == 0 && s->n_vocab == c->n_vocab)
             m->output = m->tok_embd; /* shared handle; freed once */
         else if ((st = load_rows(m, c->tied_output ? "token_embd.weight" : "output.weight",
                                  s->vocab0, s->n_vocab, &m->output, e)))
             goto err;
+        /* a tied head slice that aliases rows of the table this rank already
+         * holds costs no bytes of its own (as the planner counts it) */
+        const uint8_t *te = m->tok_embd.data, *ho = m->output.data;
+        if (te && ho && ho >= te && ho < te + m->tok_embd.row_bytes * (size_t)m->tok_embd.ne1)
+            m->weight_bytes = before;
     }
     if (c->has_rope_freqs && s->n_layers > 0 &&
         (st = load_vec(m, "rope_freqs.weight", 0, c->n_rot / 2, &m->rope_freqs, e)))
