@@ -142,6 +142,12 @@ int main(void)
                         run_case(mm, type, n, rows, toks[q], &rng, &st);
                     }
                 }
+                /* prefill GEMM (gemm_avx2.c): more super-blocks than one K chunk
+                 * (GEMM_KC_SB = 8), odd rows, full and partial token tiles */
+                if (bs > 1) {
+                    run_case(mm, type, bs == 32 ? 32 * 75 : 256 * 9, 7, 9, &rng, &st);
+                    run_case(mm, type, bs == 32 ? 32 * 17 : 256 * 17, 3, 4, &rng, &st);
+                }
                 /* one larger case: many row chunks and token blocks across threads */
                 run_case(mm, type, bs == 1 ? 520 : (bs == 32 ? 1024 : 1024), 300, 70, &rng, &st);
                 printf("%-6s %-6s threads=%d runs=%d max_rel_err_vs_oracle=%.2e act_quant_err=%.2e\n",

@@ -239,6 +239,83 @@ static void pack_panels(int type, const uint8_t *w, size_t w_stride, int64_t row
 
 /* ---- micro-kernels ---------------------------------------------------------- */
 
+/* ---- hand-scheduled inner steps for the full GEMM_RR x GEMM_RT = 2 x 4 tile ----
+ * (GCC keeps the 8 accumulators but adds a register move per add in loops) */
+#if GEMM_RR == 2 && GEMM_RT == 4
+#define U_STEP(WO0, WO1, XO)                                                                       \
+    "vmovdqa " WO0 "(%[w]), %[w0]\n\t"                                                             \
+    "vmovdqa " WO1 "(%[w]), %[w1]\n\t"                                                             \
+    "vmovdqa " XO "(%[x0]), %[xv]\n\t"                                                             \
+    "vpmaddubsw %[xv], %[w0], %[t0]\n\t"                                                           \
+    "vpmaddubsw %[xv], %[w1], %[t1]\n\t"                                                           \
+    "vmovdqa " XO "(%[x1]), %[xv]\n\t"                                                             \
+    "vpaddw %[t0], %[a00], %[a00]\n\t"                                                             \
+    "vpaddw %[t1], %[a10], %[a10]\n\t"                                                             \
+    "vpmaddubsw %[xv], %[w0], %[t0]\n\t"                                                           \
+    "vpmaddubsw %[xv], %[w1], %[t1]\n\t"                                                           \
+    "vmovdqa " XO "(%[x2]), %[xv]\n\t"                                                             \
+    "vpaddw %[t0], %[a01], %[a01]\n\t"                                                             \
+    "vpaddw %[t1], %[a11], %[a11]\n\t"                                                             \
+    "vpmaddubsw %[xv], %[w0], %[t0]\n\t"                                                           \
+    "vpmaddubsw %[xv], %[w1], %[t1]\n\t"                                                           \
+    "vmovdqa " XO "(%[x3]), %[xv]\n\t"                                                             \
+    "vpaddw %[t0], %[a02], %[a02]\n\t"                                                             \
+    "vpaddw %[t1], %[a12], %[a12]\n\t"                                                             \
+    "vpmaddubsw %[xv], %[w0], %[t0]\n\t"                                                           \
+    "vpmaddubsw %[xv], %[w1], %[t1]\n\t"                                                           \
+    "vpaddw %[t0], %[a03], %[a03]\n\t"                                                             \
+    "vpaddw %[t1], %[a13], %[a13]\n\t"
+
+/* 4 vectors (w: panel at vector v0, xk: token k at vector v0), int16 sums */
+AI void u_steps4(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
+                 const uint8_t *x3, __m256i ai[RR][GEMM_RT])
+{
+    __m256i w0, w1, xv, t0, t1;
+    __asm__(U_STEP("0", "32", "0") U_STEP("64", "96", "32") U_STEP("128", "160", "64")
+                U_STEP("192", "224", "96")
+            : [a00] "+x"(ai[0][0]), [a01] "+x"(ai[0][1]), [a02] "+x"(ai[0][2]), [a03] "+x"(ai[0][3]),
+              [a10] "+x"(ai[1][0]), [a11] "+x"(ai[1][1]), [a12] "+x"(ai[1][2]), [a13] "+x"(ai[1][3]),
+              [w0] "=&x"(w0), [w1] "=&x"(w1), [xv] "=&x"(xv), [t0] "=&x"(t0), [t1] "=&x"(t1)
+            : [w] "r"(w), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3)
+            : "memory");
+}
+
+/* signed levels (Q8_0): |w| x sign(x, w), pairs summed to int32 at once */
+#define S_ONE(XO, A0, A1)                                                                          \
+    "vmovdqa " XO ", %[xv]\n\t"                                                                    \
+    "vpsignb %[w0], %[xv], %[t0]\n\t"                                                              \
+    "vpsignb %[w1], %[xv], %[t1]\n\t"                                                              \
+    "vpmaddubsw %[t0], %[aw0], %[t0]\n\t"                                                          \
+    "vpmaddubsw %[t1], %[aw1], %[t1]\n\t"                                                          \
+    "vpmaddwd %[ones], %[t0], %[t0]\n\t"                                                           \
+    "vpmaddwd %[ones], %[t1], %[t1]\n\t"                                                           \
+    "vpaddd %[t0], %[" A0 "], %[" A0 "]\n\t"                                                       \
+    "vpaddd %[t1], %[" A1 "], %[" A1 "]\n\t"
+#define S_STEP(WO0, WO1, XO)                                                                       \
+    "vmovdqa " WO0 "(%[w]), %[w0]\n\t"                                                             \
+    "vmovdqa " WO1 "(%[w]), %[w1]\n\t"                                                             \
+    "vpabsb %[w0], %[aw0]\n\t"                                                                     \
+    "vpabsb %[w1], %[aw1]\n\t"                                                                     \
+    S_ONE(XO "(%[x0])", "a00", "a10") S_ONE(XO "(%[x1])", "a01", "a11")                           \
+    S_ONE(XO "(%[x2])", "a02", "a12") S_ONE(XO "(%[x3])", "a03", "a13")
+
+AI void s_steps2(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
+                 const uint8_t *x3, __m256i ai[RR][GEMM_RT], const __m256i *ones)
+{
+    __m256i w0, w1, aw0, aw1, xv, t0, t1;
+    __asm__(S_STEP("0", "32", "0") S_STEP("64", "96", "32")
+            : [a00] "+x"(ai[0][0]), [a01] "+x"(ai[0][1]), [a02] "+x"(ai[0][2]), [a03] "+x"(ai[0][3]),
+              [a10] "+x"(ai[1][0]), [a11] "+x"(ai[1][1]), [a12] "+x"(ai[1][2]), [a13] "+x"(ai[1][3]),
+              [w0] "=&x"(w0), [w1] "=&x"(w1), [aw0] "=&x"(aw0), [aw1] "=&x"(aw1), [xv] "=&x"(xv),
+              [t0] "=&x"(t0), [t1] "=&x"(t1)
+            : [w] "r"(w), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3), [ones] "m"(*ones)
+            : "memory");
+}
+#define HAVE_ASM_TILE 1
+#else
+#define HAVE_ASM_TILE 0
+#endif
+
 /* RR panel rows x RT tokens over nsc super-blocks; bits: 4 or 5 (unsigned
  * levels, int16 sums over 8 resp. 4 vectors) or 8 (signed Q8_0 levels).
  * y[t*ldy + r] = (acc ? y : 0) + dot, for r < nr. */
@@ -262,6 +339,29 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
 #pragma GCC unroll 4
             for (int t = 0; t < RT; t++)
                 ai[r][t] = _mm256_setzero_si256();
+#if HAVE_ASM_TILE
+        if (RT == GEMM_RT) {
+            const uint8_t *x1 = xs + x_stride, *x2 = xs + 2 * x_stride, *x3 = xs + 3 * x_stride;
+            if (bits == 8) {
+                const __m256i ones_m = ones;
+                for (int v = 0; v < 8; v += 2)
+                    s_steps2(ps + v * RR * 32, xs + v * 32, x1 + v * 32, x2 + v * 32, x3 + v * 32, ai,
+                             &ones_m);
+            } else {
+                u_steps4(ps, xs, x1, x2, x3, ai);
+                if (bits == 5) {
+#pragma GCC unroll 4
+                    for (int r = 0; r < RR; r++)
+#pragma GCC unroll 4
+                        for (int t = 0; t < RT; t++) {
+                            half[r][t] = _mm256_madd_epi16(ai[r][t], ones);
+                            ai[r][t] = _mm256_setzero_si256();
+                        }
+                }
+                u_steps4(ps + 4 * RR * 32, xs + 128, x1 + 128, x2 + 128, x3 + 128, ai);
+            }
+        } else
+#endif
 #pragma GCC unroll 1
         for (int v = 0; v < 8; v++) {
             __m256i w[RR], aw[RR];
