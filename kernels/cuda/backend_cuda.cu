@@ -245,6 +245,39 @@ __global__ void k_rmsnorm(float *__restrict__ y, const float *__restrict__ x,
         yr[i] = xr[i] * sc * g[i];
 }
 
+/* fuse: s = a + b (s may alias a), then y = rmsnorm(s) * g, one block per
+ * row; with xq also the quantized y. Same arithmetic as k_add + k_rmsnorm. */
+template <bool Q>
+__global__ void k_add_rmsnorm(float *y, float *s, const float *a, const float *b,
+                              const float *__restrict__ g, int64_t n, float eps,
+                              uint8_t *__restrict__ xq, size_t xq_pitch)
+{
+    __shared__ float sh[32];
+    const int64_t o = (int64_t)blockIdx.x * n;
+    float ss = 0.0f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = a[o + i] + b[o + i];
+        s[o + i] = v;
+        ss = fmaf(v, v, ss);
+    }
+    ss = block_sum(ss, sh); /* its __syncthreads also publishes s to the block */
+    const float sc = 1.0f / sqrtf(ss / (float)n + eps);
+    if constexpr (!Q) {
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+            y[o + i] = s[o + i] * sc * g[i];
+    } else {
+        for (int64_t k = threadIdx.x; k < n / 32; k += blockDim.x) {
+            float v[32];
+#pragma unroll
+            for (int l = 0; l < 32; l++) {
+                v[l] = s[o + 32 * k + l] * sc * g[32 * k + l];
+                y[o + 32 * k + l] = v[l];
+            }
+            mmv2_quant_store(xq + blockIdx.x * xq_pitch, n, k, v);
+        }
+    }
+}
+
 /* v2 with integer weights: rmsnorm that also quantizes its output for the
  * matmuls that follow (cuda_mmv2.cuh layout); one thread per 32 columns */
 __global__ void k_rmsnorm_q(float *__restrict__ y, const float *__restrict__ x,
@@ -274,14 +307,34 @@ __global__ void k_rmsnorm_q(float *__restrict__ y, const float *__restrict__ x,
  * the model has integer weights (one launch less per matmul group) */
 static bool v2_quant_out(cuda_backend *cb, int64_t n, int64_t n_tok)
 {
-    return cb->mmv_var == 2 && cb->int_weights && n % 32 == 0 && n <= 65536 &&
+    return cb->fuse && cb->int_weights && n % 32 == 0 && n <= 65536 &&
            n_tok <= MMV_MAX_TOK && mmv2_xq_reserve(cb, n, n_tok);
 }
 
 static void cuda_rmsnorm(backend *be, float *y, const float *x, const be_weight *g, int64_t n_tok,
                          int64_t n, float eps)
 {
-    cuda_backend *cb = cb_of(be);
+    cuda_backend *cb = cb_dev(be);
+    if (cb->padd.on && !cb->mm.n && !cb->prope.on && n_tok > 0 && cb->padd.y == x &&
+        cb->padd.n == n_tok * n) {
+        /* the pending add writes x: one kernel for both (rows are blocks; a
+         * block reads a and b before it writes y, so y may alias any of them) */
+        cb->padd.on = false;
+        cb->xq_src = NULL;
+        const float *a = cb->padd.a, *b = cb->padd.b;
+        if (v2_quant_out(cb, n, n_tok)) {
+            k_add_rmsnorm<true><<<(unsigned)n_tok, 256, 0, cb->stream>>>(
+                y, (float *)x, a, b, (const float *)g->data, n, eps, cb->xq, mmv2_xq_pitch(n));
+            if (!CB_LAUNCHED(cb, "add + rmsnorm (v2, quantized output)"))
+                cb->xq_src = y, cb->xq_ne0 = n, cb->xq_ntok = n_tok;
+        } else {
+            k_add_rmsnorm<false><<<(unsigned)n_tok, 256, 0, cb->stream>>>(
+                y, (float *)x, a, b, (const float *)g->data, n, eps, NULL, 0);
+            CB_LAUNCHED(cb, "add + rmsnorm");
+        }
+        return;
+    }
+    cb = cb_of(be);
     CG_OP(cb);
     if (n_tok <= 0)
         return;
@@ -296,15 +349,13 @@ static void cuda_rmsnorm(backend *be, float *y, const float *x, const be_weight 
     CB_LAUNCHED(cb, "rmsnorm");
 }
 
-/* one thread per (token, head, pair i < n_rot/2); theta in double like the oracle */
-__global__ void k_rope(float *__restrict__ x, int64_t n_tok, int n_head, int head_dim,
-                       const int32_t *__restrict__ pos, int mode, int n_rot, float freq_base,
-                       float freq_scale, const float *__restrict__ ff)
+/* pair g of x (token, head, pair i < n_rot/2); theta in double like the oracle */
+__device__ __forceinline__ void rope_pair(float *__restrict__ x, int64_t g, int n_head,
+                                          int head_dim, const int32_t *__restrict__ pos, int mode,
+                                          int n_rot, float freq_base, float freq_scale,
+                                          const float *__restrict__ ff)
 {
     const int half = n_rot / 2;
-    int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (g >= n_tok * n_head * half)
-        return;
     const int i = (int)(g % half);
     const int64_t th = g / half; /* token * n_head + head */
     const int64_t t = th / n_head;
@@ -320,11 +371,32 @@ __global__ void k_rope(float *__restrict__ x, int64_t n_tok, int n_head, int hea
     v[b] = x0 * sn + x1 * cs;
 }
 
-static void cuda_rope(backend *be, float *x, int64_t n_tok, int n_head, int head_dim,
-                      const int32_t *pos, const rope_params *rp)
+/* one thread per (token, head, pair) */
+__global__ void k_rope(float *__restrict__ x, int64_t n_tok, int n_head, int head_dim,
+                       const int32_t *__restrict__ pos, int mode, int n_rot, float freq_base,
+                       float freq_scale, const float *__restrict__ ff)
 {
-    cuda_backend *cb = cb_of(be);
-    CG_OP(cb);
+    int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (g < n_tok * n_head * (n_rot / 2))
+        rope_pair(x, g, n_head, head_dim, pos, mode, n_rot, freq_base, freq_scale, ff);
+}
+
+/* fuse: two tensors with the same positions and parameters (q and k) in one launch */
+__global__ void k_rope2(float *__restrict__ x1, int n_head1, float *__restrict__ x2, int n_head2,
+                        int64_t n_tok, int head_dim, const int32_t *__restrict__ pos, int mode,
+                        int n_rot, float freq_base, float freq_scale, const float *__restrict__ ff)
+{
+    int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t n1 = n_tok * n_head1 * (n_rot / 2), n2 = n_tok * n_head2 * (n_rot / 2);
+    if (g < n1)
+        rope_pair(x1, g, n_head1, head_dim, pos, mode, n_rot, freq_base, freq_scale, ff);
+    else if (g < n1 + n2)
+        rope_pair(x2, g - n1, n_head2, head_dim, pos, mode, n_rot, freq_base, freq_scale, ff);
+}
+
+static void rope_launch(cuda_backend *cb, float *x, int64_t n_tok, int n_head, int head_dim,
+                        const int32_t *pos, const rope_params *rp)
+{
     int64_t n = n_tok * n_head * (rp->n_rot / 2);
     if (n <= 0)
         return;
@@ -332,6 +404,42 @@ static void cuda_rope(backend *be, float *x, int64_t n_tok, int n_head, int head
                                                    rp->n_rot, rp->freq_base, rp->freq_scale,
                                                    rp->freq_factors);
     CB_LAUNCHED(cb, "rope");
+}
+
+/* fuse: the first rope waits; a second one with the same positions and
+ * parameters on another tensor joins it in one launch (rope(q), rope(k)) */
+static void cuda_rope(backend *be, float *x, int64_t n_tok, int n_head, int head_dim,
+                      const int32_t *pos, const rope_params *rp)
+{
+    cuda_backend *cb = cb_dev(be);
+    if (cb->prope.on && !cb->mm.n && !cb->padd.on) {
+        const rope_params *p = &cb->prope.rp;
+        int64_t n1 = cb->prope.n_tok * cb->prope.n_head * head_dim, n2 = n_tok * n_head * head_dim;
+        if (cb->prope.n_tok == n_tok && cb->prope.head_dim == head_dim && cb->prope.pos == pos &&
+            p->mode == rp->mode && p->n_rot == rp->n_rot && p->freq_base == rp->freq_base &&
+            p->freq_scale == rp->freq_scale && p->freq_factors == rp->freq_factors &&
+            (cb->prope.x + n1 <= x || x + n2 <= cb->prope.x)) {
+            cb->prope.on = false;
+            cb->xq_src = NULL;
+            int64_t n = (int64_t)(rp->n_rot / 2) * n_tok * (cb->prope.n_head + n_head);
+            if (n > 0) {
+                k_rope2<<<grid1(n, 256), 256, 0, cb->stream>>>(
+                    cb->prope.x, cb->prope.n_head, x, n_head, n_tok, head_dim, pos, rp->mode,
+                    rp->n_rot, rp->freq_base, rp->freq_scale, rp->freq_factors);
+                CB_LAUNCHED(cb, "rope (two tensors)");
+            }
+            return;
+        }
+    }
+    cb = cb_of(be);
+    CG_OP(cb);
+    if (cb->fuse) {
+        cb->prope.on = true;
+        cb->prope.x = x, cb->prope.n_tok = n_tok, cb->prope.n_head = n_head;
+        cb->prope.head_dim = head_dim, cb->prope.pos = pos, cb->prope.rp = *rp;
+        return;
+    }
+    rope_launch(cb, x, n_tok, n_head, head_dim, pos, rp);
 }
 
 /* ---- attention ------------------------------------------------------------------ */
@@ -553,14 +661,35 @@ static void cuda_swiglu(backend *be, float *y, const float *gate, const float *u
     CB_LAUNCHED(cb, "swiglu");
 }
 
+/* fuse: the add waits; the rmsnorm of its output fuses with it (cuda_rmsnorm) */
 static void cuda_add(backend *be, float *y, const float *a, const float *b, int64_t n)
 {
     cuda_backend *cb = cb_of(be);
     CG_OP(cb);
     if (n <= 0)
         return;
+    if (cb->fuse) {
+        cb->padd.on = true;
+        cb->padd.y = y, cb->padd.a = a, cb->padd.b = b, cb->padd.n = n;
+        return;
+    }
     k_add<<<grid1(n, 256), 256, 0, cb->stream>>>(y, a, b, n);
     CB_LAUNCHED(cb, "add");
+}
+
+void cuda_pend_flush(cuda_backend *cb)
+{
+    if (cb->padd.on) {
+        cb->padd.on = false;
+        k_add<<<grid1(cb->padd.n, 256), 256, 0, cb->stream>>>(cb->padd.y, cb->padd.a, cb->padd.b,
+                                                                cb->padd.n);
+        CB_LAUNCHED(cb, "add");
+    }
+    if (cb->prope.on) {
+        cb->prope.on = false;
+        rope_launch(cb, cb->prope.x, cb->prope.n_tok, cb->prope.n_head, cb->prope.head_dim,
+                    cb->prope.pos, &cb->prope.rp);
+    }
 }
 
 static void cuda_add_bias(backend *be, float *y, const be_weight *bias, int64_t n_tok, int64_t n)
@@ -709,6 +838,8 @@ extern "C" cv_status backend_cuda_create(int device, backend **out, cv_err *e)
             cb->mmv_var = 2;
         else if (v && *v && strcmp(v, "v1") && strcmp(v, "1"))
             log_warn("cuda:%d: CARAVAN_CUDA_MMV=%s is not v1 or v2; using v1", device, v);
+        const char *f = getenv("CARAVAN_CUDA_FUSE");
+        cb->fuse = cb->mmv_var == 2 && !(f && !strcmp(f, "0"));
     }
     cv_status st = CV_OK;
     if ((rc = cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking)) != cudaSuccess)
@@ -735,9 +866,10 @@ extern "C" cv_status backend_cuda_create(int device, backend **out, cv_err *e)
     {
         cudaDeviceProp prop;
         if (cudaGetDeviceProperties(&prop, device) == cudaSuccess)
-            log_info("cuda:%d: %s, %d SMs, %.1f GiB, compute %d.%d, matvec v%d%s", device,
+            log_info("cuda:%d: %s, %d SMs, %.1f GiB, compute %d.%d, matvec v%d%s%s", device,
                      prop.name, prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0,
-                     prop.major, prop.minor, cb->mmv_var, cb->graphs ? ", graphs" : "");
+                     prop.major, prop.minor, cb->mmv_var, cb->fuse ? "+fuse" : "",
+                     cb->graphs ? ", graphs" : "");
     }
     *out = &cb->base;
     return CV_OK;

@@ -61,6 +61,21 @@ typedef struct cuda_backend {
         int64_t ne1[3];
     } mm;
     bool int_weights;           /* an integer-type matrix was uploaded: v2 ops quantize their outputs */
+    bool fuse;                  /* v2 and not CARAVAN_CUDA_FUSE=0: group matmuls, fuse small ops */
+    struct {                    /* fuse: an add waiting for the rmsnorm that reads its output */
+        bool on;
+        float *y;
+        const float *a, *b;
+        int64_t n;
+    } padd;
+    struct {                    /* fuse: a rope waiting for a second one (q, then k) */
+        bool on;
+        float *x;
+        int64_t n_tok;
+        int n_head, head_dim;
+        const int32_t *pos;
+        rope_params rp;
+    } prope;
     struct cuda_graphs *graphs; /* CARAVAN_CUDA_GRAPHS=1: decode steps as CUDA graphs (cuda_graph.cu) */
     cv_status err;    /* first error (sticky) */
     char err_msg[CV_ERR_MSG_MAX];
@@ -68,12 +83,15 @@ typedef struct cuda_backend {
 
 /* Every op starts here: make this backend's device current on the calling
  * thread (a backend may be used from another thread than the one that made it),
- * launch the pending v2 matmuls and forget the v2 quantized activations
- * (cuda_matmul does neither: it is what groups them). Memory
+ * launch the pending v2 work (grouped matmuls, an add or a rope waiting for
+ * the op that fuses with it) and forget the v2 quantized activations
+ * (cuda_matmul keeps its own kind pending; fusing ops look first). At most
+ * one kind is pending at a time: every op flushes the others. Memory
  * written behind the backend's back (an NCCL all-reduce) between two matmuls
  * on the same x would need an op in between; forward.c always has one. */
 extern __thread int cv_cuda_tl_device;
 void cuda_mm_flush(cuda_backend *cb); /* matmul_cuda.cu: launch the pending v2 matmuls */
+void cuda_pend_flush(cuda_backend *cb); /* backend_cuda.cu: launch a pending add or rope */
 static inline cuda_backend *cb_dev(backend *be)
 {
     cuda_backend *cb = (cuda_backend *)be->impl;
@@ -86,6 +104,8 @@ static inline cuda_backend *cb_of(backend *be)
     cuda_backend *cb = cb_dev(be);
     if (cb->mm.n)
         cuda_mm_flush(cb);
+    if (cb->padd.on || cb->prope.on)
+        cuda_pend_flush(cb);
     cb->xq_src = NULL;
     return cb;
 }

@@ -165,7 +165,7 @@ static bool matmul_mmv2(cuda_backend *cb, float *y, const be_weight *w, const fl
             return false;
         }
     }
-    bool join = cb->mm.n > 0 && cb->mm.n < MMV2_MAXM && cb->mm.x == x && cb->mm.n_tok == n_tok &&
+    bool join = cb->fuse && cb->mm.n > 0 && cb->mm.n < MMV2_MAXM && cb->mm.x == x && cb->mm.n_tok == n_tok &&
                 cb->mm.type == w->type && cb->mm.ne0 == ne0;
     for (int i = 0; join && i < cb->mm.n; i++) /* two outputs in one place: keep the order */
         if (mm_overlap(y, n_tok * ne1, cb->mm.y[i], n_tok * cb->mm.ne1[i]))
@@ -184,8 +184,8 @@ static bool matmul_mmv2(cuda_backend *cb, float *y, const be_weight *w, const fl
     cb->mm.W[k] = (const uint8_t *)w->data;
     cb->mm.y[k] = y;
     cb->mm.ne1[k] = ne1;
-    if (mm_overlap(y, n_tok * ne1, x, n_tok * ne0))
-        cuda_mm_flush(cb); /* the output overwrites x: nothing may join later */
+    if (!cb->fuse || mm_overlap(y, n_tok * ne1, x, n_tok * ne0))
+        cuda_mm_flush(cb); /* not grouping, or the output overwrites x */
     return true;
 }
 
@@ -309,6 +309,8 @@ void cuda_matmul(backend *be, float *y, const be_weight *w, const float *x, int6
 {
     /* not cb_of: pending matmuls and the quantized x stay for this call */
     cuda_backend *cb = cb_dev(be);
+    if (cb->padd.on || cb->prope.on)
+        cuda_pend_flush(cb); /* x may be their output */
     if (n_tok <= 0)
         return;
     if (n_tok <= MMV_MAX_TOK) {

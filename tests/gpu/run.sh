@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # tests/gpu/run.sh - the GPU checks of the CUDA backend, in one run on a GPU
 # host (the `device` machine: CUDA, CMake and a compiler, no MPI/protobuf),
-# for every decode configuration: matvec variant CARAVAN_CUDA_MMV=v1|v2 x
-# CARAVAN_CUDA_GRAPHS=0|1 ("configs" below, v2+graphs first).
+# for every decode configuration ("configs", VAR:GRAPHS[:FUSE]): matvec
+# variant CARAVAN_CUDA_MMV=v1|v2, CARAVAN_CUDA_GRAPHS=0|1, and for v2
+# CARAVAN_CUDA_FUSE=1|0 (grouped matmuls and fused small ops, default 1);
+# v2+graphs first, v2 without fusion last (it tells a fusion bug from a
+# kernel bug).
 #
 #   stage build  ENGINE_ONLY Release build with CUDA (-j16)
 #   stage ops    layout emulation (test_cuda_emul), then every CUDA op x weight
@@ -39,7 +42,7 @@ export PATH=/usr/local/cuda/bin:$PATH
 BUILD=${CV_GPU_BUILD:-$ROOT/build-gpu}
 MODELS_TMP=${CV_GPU_TMP:-/tmp/cv_gpu_models}
 BUDGET=${CV_GPU_BUDGET:-420}
-CONFIGS=${CV_GPU_CONFIGS:-"v2:1 v1:0 v2:0 v1:1"}
+CONFIGS=${CV_GPU_CONFIGS:-"v2:1 v1:0 v2:0 v1:1 v2:1:0"}
 TYPES=${CV_GPU_TYPES:-"Q8_0 F16 Q4_K"}
 START=$(date +%s)
 SUMMARY=$OUT/summary.txt
@@ -96,8 +99,13 @@ run_stage() {
 cat "$OUT/build.log"
 
 # The per-config helpers run inside the stages' bash -c; exported so they can.
-# cfg_env "v2:1" -> "CARAVAN_CUDA_MMV=v2 CARAVAN_CUDA_GRAPHS=1"
-cfg_env() { echo "CARAVAN_CUDA_MMV=${1%%:*} CARAVAN_CUDA_GRAPHS=${1##*:}"; }
+# cfg_env "v2:1" -> "CARAVAN_CUDA_MMV=v2 CARAVAN_CUDA_GRAPHS=1 CARAVAN_CUDA_FUSE=1"
+cfg_env() {
+  local v=${1%%:*} r=${1#*:}
+  local g=${r%%:*} f=1
+  [ "$r" != "$g" ] && f=${r#*:}
+  echo "CARAVAN_CUDA_MMV=$v CARAVAN_CUDA_GRAPHS=$g CARAVAN_CUDA_FUSE=$f"
+}
 export -f cfg_env
 export RES CONFIGS TYPES MODELS_TMP
 
@@ -231,12 +239,12 @@ fi
     printf '%-8s %s\n' "$s" "${RESULT[$s]:-not run}"
   done
   grep -h "^emul" "$OUT/ops.log" 2>/dev/null | head -1
-  echo "config (CARAVAN_CUDA_MMV:CARAVAN_CUDA_GRAPHS) checks: ops (ok/FAIL lines), golden, shard"
+  echo "config (CARAVAN_CUDA_MMV:CARAVAN_CUDA_GRAPHS[:CARAVAN_CUDA_FUSE]) checks: ops (ok/FAIL lines), golden, shard"
   for c in $CONFIGS; do
     o=$(awk -v c="$c" '$1 == "ops" && $2 == c { print $3 " (" $4 "/" $5 ")" }' "$RES")
     g=$(awk -v c="$c" '$1 == "golden" && $2 == c { print $3 }' "$RES")
     s=$(awk -v c="$c" '$1 == "shard" && $2 == c { print $3 }' "$RES")
-    printf '  %-6s ops %-16s golden %-5s shard %s\n' "$c" "${o:-?}" "${g:-?}" "${s:--}"
+    printf '  %-7s ops %-16s golden %-5s shard %s\n' "$c" "${o:-?}" "${g:-?}" "${s:--}"
   done
   grep -h '^FAIL' "$OUT/ops.log" 2>/dev/null | head -6
   grep -h 'vs one rank\|vs cpu' "$OUT/shard.log" 2>/dev/null | head -6
@@ -257,7 +265,7 @@ fi
   done
   echo
   echo "bench on cuda:0, Llama-3.1-8B shape (tg128 and pp512; % of d2d copy bandwidth):"
-  printf '%-4s %-6s %-5s %10s %9s %7s %10s\n' var graphs type tg_tok_s tg_GB_s tg_pct pp512_tok_s
+  printf '%-7s %-5s %10s %9s %7s %10s\n' config type tg_tok_s tg_GB_s tg_pct pp512_tok_s
   for c in $CONFIGS; do
     for ty in $TYPES; do
       tg=$(awk -v c="$c" -v t="$ty" '$1 == "bench" && $2 == c && $3 == t && $4 ~ /^test=tg/' "$RES" | head -1)
@@ -267,7 +275,7 @@ fi
       gbs=$(echo "$tg" | grep -o ' gb_s=[^ ]*' | cut -d= -f2)
       pct=$(echo "$tg" | grep -o ' bw_pct=[^ ]*' | cut -d= -f2)
       ptok=$(echo "$pp" | grep -o ' tok_s=[^ ]*' | cut -d= -f2)
-      printf '%-4s %-6s %-5s %10s %9s %6s%% %10s\n' "${c%%:*}" "${c##*:}" "$ty" "${tok:--}" "${gbs:--}" "${pct:--}" "${ptok:--}"
+      printf '%-7s %-5s %10s %9s %6s%% %10s\n' "$c" "$ty" "${tok:--}" "${gbs:--}" "${pct:--}" "${ptok:--}"
     done
   done
   # best correct config: ops, golden (and shard where run) ok; highest mean tg bw_pct

@@ -288,10 +288,12 @@ static void test_xq_reuse(int type, int64_t ne0, int64_t ne1, int64_t nt)
     free(m1.data), free(m2.data);
 }
 
-/* A decode step's pattern (one token unless n_tok says more): rmsnorm, then
- * three matmuls on its output (v2: one grouped launch on the quantized
- * output the rmsnorm wrote), swiglu of two of them, then a matmul on the
- * swiglu output (v2: quantized by swiglu for one token). */
+/* A decode step's pattern (one token unless n_tok says more): a residual
+ * add and the rmsnorm of its result (v2 fuse: one kernel), three matmuls on
+ * its output (one grouped launch on the quantized output the rmsnorm
+ * wrote), rope of two of them with the same positions (one launch), swiglu
+ * of those two, then a matmul on the swiglu output (quantized by swiglu for
+ * one token). Nothing is downloaded until the end. */
 static void test_chain(int type, int64_t n, int64_t n_ff, int64_t nt)
 {
     qmat mq = qmat_make(type, n, n_ff, 48), mk = qmat_make(type, n, n_ff, 48),
@@ -301,7 +303,10 @@ static void test_chain(int type, int64_t n, int64_t n_ff, int64_t nt)
     upload_both(&mk, &ck, &gk);
     upload_both(&mv, &cv, &gv);
     upload_both(&md, &cd, &gd);
-    float *x = rnd(nt * n, 2.0f), *g = rnd(n, 1.0f);
+    float *x = rnd(nt * n, 2.0f), *g = rnd(n, 1.0f), *res = rnd(nt * n, 1.0f);
+    int32_t pos[8] = {3, 17, 0, 250, 9, 1, 77, 5};
+    rope_params rp = {ROPE_NORMAL, 64, 10000.0f, 1.0f, NULL};
+    const int hd = 64, nh = (int)(n_ff / 64);
     cv_err e = {0};
     die_if(cpu->ops->weight_upload(cpu, &gc, DT_F32, n, 1, g, n * 4, true, &e), &e, "upload g");
     die_if(gpu->ops->weight_upload(gpu, &gg, DT_F32, n, 1, g, n * 4, false, &e), &e, "upload g");
@@ -309,25 +314,43 @@ static void test_chain(int type, int64_t n, int64_t n_ff, int64_t nt)
     float *xn = malloc((size_t)(nt * n) * 4), *a = malloc((size_t)(nt * n_ff) * 4),
           *b = malloc((size_t)(nt * n_ff) * 4), *c = malloc((size_t)(nt * 67) * 4),
           *o = malloc((size_t)(nt * n) * 4);
+    float *xd = g_up(x, (size_t)(nt * n) * 4), *resd = g_up(res, (size_t)(nt * n) * 4);
+    int32_t *posd = g_up(pos, sizeof pos);
+    cpu->ops->add(cpu, x, x, res, nt * n);
     cpu->ops->rmsnorm(cpu, xn, x, &gc, nt, n, 1e-5f);
     cpu->ops->matmul(cpu, a, &cq, xn, nt);
     cpu->ops->matmul(cpu, b, &ck, xn, nt);
     cpu->ops->matmul(cpu, c, &cv, xn, nt);
     float *cref = malloc((size_t)(nt * 67) * 4);
     memcpy(cref, c, (size_t)(nt * 67) * 4);
+    cpu->ops->rope(cpu, a, nt, nh, hd, pos, &rp);
+    cpu->ops->rope(cpu, b, nt, nh, hd, pos, &rp);
+    float *bref = malloc((size_t)(nt * n_ff) * 4);
+    memcpy(bref, b, (size_t)(nt * n_ff) * 4);
     cpu->ops->swiglu(cpu, a, a, b, nt * n_ff);
     cpu->ops->matmul(cpu, o, &cd, a, nt);
     /* gpu chain, no download in between */
-    float *xd = g_up(x, (size_t)(nt * n) * 4), *xnd = g_poison(nt * n), *ad = g_poison(nt * n_ff),
+    float *xnd = g_poison(nt * n), *ad = g_poison(nt * n_ff),
           *bd = g_poison(nt * n_ff), *cd_ = g_poison(nt * 67), *od = g_poison(nt * n);
+    gpu->ops->add(gpu, xd, xd, resd, nt * n);
     gpu->ops->rmsnorm(gpu, xnd, xd, &gg, nt, n, 1e-5f);
     gpu->ops->matmul(gpu, ad, &gq, xnd, nt);
     gpu->ops->matmul(gpu, bd, &gk, xnd, nt);
     gpu->ops->matmul(gpu, cd_, &gv, xnd, nt);
+    rope_params rpg = rp;
+    gpu->ops->rope(gpu, ad, nt, nh, hd, posd, &rpg);
+    gpu->ops->rope(gpu, bd, nt, nh, hd, posd, &rpg);
     gpu->ops->swiglu(gpu, ad, ad, bd, nt * n_ff);
     gpu->ops->matmul(gpu, od, &gd, ad, nt);
-    float *cg = g_down(cd_, nt * 67), *og = g_down(od, nt * n);
+    float *cg = g_down(cd_, nt * 67), *og = g_down(od, nt * n), *xg = g_down(xd, nt * n),
+          *bg = g_down(bd, nt * n_ff);
     char what[128];
+    snprintf(what, sizeof what, "chain %s n=%lld n_tok=%lld: residual add", dtype_name(type),
+             (long long)n, (long long)nt);
+    check(what, xg, x, nt * n, 1e-7);
+    snprintf(what, sizeof what, "chain %s n=%lld n_tok=%lld: second matmul, roped",
+             dtype_name(type), (long long)n, (long long)nt);
+    check(what, bg, bref, nt * n_ff, matmul_tol(type, nt));
     snprintf(what, sizeof what, "chain %s n=%lld n_ff=%lld n_tok=%lld: third matmul", dtype_name(type),
              (long long)n, (long long)n_ff, (long long)nt);
     gpu_status(what);
@@ -336,7 +359,8 @@ static void test_chain(int type, int64_t n, int64_t n_ff, int64_t nt)
              dtype_name(type), (long long)n, (long long)n_ff, (long long)nt);
     /* two quantized products in a row: twice the single-matmul tolerance */
     check(what, og, o, nt * n, 2 * matmul_tol(type, nt));
-    free(cg), free(og), free(cref);
+    free(cg), free(og), free(cref), free(xg), free(bg), free(bref), free(res);
+    g_free(resd), g_free(posd);
     g_free(xd), g_free(xnd), g_free(ad), g_free(bd), g_free(cd_), g_free(od);
     free(x), free(g), free(xn), free(a), free(b), free(c), free(o);
     be_weight *ws[] = {&cq, &ck, &cv, &cd, &gc};
