@@ -22,16 +22,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { CPU_ACT_F32 = 0, CPU_ACT_Q8B = 1, CPU_ACT_Q8KB = 2, CPU_ACT_P8 = 3, CPU_ACT_P8K = 4 };
+enum { CPU_ACT_F32 = 0, CPU_ACT_Q8B = 1, CPU_ACT_Q8KB = 2, CPU_ACT_P8 = 3, CPU_ACT_P8K = 4, CPU_ACT_P16 = 5 };
 
 /* Prefill GEMM (gemm_avx2.c), activation row "P" (CPU_ACT_P8: one scale per
  * 32 elements as quantize_row_q8_0; CPU_ACT_P8K: one per 256 as
  * quantize_row_q8_k): per super-block of 256 elements (the last one zero
  * padded), GEMM_X_SB_BYTES = | qs[256] s8, K-permuted (vector v, lane j =
  * elements 2v, 2v+1, 16+2v, 17+2v of block j) | da[8] f32 | c[8] f32 (= da *
- * sum of the block's qs) |. Weights are packed per thread into panels of
+ * sum of the block's qs) |. CPU_ACT_P16 (Q8_0 weights): the same with the
+ * levels widened to int16, vector u (of 16), lane j = elements u, u+16 of
+ * block j: GEMM_X16_SB_BYTES = | qs[256] s16 | da[8] | c[8] |. Weights are packed per thread into panels of
  * GEMM_RR rows x GEMM_KC_SB super-blocks; tiles are GEMM_RR x GEMM_RT. */
 #define GEMM_X_SB_BYTES 320
+#define GEMM_X16_SB_BYTES 576
 #define GEMM_RR 2
 #define GEMM_RT 4
 #define GEMM_KC_SB 8
@@ -48,6 +51,8 @@ static inline size_t cpu_act_row_bytes(int act, int64_t n)
         return cpu_align64((size_t)n + 4 * (size_t)(n / 256) + 32 * (size_t)(n / 256));
     if (act == CPU_ACT_P8 || act == CPU_ACT_P8K)
         return GEMM_X_SB_BYTES * (size_t)((n + 255) / 256);
+    if (act == CPU_ACT_P16)
+        return GEMM_X16_SB_BYTES * (size_t)((n + 255) / 256);
     return (size_t)n * 4;
 }
 /* Bytes of one unpacked weight row (family A or K by act). */
@@ -71,13 +76,14 @@ static inline size_t cpu_scratch_bytes(int act, int64_t n)
 }
 
 /* Per-thread scratch of the prefill GEMM for row chunks of `rows` rows. */
-static inline size_t cpu_gemm_scratch_bytes(int64_t rows, int64_t n)
+static inline size_t cpu_gemm_scratch_bytes(int act, int64_t rows, int64_t n)
 {
+    size_t qb = act == CPU_ACT_P16 ? 512 : 256;
     int64_t nsb = (n + 255) / 256;
     if (nsb > GEMM_KC_SB)
         nsb = GEMM_KC_SB;
     int64_t groups = (rows + GEMM_RR - 1) / GEMM_RR;
-    return cpu_align64((size_t)groups * (size_t)nsb * GEMM_RR * (256 + 64));
+    return cpu_align64((size_t)groups * (size_t)nsb * GEMM_RR * (qb + 64));
 }
 
 /* One matmul block: y[t*ldy + r] = row r of w . activation row t, for
@@ -116,9 +122,10 @@ void cpu_avx2_unpack_k(int type, const uint8_t *w, uint8_t *u, int64_t n);
 /* AVX2 decode (gemv_avx2.c): a->n_tok < 2, weights read without unpacking.
  * Returns 1 when it computed a->y, 0 when the type has no decode kernel. */
 int cpu_avx2_gemv(const cpu_gemm_args *a);
-/* AVX2 prefill GEMM (gemm_avx2.c): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (act P8),
+/* AVX2 prefill GEMM (gemm_avx2.c): Q4_0, Q4_1, Q5_0, Q5_1 (act P8), Q8_0 (P16),
  * Q4_K, Q5_K (act P8K); .gemm NULL for other types. */
 cpu_kernel cpu_kernel_avx2_gemm(int type);
 void cpu_avx2_quant_p8(const float *x, uint8_t *xq, int64_t n);
 void cpu_avx2_quant_p8k(const float *x, uint8_t *xq, int64_t n);
+void cpu_avx2_quant_p16(const float *x, uint8_t *xq, int64_t n);
 void cpu_avx2_gemm_p(const cpu_gemm_args *a);

@@ -11,8 +11,11 @@
  * one vpmaddwd + cvt + 2 FMA per super-block turn the 8 block sums into
  * floats with the 8 per-block scales at once. Per 32 elements and tile entry
  * that is vpmaddubsw + vpaddw (+ 5/8 of a flush) instead of the usual
- * maddubs + madd + cvt + fma. Q8_0 levels are signed: |w| x sign(x, w),
- * one vpmaddwd per vector (pairs may reach 2*128*127).
+ * maddubs + madd + cvt + fma. Q8_0 levels are signed 8-bit: they and the
+ * activations are widened to int16 (layout P16: vector u, lane j = elements
+ * u, u+16 of block j) and multiplied with vpmaddwd, 2 multiplies + 2 adds
+ * per 32 elements (vpsignb + vpmaddubsw + vpmaddwd + vpaddd measured slower:
+ * sign, maddubs and madd share the two multiply pipes here).
  *
  * Weights are packed per (row chunk, K chunk of GEMM_KC_SB super-blocks)
  * into panels of GEMM_RR interleaved rows (cpu_gemm_panel_bytes) that stay
@@ -28,6 +31,8 @@
 
 #define RR GEMM_RR
 #define PSB GEMM_X_SB_BYTES /* bytes of one activation super-block */
+#define XSB(bits) ((bits) == 16 ? GEMM_X16_SB_BYTES : GEMM_X_SB_BYTES)
+#define QB(bits) ((bits) == 16 ? 512 : 256) /* level bytes per super-block and row */
 
 /* dwords of a block's 32 bytes in permuted order -> u32 slot v*vstride + j */
 AI void perm_store(uint32_t *base, int64_t vstride, int j, __m256i q)
@@ -81,6 +86,54 @@ void cpu_avx2_quant_p8(const float *x, uint8_t *xq, int64_t n)
     }
 }
 
+/* 32 int8 of a block -> int16 pairs (el u, el u+16) at u32 slot u*8 + j */
+AI void perm16_store(uint32_t *base, int64_t vstride, int j, __m256i q)
+{
+    __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    __m256i a = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(lo, hi)); /* (q0,q16),(q1,q17)..(q7,q23) */
+    __m256i b = _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(lo, hi)); /* (q8,q24)..(q15,q31) */
+    uint32_t da[8], db[8];
+    _mm256_storeu_si256((__m256i *)da, a);
+    _mm256_storeu_si256((__m256i *)db, b);
+    for (int u = 0; u < 8; u++) {
+        base[u * vstride + j] = da[u];
+        base[(u + 8) * vstride + j] = db[u];
+    }
+}
+
+/* Q8_0 activations widened to int16 (P16 layout), scales as quantize_row_q8_0 */
+void cpu_avx2_quant_p16(const float *x, uint8_t *xq, int64_t n)
+{
+    int64_t nb = n / 32, nsb = (nb + 7) / 8;
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t s = 0; s < nsb; s++) {
+        uint8_t *sb = xq + s * GEMM_X16_SB_BYTES;
+        float *da = (float *)(sb + 512), *c = da + 8;
+        for (int j = 0; j < 8; j++) {
+            int64_t b = 8 * s + j;
+            if (b >= nb) {
+                perm16_store((uint32_t *)sb, 8, j, _mm256_setzero_si256());
+                da[j] = c[j] = 0.0f;
+                continue;
+            }
+            const float *xb = x + 32 * b;
+            __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
+            __m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
+            __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, abs_mask), _mm256_and_ps(v1, abs_mask)),
+                                     _mm256_max_ps(_mm256_and_ps(v2, abs_mask), _mm256_and_ps(v3, abs_mask)));
+            float amax = hmax256(m);
+            float d = h2f(_cvtss_sh(amax / 127.0f, _MM_FROUND_TO_NEAREST_INT));
+            float id = d > 0.0f ? 1.0f / d : 0.0f;
+            __m256 vid = _mm256_set1_ps(id);
+            __m256i i0 = q8_round(v0, vid), i1 = q8_round(v1, vid), i2 = q8_round(v2, vid),
+                    i3 = q8_round(v3, vid);
+            perm16_store((uint32_t *)sb, 8, j, q8_pack(i0, i1, i2, i3));
+            da[j] = d;
+            c[j] = 0.0f;
+        }
+    }
+}
+
 /* one scale per 256 elements as quantize_row_q8_k (n % 256 == 0) */
 void cpu_avx2_quant_p8k(const float *x, uint8_t *xq, int64_t n)
 {
@@ -116,7 +169,7 @@ void cpu_avx2_quant_p8k(const float *x, uint8_t *xq, int64_t n)
 /* Panel of one row group: per super-block s, 8 vectors x RR rows x 32 bytes
  * (vector v of row r at (v*RR + r)*32), then per row dw[8], mw[8] floats:
  * row dot = sum_j dw[j]*da[j]*sum_k(q*xq) + mw[j]*c[j]. */
-#define PANEL_SB_BYTES (RR * 256 + RR * 64)
+#define PANB(bits) (RR * (QB(bits) + 64)) /* panel bytes per super-block */
 
 static void k4_decode(const uint8_t *s, int sc[8], int mn[8])
 {
@@ -132,8 +185,25 @@ static void k4_decode(const uint8_t *s, int sc[8], int mn[8])
 static void pack_sb(int type, const uint8_t *w, int64_t n, int64_t s, uint8_t *p, int r)
 {
     uint32_t *q = (uint32_t *)(p + r * 32);
-    float *dw = (float *)(p + RR * 256 + r * 64), *mw = dw + 8;
     const int64_t vs = RR * 8;
+    if (type == DT_Q8_0) { /* int16 panel */
+        float *dw = (float *)(p + RR * 512 + r * 64), *mw = dw + 8;
+        int64_t nb = n / 32;
+        for (int j = 0; j < 8; j++) {
+            int64_t b = 8 * s + j;
+            __m256i lv = _mm256_setzero_si256();
+            float d = 0.0f;
+            if (b < nb) {
+                const dt_block_q8_0 *bk = (const dt_block_q8_0 *)w + b;
+                lv = _mm256_loadu_si256((const __m256i *)bk->qs);
+                d = h2f(bk->d);
+            }
+            perm16_store(q, vs, j, lv);
+            dw[j] = d, mw[j] = 0.0f;
+        }
+        return;
+    }
+    float *dw = (float *)(p + RR * 256 + r * 64), *mw = dw + 8;
     if (type == DT_Q4_K || type == DT_Q5_K) {
         const uint8_t *scales, *qs, *qh = NULL;
         uint16_t d16, dmin16;
@@ -200,12 +270,6 @@ static void pack_sb(int type, const uint8_t *w, int64_t n, int64_t s, uint8_t *p
                 d = h2f(bk->d), m = h2f(bk->m);
                 break;
             }
-            default: { /* DT_Q8_0 */
-                const dt_block_q8_0 *bk = (const dt_block_q8_0 *)w + b;
-                lv = _mm256_loadu_si256((const __m256i *)bk->qs);
-                d = h2f(bk->d);
-                break;
-            }
             }
         }
         perm_store(q, vs, j, lv);
@@ -218,19 +282,20 @@ static void pack_sb(int type, const uint8_t *w, int64_t n, int64_t s, uint8_t *p
 static void pack_panels(int type, const uint8_t *w, size_t w_stride, int64_t rows, int64_t n,
                         int64_t s0, int64_t nsc, uint8_t *p)
 {
+    const int64_t psb = type == DT_Q8_0 ? PANB(16) : PANB(4), qb = type == DT_Q8_0 ? 512 : 256;
     for (int64_t g = 0; g < rows; g += RR) {
-        uint8_t *pg = p + (g / RR) * nsc * PANEL_SB_BYTES;
+        uint8_t *pg = p + (g / RR) * nsc * psb;
         for (int r = 0; r < RR; r++) {
             if (g + r < rows) {
                 const uint8_t *wr = w + (g + r) * w_stride;
                 for (int64_t s = 0; s < nsc; s++)
-                    pack_sb(type, wr, n, s0 + s, pg + s * PANEL_SB_BYTES, r);
+                    pack_sb(type, wr, n, s0 + s, pg + s * psb, r);
             } else {
                 for (int64_t s = 0; s < nsc; s++) {
-                    uint8_t *ps = pg + s * PANEL_SB_BYTES;
-                    for (int v = 0; v < 8; v++)
+                    uint8_t *ps = pg + s * psb;
+                    for (int v = 0; v < qb / 32; v++)
                         memset(ps + (v * RR + r) * 32, 0, 32);
-                    memset(ps + RR * 256 + r * 64, 0, 64);
+                    memset(ps + RR * qb + r * 64, 0, 64);
                 }
             }
         }
@@ -280,35 +345,41 @@ AI void u_steps4(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const u
             : "memory");
 }
 
-/* signed levels (Q8_0): |w| x sign(x, w), pairs summed to int32 at once */
-#define S_ONE(XO, A0, A1)                                                                          \
-    "vmovdqa " XO ", %[xv]\n\t"                                                                    \
-    "vpsignb %[w0], %[xv], %[t0]\n\t"                                                              \
-    "vpsignb %[w1], %[xv], %[t1]\n\t"                                                              \
-    "vpmaddubsw %[t0], %[aw0], %[t0]\n\t"                                                          \
-    "vpmaddubsw %[t1], %[aw1], %[t1]\n\t"                                                          \
-    "vpmaddwd %[ones], %[t0], %[t0]\n\t"                                                           \
-    "vpmaddwd %[ones], %[t1], %[t1]\n\t"                                                           \
-    "vpaddd %[t0], %[" A0 "], %[" A0 "]\n\t"                                                       \
-    "vpaddd %[t1], %[" A1 "], %[" A1 "]\n\t"
-#define S_STEP(WO0, WO1, XO)                                                                       \
+/* int16 levels (Q8_0): vpmaddwd pairs straight to int32 */
+#define W_STEP(WO0, WO1, XO)                                                                       \
     "vmovdqa " WO0 "(%[w]), %[w0]\n\t"                                                             \
     "vmovdqa " WO1 "(%[w]), %[w1]\n\t"                                                             \
-    "vpabsb %[w0], %[aw0]\n\t"                                                                     \
-    "vpabsb %[w1], %[aw1]\n\t"                                                                     \
-    S_ONE(XO "(%[x0])", "a00", "a10") S_ONE(XO "(%[x1])", "a01", "a11")                           \
-    S_ONE(XO "(%[x2])", "a02", "a12") S_ONE(XO "(%[x3])", "a03", "a13")
+    "vmovdqa " XO "(%[x0]), %[xv]\n\t"                                                             \
+    "vpmaddwd %[xv], %[w0], %[t0]\n\t"                                                             \
+    "vpmaddwd %[xv], %[w1], %[t1]\n\t"                                                             \
+    "vmovdqa " XO "(%[x1]), %[xv]\n\t"                                                             \
+    "vpaddd %[t0], %[a00], %[a00]\n\t"                                                             \
+    "vpaddd %[t1], %[a10], %[a10]\n\t"                                                             \
+    "vpmaddwd %[xv], %[w0], %[t0]\n\t"                                                             \
+    "vpmaddwd %[xv], %[w1], %[t1]\n\t"                                                             \
+    "vmovdqa " XO "(%[x2]), %[xv]\n\t"                                                             \
+    "vpaddd %[t0], %[a01], %[a01]\n\t"                                                             \
+    "vpaddd %[t1], %[a11], %[a11]\n\t"                                                             \
+    "vpmaddwd %[xv], %[w0], %[t0]\n\t"                                                             \
+    "vpmaddwd %[xv], %[w1], %[t1]\n\t"                                                             \
+    "vmovdqa " XO "(%[x3]), %[xv]\n\t"                                                             \
+    "vpaddd %[t0], %[a02], %[a02]\n\t"                                                             \
+    "vpaddd %[t1], %[a12], %[a12]\n\t"                                                             \
+    "vpmaddwd %[xv], %[w0], %[t0]\n\t"                                                             \
+    "vpmaddwd %[xv], %[w1], %[t1]\n\t"                                                             \
+    "vpaddd %[t0], %[a03], %[a03]\n\t"                                                             \
+    "vpaddd %[t1], %[a13], %[a13]\n\t"
 
-AI void s_steps2(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
-                 const uint8_t *x3, __m256i ai[RR][GEMM_RT], const __m256i *ones)
+AI void w_steps4(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
+                 const uint8_t *x3, __m256i ai[RR][GEMM_RT])
 {
-    __m256i w0, w1, aw0, aw1, xv, t0, t1;
-    __asm__(S_STEP("0", "32", "0") S_STEP("64", "96", "32")
+    __m256i w0, w1, xv, t0, t1;
+    __asm__(W_STEP("0", "32", "0") W_STEP("64", "96", "32") W_STEP("128", "160", "64")
+                W_STEP("192", "224", "96")
             : [a00] "+x"(ai[0][0]), [a01] "+x"(ai[0][1]), [a02] "+x"(ai[0][2]), [a03] "+x"(ai[0][3]),
               [a10] "+x"(ai[1][0]), [a11] "+x"(ai[1][1]), [a12] "+x"(ai[1][2]), [a13] "+x"(ai[1][3]),
-              [w0] "=&x"(w0), [w1] "=&x"(w1), [aw0] "=&x"(aw0), [aw1] "=&x"(aw1), [xv] "=&x"(xv),
-              [t0] "=&x"(t0), [t1] "=&x"(t1)
-            : [w] "r"(w), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3), [ones] "m"(*ones)
+              [w0] "=&x"(w0), [w1] "=&x"(w1), [xv] "=&x"(xv), [t0] "=&x"(t0), [t1] "=&x"(t1)
+            : [w] "r"(w), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3)
             : "memory");
 }
 #define HAVE_ASM_TILE 1
@@ -330,8 +401,8 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
         for (int t = 0; t < RT; t++)
             _mm256_store_ps(facc[r][t], _mm256_setzero_ps());
     for (int64_t s = 0; s < nsc; s++) {
-        const uint8_t *ps = pg + s * PANEL_SB_BYTES;
-        const uint8_t *xs = x + s * PSB;
+        const uint8_t *ps = pg + s * PANB(bits);
+        const uint8_t *xs = x + s * XSB(bits);
         __m256i ai[RR][GEMM_RT];
         __m256i half[RR][GEMM_RT];
 #pragma GCC unroll 4
@@ -342,11 +413,9 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
 #if HAVE_ASM_TILE
         if (RT == GEMM_RT) {
             const uint8_t *x1 = xs + x_stride, *x2 = xs + 2 * x_stride, *x3 = xs + 3 * x_stride;
-            if (bits == 8) {
-                const __m256i ones_m = ones;
-                for (int v = 0; v < 8; v += 2)
-                    s_steps2(ps + v * RR * 32, xs + v * 32, x1 + v * 32, x2 + v * 32, x3 + v * 32, ai,
-                             &ones_m);
+            if (bits == 16) {
+                for (int u = 0; u < 16; u += 4)
+                    w_steps4(ps + u * RR * 32, xs + u * 32, x1 + u * 32, x2 + u * 32, x3 + u * 32, ai);
             } else {
                 u_steps4(ps, xs, x1, x2, x3, ai);
                 if (bits == 5) {
@@ -362,23 +431,19 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
             }
         } else
 #endif
-#pragma GCC unroll 1
-        for (int v = 0; v < 8; v++) {
-            __m256i w[RR], aw[RR];
+        {
+        for (int v = 0; v < QB(bits) / 32; v++) {
+            __m256i w[RR];
 #pragma GCC unroll 4
-            for (int r = 0; r < RR; r++) {
+            for (int r = 0; r < RR; r++)
                 w[r] = _mm256_load_si256((const __m256i *)(ps + (v * RR + r) * 32));
-                if (bits == 8)
-                    aw[r] = _mm256_abs_epi8(w[r]);
-            }
 #pragma GCC unroll 4
             for (int t = 0; t < RT; t++) {
                 __m256i xv = _mm256_load_si256((const __m256i *)(xs + t * x_stride + v * 32));
 #pragma GCC unroll 4
                 for (int r = 0; r < RR; r++) {
-                    if (bits == 8) {
-                        __m256i p = _mm256_maddubs_epi16(aw[r], _mm256_sign_epi8(xv, w[r]));
-                        ai[r][t] = _mm256_add_epi32(ai[r][t], _mm256_madd_epi16(p, ones));
+                    if (bits == 16) {
+                        ai[r][t] = _mm256_add_epi32(ai[r][t], _mm256_madd_epi16(w[r], xv));
                     } else {
                         ai[r][t] = _mm256_add_epi16(ai[r][t], _mm256_maddubs_epi16(w[r], xv));
                     }
@@ -394,21 +459,22 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
                     }
             }
         }
-        const float *dwp = (const float *)(ps + RR * 256);
+        }
+        const float *dwp = (const float *)(ps + RR * QB(bits));
 #pragma GCC unroll 4
         for (int r = 0; r < RR; r++) {
             __m256 dw = _mm256_load_ps(dwp + 16 * r), mw = _mm256_load_ps(dwp + 16 * r + 8);
 #pragma GCC unroll 4
             for (int t = 0; t < RT; t++) {
-                const float *da = (const float *)(xs + t * x_stride + 256);
+                const float *da = (const float *)(xs + t * x_stride + QB(bits));
                 __m256i is = ai[r][t];
-                if (bits != 8)
+                if (bits != 16)
                     is = _mm256_madd_epi16(is, ones);
                 if (bits == 5)
                     is = _mm256_add_epi32(is, half[r][t]);
                 __m256 a = _mm256_load_ps(facc[r][t]);
                 a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dw, _mm256_load_ps(da)), a);
-                if (bits != 8)
+                if (bits != 16)
                     a = _mm256_fmadd_ps(mw, _mm256_load_ps(da + 8), a);
                 _mm256_store_ps(facc[r][t], a);
             }
@@ -438,7 +504,7 @@ static int type_bits(int type)
     switch (type) {
     case DT_Q4_0: case DT_Q4_1: case DT_Q4_K: return 4;
     case DT_Q5_0: case DT_Q5_1: case DT_Q5_K: return 5;
-    case DT_Q8_0: return 8;
+    case DT_Q8_0: return 16;
     }
     return 0;
 }
@@ -454,9 +520,9 @@ void cpu_avx2_gemm_p(const cpu_gemm_args *a)
         int acc_y = s0 > 0;
         for (int64_t t0 = 0; t0 < a->n_tok; t0 += GEMM_RT) {
             int rt = (int)(a->n_tok - t0 < GEMM_RT ? a->n_tok - t0 : GEMM_RT);
-            const uint8_t *xt = a->x + t0 * a->x_stride + s0 * PSB;
+            const uint8_t *xt = a->x + t0 * a->x_stride + s0 * XSB(bits);
             for (int64_t g = 0; g < a->n_rows; g += RR) {
-                const uint8_t *pg = a->scratch + (g / RR) * nsc * PANEL_SB_BYTES;
+                const uint8_t *pg = a->scratch + (g / RR) * nsc * PANB(bits);
                 float *yt = a->y + t0 * a->ldy + g;
                 int nr = (int)(a->n_rows - g < RR ? a->n_rows - g : RR);
                 if (bits == 4) {
@@ -464,7 +530,7 @@ void cpu_avx2_gemm_p(const cpu_gemm_args *a)
                 } else if (bits == 5) {
                     MICRO_BITS(5)
                 } else {
-                    MICRO_BITS(8)
+                    MICRO_BITS(16)
                 }
             }
         }
@@ -475,8 +541,11 @@ cpu_kernel cpu_kernel_avx2_gemm(int type)
 {
     cpu_kernel k = {CPU_ACT_F32, NULL, NULL};
     switch (type) {
-    case DT_Q4_0: case DT_Q4_1: case DT_Q5_0: case DT_Q5_1: case DT_Q8_0:
+    case DT_Q4_0: case DT_Q4_1: case DT_Q5_0: case DT_Q5_1:
         k.act = CPU_ACT_P8, k.quantize = cpu_avx2_quant_p8, k.gemm = cpu_avx2_gemm_p;
+        break;
+    case DT_Q8_0:
+        k.act = CPU_ACT_P16, k.quantize = cpu_avx2_quant_p16, k.gemm = cpu_avx2_gemm_p;
         break;
     case DT_Q4_K: case DT_Q5_K:
         k.act = CPU_ACT_P8K, k.quantize = cpu_avx2_quant_p8k, k.gemm = cpu_avx2_gemm_p;

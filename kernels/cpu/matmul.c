@@ -166,7 +166,7 @@ void cpu_matmul_run(cpu_matmul *mm, float *y, const be_weight *w, const float *x
     }
 #endif
     size_t x_stride = cpu_act_row_bytes(j.k.act, n);
-    size_t scratch_each = gemm_rc ? cpu_gemm_scratch_bytes(gemm_rc, n)
+    size_t scratch_each = gemm_rc ? cpu_gemm_scratch_bytes(j.k.act, gemm_rc, n)
                                   : cpu_align64(cpu_scratch_bytes(j.k.act, n));
     if ((j.k.act != CPU_ACT_F32 && !mm_reserve(&mm->xq, &mm->xq_cap, x_stride * (size_t)n_tok)) ||
         !mm_reserve(&mm->scratch, &mm->scratch_cap, scratch_each * (size_t)nth + 64)) {
