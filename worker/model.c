@@ -9,7 +9,7 @@
  * slice that does not start and end on the weight type's blocks (e.g. 128
  * columns of a Q4_K attn_output under TP 4) is dequantized to F32 at load.
  *
- * Residency (host backends, file mappings; model_residency_settle): after
+ * Residency (file mappings; model_residency_settle): after
  * loading, the pages of the mapping that the rank does not compute from (other
  * ranks' tensors and slices, the sources of copied column slices, the token
  * embedding table, which is looked up by row) are dropped from this process
@@ -17,7 +17,9 @@
  * Marking splits the mapping into separate VMAs, and the kernel's fault-around
  * (which maps up to 64 KiB of already-cached neighbouring file pages on each
  * fault) never crosses a VMA, so later faults cannot pull in a neighbour's
- * slice: resident memory is the rank's share, not its share plus neighbours. */
+ * slice: resident memory is the rank's share, not its share plus neighbours.
+ * The embedding table's range is cut into pieces that no 2 MiB (PMD) mapping
+ * fits (embd_split), so a lookup maps its fault-around window, not 2 MiB. */
 #include "model.h"
 
 #include <math.h>
@@ -365,9 +367,9 @@ static void span_populate(uintptr_t a, uintptr_t b, size_t ps)
 
 /* The token embedding table is looked up by row and not held. A fault in a
  * VMA that contains a whole aligned PMD range (2 MiB with 4 KiB pages) of a
- * file whose page cache holds PMD-sized folios maps the whole 2 MiB (this
- * kernel ignores MADV_NOHUGEPAGE there), so lookups would soon make the whole
- * table resident. Cutting the table's range into VMAs that hold no aligned
+ * file whose page cache holds PMD-sized folios maps the whole 2 MiB (seen on
+ * Linux 6.18 with ext4, MADV_NOHUGEPAGE or not), so lookups would soon make
+ * the whole table resident. Cutting the table's range into VMAs that hold no aligned
  * PMD range (cuts at odd multiples of half a PMD; neighbours differ in
  * MADV_RANDOM, and all carry MADV_DONTDUMP so that none merges with the rest
  * of the mapping) leaves each lookup at the 4 KiB-page fault-around window
@@ -399,7 +401,8 @@ static void embd_split(model *m, uintptr_t base, uintptr_t end, uintptr_t ps)
  * mapping refaults dropped pages from the file). */
 static void model_residency_settle(model *m)
 {
-    if (!m->be->ops->host_memory || !gguf_is_file_mapping(m->gguf))
+    /* (a device backend aliases nothing: its whole mapping is dropped) */
+    if (!gguf_is_file_mapping(m->gguf))
         return;
     long psl = sysconf(_SC_PAGESIZE);
     if (psl <= 0)
