@@ -8,6 +8,9 @@
 #include <string.h>
 
 #include "comm_mpi.h"
+#ifdef CARAVAN_HAVE_CUDA
+#include "../kernels/cuda/backend_cuda.h"
+#endif
 #ifdef CARAVAN_HAVE_NCCL
 #include "comm_nccl.h"
 #endif
@@ -88,9 +91,13 @@ int group_gpu_index(const char *device)
     return end != device + 5 && *end == '\0' && n >= 0 ? (int)n : -1;
 }
 
-cv_status group_gpu_tp_comm(comm *tp, const char *device, comm **out, cv_err *e)
+cv_status group_gpu_tp_comm(comm *tp, backend *be, comm **out, cv_err *e)
 {
     *out = NULL;
+    int device = -1;
+#ifdef CARAVAN_HAVE_CUDA
+    device = backend_cuda_device(be);
+#endif
     MPI_Comm mc = comm_mpi_handle(tp);
     int size = 1;
     MPI_Comm_size(mc, &size);
@@ -99,16 +106,16 @@ cv_status group_gpu_tp_comm(comm *tp, const char *device, comm **out, cv_err *e)
 #ifdef CARAVAN_HAVE_NCCL
     /* every rank must take the same branch: agree on the switch and on GPUs */
     const char *env = getenv("CARAVAN_NCCL");
-    int want = !(env && !strcmp(env, "0")) && group_gpu_index(device) >= 0, all = 0;
+    int want = !(env && !strcmp(env, "0")) && device >= 0, all = 0;
     if (MPI_Allreduce(&want, &all, 1, MPI_INT, MPI_MIN, mc) != MPI_SUCCESS)
         return cv_err_set(e, CV_ECOMM, "tp comm: MPI_Allreduce of the NCCL choice failed");
     if (!all)
         return CV_OK;
     comm *c = NULL;
     bool is_nccl = false;
-    cv_status st = comm_gpu_create(mc, group_gpu_index(device), "stage tp (nccl)", &c, &is_nccl, e);
+    cv_status st = comm_gpu_create(mc, device, "stage tp (nccl)", &c, &is_nccl, e);
     if (st)
-        return cv_err_prefix(e, "tp comm on %s", device);
+        return cv_err_prefix(e, "tp comm on cuda:%d", device);
     if (!is_nccl) { /* ranks share a GPU: comm_gpu_create gave an MPI comm; keep tp's */
         comm_destroy(c);
         return CV_OK;
@@ -117,6 +124,7 @@ cv_status group_gpu_tp_comm(comm *tp, const char *device, comm **out, cv_err *e)
     return CV_OK;
 #else
     (void)device;
+    (void)be;
     (void)e;
     return CV_OK;
 #endif

@@ -24,6 +24,7 @@
 #include <mpi.h>
 
 #include "../core/status.h"
+#include "../kernels/backend.h"
 #include "comm.h"
 
 /* This rank's device for `spec`, written to out ("cpu" or "cuda:N").
@@ -43,5 +44,5 @@ int group_gpu_index(const char *device);
  * *out = an NCCL comm over the same ranks when NCCL can serve them all (see
  * above), else NULL (keep using tp, host-staged). *out is never an MPI comm,
  * so the caller keeps `tp` for host-memory traffic (plan broadcast, logits
- * gather) either way. `device` is this rank's ("cpu" or "cuda:N"). */
-cv_status group_gpu_tp_comm(comm *tp, const char *device, comm **out, cv_err *e);
+ * gather) either way. `be` is this rank's backend (cuda:N or not). */
+cv_status group_gpu_tp_comm(comm *tp, backend *be, comm **out, cv_err *e);

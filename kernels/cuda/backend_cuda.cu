@@ -796,6 +796,11 @@ static const backend_ops cuda_ops = {
     .last_error = cuda_last_error,
 };
 
+extern "C" int backend_cuda_device(backend *be)
+{
+    return be && be->ops == &cuda_ops ? ((cuda_backend *)be->impl)->device : -1;
+}
+
 extern "C" cv_status backend_cuda_status(backend *be, cv_err *e)
 {
     if (!be || be->ops != &cuda_ops)

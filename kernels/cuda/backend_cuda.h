@@ -14,3 +14,6 @@ cv_status backend_cuda_status(backend *be, cv_err *e);
 /* Measured device-to-device copy bandwidth of `device` in bytes/s, counting
  * bytes read plus bytes written: median of `reps` copies of n_bytes. */
 cv_status backend_cuda_copy_bandwidth(int device, size_t n_bytes, int reps, double *bps, cv_err *e);
+
+/* The CUDA device index of a cuda backend; -1 for any other backend. */
+int backend_cuda_device(backend *be);
