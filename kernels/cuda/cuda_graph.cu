@@ -115,6 +115,10 @@ void cg_flush(cuda_backend *cb)
     }
     size_t n = 0;
     cudaGraphGetNodes(g, NULL, &n);
+    if (n == 0) { /* nothing was captured */
+        cudaGraphDestroy(g);
+        return;
+    }
     int slot = -1, lru = 0;
     for (int i = 0; i < GRAPH_CACHE; i++) {
         if (G->cache[i].exec && G->cache[i].n_nodes == n) {

@@ -8,8 +8,9 @@
  *     (n_tok 512) in TFLOP/s: lines  kernel=matvec type=T gb_s=X pct_d2d=Y
  * Random weights (random quant bytes with sane scales: timing only, no
  * checks here; test_cuda_ops checks the results). Needs a GPU.
- *   cuda_bw [DEVICE [D2D_GB_S]]: with D2D_GB_S (an earlier run's figure) the
- *   copy probe is skipped. The matvec variant is CARAVAN_CUDA_MMV's. */
+ *   cuda_bw [DEVICE [D2D_GB_S [TYPES]]]: with D2D_GB_S (an earlier run's
+ *   figure) the copy probe is skipped; TYPES (e.g. Q8_0,Q4_K) limits the
+ *   types (for a profiler run). The matvec variant is CARAVAN_CUDA_MMV's. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,8 +100,17 @@ int main(int argc, char **argv)
         hx[i] = (float)((xs(&s) >> 40) * (1.0 / 16777216.0) - 0.5);
     be->ops->from_host(be, x, hx, (size_t)n_pp * NE0 * sizeof(float));
     int rc = 0;
+    const char *only = argc > 3 ? argv[3] : NULL;
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
         int type = types[k];
+        if (only) { /* whole names in a comma list */
+            const char *nm = dtype_name(type), *p = strstr(only, nm);
+            size_t l = strlen(nm);
+            while (p && !((p == only || p[-1] == ',') && (p[l] == ',' || p[l] == '\0')))
+                p = strstr(p + 1, nm);
+            if (!p)
+                continue;
+        }
         size_t rb = dtype_row_size(type, NE0);
         uint8_t *h = malloc(rb * NE1);
         fill(type, h, rb, NE1, &s);

@@ -19,6 +19,7 @@
 #                copy bandwidth; one result line per run as soon as it is done
 #   stage simd   the CPU kernel tests on this host's CPU (test_simd)
 #   memcheck     test_cuda_ops --quick with v2 + graphs under compute-sanitizer
+#   ncu          one v2 matvec launch per main type under Nsight Compute (if time is left)
 # then prints one summary table (last, so it is in the reply's tail) and a
 # final line naming the best correct config.
 #
@@ -225,6 +226,24 @@ else
   RESULT[memcheck]="not run: no compute-sanitizer"
 fi
 
+# ---- ncu: one v2 launch per main type under the profiler (DRAM throughput,
+# occupancy, registers), only when the tool is there and time is left; its
+# lines go into bench.log
+if command -v ncu >/dev/null 2>&1 && [ "$(left)" -gt 100 ]; then
+  run_stage ncu 80 '
+BW=$(grep -o "d2d_gb_s=[0-9.]*" "$MODELS_TMP/bw.txt" | head -1 | cut -d= -f2)
+for ty in Q8_0 F16 Q4_K; do
+  echo "--- ncu v2 $ty"
+  CARAVAN_CUDA_MMV=v2 CARAVAN_CUDA_FUSE=0 timeout 25 ncu --clock-control none -k regex:k_mmv2_[qf] \
+    --launch-skip 4 --launch-count 1 --section SpeedOfLight --section Occupancy --section LaunchStats \
+    "$T/cuda_bw" 0 "${BW:-4000}" $ty 2>&1 | grep -E "k_mmv2|Throughput|Duration|Occupancy|Registers Per|Block Limit|==ERROR|==WARNING" | head -16
+done
+exit 0 # informational: never a failed stage'
+  cat "$OUT/ncu.log" >>"$OUT/bench.log" && rm -f "$OUT/ncu.log"
+else
+  RESULT[ncu]="not run (no ncu or no time left)"
+fi
+
 if command -v mpirun >/dev/null 2>&1; then
   RESULT[mpi]="not built: this script builds ENGINE_ONLY (no MPI group code)"
 else
@@ -235,7 +254,7 @@ fi
 {
   echo
   echo "==================== caravan GPU checks: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1) ===================="
-  for s in build ops golden shard kern bench simd memcheck mpi; do
+  for s in build ops golden shard kern bench simd memcheck ncu mpi; do
     printf '%-8s %s\n' "$s" "${RESULT[$s]:-not run}"
   done
   grep -h "^emul" "$OUT/ops.log" 2>/dev/null | head -1
