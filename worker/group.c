@@ -20,10 +20,11 @@
  *   the job (MPI_Abort), since ranks blocked in a collective cannot be
  *   released any other way.
  *
- * Up to P steps are in flight: the leader computes stage 0 of step k+1
- * while stage 1 computes step k. Sends between stages are non-blocking
- * with NSEND buffers per rank, so a stage never waits for the next one to
- * post its receive unless it is NSEND steps ahead. */
+ * Up to P x depth steps are in flight (depth 1 unless CARAVAN_GROUP_DEPTH
+ * says more): the leader computes stage 0 of step k+1 while stage 1
+ * computes step k. Sends between stages are non-blocking with one buffer
+ * more than the steps in flight, so a buffer is reused only after the step
+ * it carried has come back to the leader: no stage waits for a send. */
 #include "group.h"
 
 #include <stdint.h>
@@ -33,6 +34,11 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#define GROUP_HAVE_FUTEX 1
+#endif
 
 #include "../coordinator/planner.h"
 #include "../core/dtype.h"
@@ -42,7 +48,8 @@
 
 #define WIRE_MAGIC 0x54535643u /* "CVST" */
 #define RES_MAGIC 0x53455243u  /* "CRES" */
-#define NSEND 3
+#define NSEND_MAX 33 /* send buffers: steps in flight + 1 */
+#define DEPTH_MAX 16
 
 enum { KIND_STEP = 1, KIND_SHUTDOWN = 2 };
 enum { TAG_ACT = 11, TAG_RESULT = 12, TAG_ERROR = 13 };
@@ -104,8 +111,10 @@ struct group {
     /* messages */
     size_t msg_cap;           /* header + largest plan + hidden */
     uint8_t *recv_buf;        /* stages > 0 and stage-0 followers */
-    uint8_t *send_buf[NSEND]; /* to the next stage */
-    comm_req *send_req[NSEND];
+    uint8_t *send_buf[NSEND_MAX]; /* to the next stage */
+    comm_req *send_req[NSEND_MAX];
+    int nsend;                /* buffers in use: max_inflight + 1 */
+    int max_inflight;         /* P x depth (1 when P == 1) */
     int send_next;
 
     /* per-step host arrays (max_batch) */
@@ -127,15 +136,45 @@ struct group {
     int inflight;
     int64_t *slot_len;      /* positions filled per slot, for step checks */
     double t_fwd, t_wait;   /* seconds in forward_stage / waiting for peers (CARAVAN_GROUP_PROFILE) */
+    struct trace_ev *trace; /* CARAVAN_GROUP_TRACE=PREFIX: per-step events, PREFIX.RANK at free */
+    int64_t n_trace;
     int64_t fail_at;        /* test hook CARAVAN_TEST_FAIL=RANK:STEP: fail at that step (-1 off) */
     int64_t n_steps;        /* steps this rank has run */
     MPI_Request res_req, err_req;
+    MPI_Request res_send;   /* last stage TP rank 0: result in flight to the leader */
     bool res_posted, err_posted;
     char err_msg[CV_ERR_MSG_MAX];
     bool local_ready;       /* P == 1: result of the step in flight is in res_buf */
     float *last_logits;
     int64_t last_rows;
+
+    /* doorbells (ranks on this node): one futex word per rank in a shared
+     * window; a sender rings the receiver's after posting a message so that
+     * a waiting rank sleeps in the kernel instead of polling */
+    MPI_Win bell_win;
+    MPI_Comm node_comm;
+    uint32_t **bells;       /* per world rank: its bell, NULL when on another node */
+    uint32_t *my_bell;
 };
+
+/* ---- timeline (CARAVAN_GROUP_TRACE) ----------------------------------------- */
+
+enum { TR_SUBMIT = 1, TR_FWD0, TR_FWD1, TR_SENT, TR_WAIT0, TR_WAIT1, TR_SAMPLED };
+static const char *const trace_names[] = {"", "submit", "fwd0", "fwd1", "sent", "wait0", "wait1",
+                                          "sampled"};
+#define TRACE_MAX 65536
+typedef struct trace_ev {
+    double t;
+    uint64_t id;
+    int code;
+} trace_ev;
+
+static double now_s(void);
+static void trace(group *g, int code, uint64_t id)
+{
+    if (g->trace && g->n_trace < TRACE_MAX)
+        g->trace[g->n_trace++] = (trace_ev){now_s(), id, code};
+}
 
 /* ---- counting TP comm: forwards to the MPI comm, counts all-reduce bytes -- */
 
@@ -247,13 +286,17 @@ static void sleep_us(long us)
 
 /* Stage 0's plan broadcast from the leader (TP root 0), non-blocking on
  * every rank (blocking and non-blocking collectives do not match). */
-static int wait_polite(int n, MPI_Request *r, int *idx, MPI_Status *status);
+static int wait_polite(group *g, int n, MPI_Request *r, int *idx, MPI_Status *status);
+static void bell_ring(group *g, int world_rank);
 static cv_status plan_bcast(group *g, void *buf, size_t n, cv_err *e)
 {
     MPI_Request rq;
     int idx, rc = MPI_Ibcast(buf, (int)n, MPI_BYTE, 0, comm_mpi_handle(g->tp_mpi), &rq);
+    if (rc == MPI_SUCCESS && g->t == 0)
+        for (int t = 1; t < g->T; t++)
+            bell_ring(g, world_rank_of(g, g->s, t));
     if (rc == MPI_SUCCESS)
-        rc = wait_polite(1, &rq, &idx, MPI_STATUS_IGNORE);
+        rc = wait_polite(g, 1, &rq, &idx, MPI_STATUS_IGNORE);
     if (rc != MPI_SUCCESS) {
         char s[MPI_MAX_ERROR_STRING];
         int len = 0;
@@ -266,24 +309,67 @@ static cv_status plan_bcast(group *g, void *buf, size_t n, cv_err *e)
     return CV_OK;
 }
 
+/* Doorbells. A waiting rank sleeps on its bell (a futex word in memory
+ * shared by the node's ranks); a rank that posts a message to it bumps the
+ * bell and wakes it. The bell is read before each MPI_Test, so a message
+ * posted after that read wakes the sleeper at once (the futex value no
+ * longer matches) and one posted before it is seen by the test. The futex
+ * wait has a timeout, so a message that rang no bell (another node, an MPI
+ * internal step) is still seen within nap_max. */
+static void bell_ring(group *g, int world_rank)
+{
+#ifdef GROUP_HAVE_FUTEX
+    uint32_t *b = g->bells ? g->bells[world_rank] : NULL;
+    if (!b || world_rank == g->rank)
+        return;
+    __atomic_fetch_add(b, 1, __ATOMIC_SEQ_CST);
+    syscall(SYS_futex, b, FUTEX_WAKE, 1, NULL, NULL, 0);
+#else
+    (void)g;
+    (void)world_rank;
+#endif
+}
+
+static uint32_t bell_read(const group *g)
+{
+    return g->my_bell ? __atomic_load_n(g->my_bell, __ATOMIC_SEQ_CST) : 0;
+}
+
+/* Sleep until the bell moves off `seen` or `us` microseconds pass. */
+static void bell_sleep(group *g, uint32_t seen, long us)
+{
+#ifdef GROUP_HAVE_FUTEX
+    if (g->my_bell) {
+        struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+        syscall(SYS_futex, g->my_bell, FUTEX_WAIT, seen, &ts, NULL, 0);
+        return;
+    }
+#endif
+    (void)seen;
+    sleep_us(us);
+}
+
 /* Wait for one of n requests without holding a core: MPI's blocking calls
  * spin, and a pipeline stage waits for a whole stage's compute - on a
  * machine whose cores are hyperthreads or shared, a spinning neighbour
- * slows the stage that computes. Spin briefly, then sleep with a backoff
- * capped at 200 us (small next to a step). *idx: which one completed. */
-static int wait_polite(int n, MPI_Request *r, int *idx, MPI_Status *status)
+ * slows the stage that computes. Poll briefly, then sleep on this rank's
+ * doorbell (a peer on this node wakes it when it posts the message), or
+ * without doorbells sleep with a backoff capped at 200 us (small next to a
+ * step). *idx: which one completed. */
+static int wait_polite(group *g, int n, MPI_Request *r, int *idx, MPI_Status *status)
 {
     long us = 0;
     static int spin_limit = -1;
-    static long nap_max = 200;
+    static long nap_max = 200, bell_max = 2000;
     if (spin_limit < 0) {
         const char *v = getenv("CARAVAN_GROUP_SPIN");
         spin_limit = v ? atoi(v) : 100;
         if ((v = getenv("CARAVAN_GROUP_NAP_US")) && atol(v) > 0)
-            nap_max = atol(v);
+            nap_max = bell_max = atol(v);
     }
     for (int spins = 0;; spins++) {
         int flag = 0, rc;
+        uint32_t seen = bell_read(g);
         if (n == 1) {
             rc = MPI_Test(r, &flag, status);
             *idx = 0;
@@ -294,6 +380,14 @@ static int wait_polite(int n, MPI_Request *r, int *idx, MPI_Status *status)
             return rc;
         if (spins < spin_limit)
             continue;
+        if (g->my_bell) {
+            /* a rung bell: the message may take a few more MPI progress
+             * calls to complete (it did here with Open MPI) - poll again */
+            bell_sleep(g, seen, bell_max);
+            if (bell_read(g) != seen)
+                spins = 0;
+            continue;
+        }
         us = us ? (us * 2 > nap_max ? nap_max : us * 2) : 5;
         sleep_us(us);
     }
@@ -347,8 +441,10 @@ static cv_status report_failure(group *g, cv_status st, cv_err *e)
         snprintf(msg, sizeof msg, "rank %d (stage %d, tp %d) failed: %.440s", g->rank, g->s, g->t,
                  e ? e->msg : cv_status_name(st));
         MPI_Request rq;
-        if (MPI_Isend(msg, (int)sizeof msg, MPI_BYTE, 0, TAG_ERROR, g->wc, &rq) == MPI_SUCCESS)
+        if (MPI_Isend(msg, (int)sizeof msg, MPI_BYTE, 0, TAG_ERROR, g->wc, &rq) == MPI_SUCCESS) {
             MPI_Request_free(&rq);
+            bell_ring(g, 0);
+        }
     }
     return st;
 }
@@ -457,14 +553,19 @@ static cv_status stage_run(group *g, const plan_view *v, float *hidden_out, cv_e
         fwd_batch b = {.n_tok = n, .tokens = g->tokens, .pos = g->pos, .slot = g->slot,
                        .n_out = n_out, .out_idx = g->out_idx};
         double t0 = now_s();
+        trace(g, TR_FWD0, h->id);
         st = forward_stage(g->m, g->tp, &b, v->hidden, hidden_out, g->logits_local, e);
+        trace(g, TR_FWD1, h->id);
         g->t_fwd += now_s() - t0;
         if (st)
             return cv_err_prefix(e, "rank %d (stage %d, tp %d), step %llu", g->rank, g->s, g->t,
                                  (unsigned long long)h->id);
     }
-    if (g->m->shard.has_head)
-        return logits_gather_and_sample(g, v, n_out, e);
+    if (g->m->shard.has_head) {
+        st = logits_gather_and_sample(g, v, n_out, e);
+        trace(g, TR_SAMPLED, h->id);
+        return st;
+    }
     return CV_OK;
 }
 
@@ -536,8 +637,12 @@ static cv_status forward_on(group *g, int k, size_t n_bytes, cv_err *e)
 {
     int dst = world_rank_of(g, g->s + 1, g->t);
     g->bytes_sent += n_bytes;
-    return g->world->ops->isend(g->world, g->send_buf[k], n_bytes, dst, TAG_ACT, &g->send_req[k],
-                                e);
+    cv_status st = g->world->ops->isend(g->world, g->send_buf[k], n_bytes, dst, TAG_ACT,
+                                        &g->send_req[k], e);
+    if (!st)
+        bell_ring(g, dst);
+    trace(g, TR_SENT, ((const wire_hdr *)g->send_buf[k])->id);
+    return st;
 }
 
 /* ---- create / free -------------------------------------------------------- */
@@ -575,7 +680,7 @@ static cv_status alloc_buffers(group *g, cv_err *e)
     g->msg_cap = sizeof(wire_hdr) + plan_bytes_for(B, B, g->n_slots) +
                  (size_t)(B * g->n_embd) * sizeof(float);
     g->recv_buf = malloc(g->msg_cap);
-    for (int k = 0; k < NSEND; k++)
+    for (int k = 0; k < g->nsend; k++)
         if (!(g->send_buf[k] = malloc(g->msg_cap)))
             goto nomem;
     g->tokens = malloc((size_t)B * sizeof(int32_t));
@@ -621,12 +726,85 @@ nomem:
                       g->rank, g->msg_cap);
 }
 
+/* Doorbells for the ranks on this node (see bell_ring). Best effort and
+ * collective over the world comm: without a shared window (or with
+ * CARAVAN_GROUP_BELL=0) waits fall back to capped naps. */
+static void bells_create(group *g)
+{
+    g->node_comm = MPI_COMM_NULL;
+    g->bell_win = MPI_WIN_NULL;
+#ifdef GROUP_HAVE_FUTEX
+    const char *v = getenv("CARAVAN_GROUP_BELL");
+    int want = !(v && !strcmp(v, "0")), all = 0;
+    MPI_Allreduce(&want, &all, 1, MPI_INT, MPI_MIN, g->wc); /* every rank agrees */
+    if (!all)
+        return;
+    if (MPI_Comm_split_type(g->wc, MPI_COMM_TYPE_SHARED, g->rank, MPI_INFO_NULL, &g->node_comm) !=
+        MPI_SUCCESS) {
+        g->node_comm = MPI_COMM_NULL;
+        return;
+    }
+    void *base = NULL;
+    int ok = MPI_Win_allocate_shared(64, 1, MPI_INFO_NULL, g->node_comm, &base, &g->bell_win) ==
+             MPI_SUCCESS, all_ok = 0;
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, g->wc);
+    if (!all_ok) {
+        if (ok)
+            MPI_Win_free(&g->bell_win);
+        g->bell_win = MPI_WIN_NULL;
+        MPI_Comm_free(&g->node_comm);
+        return;
+    }
+    memset(base, 0, 64);
+    g->bells = calloc((size_t)g->size, sizeof *g->bells);
+    int *wr = malloc(sizeof *wr * (size_t)g->size), *nr = malloc(sizeof *nr * (size_t)g->size);
+    MPI_Group gw, gn;
+    MPI_Comm_group(g->wc, &gw);
+    MPI_Comm_group(g->node_comm, &gn);
+    if (g->bells && wr && nr) {
+        for (int r = 0; r < g->size; r++)
+            wr[r] = r;
+        MPI_Group_translate_ranks(gw, g->size, wr, gn, nr);
+        for (int r = 0; r < g->size; r++) {
+            MPI_Aint sz = 0;
+            int du = 0;
+            void *p = NULL;
+            if (nr[r] != MPI_UNDEFINED &&
+                MPI_Win_shared_query(g->bell_win, nr[r], &sz, &du, &p) == MPI_SUCCESS && sz >= 4)
+                g->bells[r] = p;
+        }
+        g->my_bell = g->bells[g->rank];
+    }
+    MPI_Group_free(&gw);
+    MPI_Group_free(&gn);
+    free(wr);
+    free(nr);
+    MPI_Barrier(g->node_comm); /* bells zeroed before anyone rings */
+#endif
+}
+
+static void bells_free(group *g)
+{
+    if (!g->failed && g->bell_win != MPI_WIN_NULL)
+        MPI_Win_free(&g->bell_win); /* collective: skipped when peers may be gone */
+    if (!g->failed && g->node_comm != MPI_COMM_NULL)
+        MPI_Comm_free(&g->node_comm);
+    free(g->bells);
+    g->bells = NULL;
+    g->my_bell = NULL;
+}
+
 cv_status group_create(MPI_Comm mc, const group_config *cfg, group **out, cv_err *e)
 {
     *out = NULL;
     group *g = calloc(1, sizeof *g);
     if (!g)
         return cv_err_set(e, CV_ENOMEM, "allocating the group");
+    g->bell_win = MPI_WIN_NULL;
+    g->node_comm = MPI_COMM_NULL;
+    g->res_send = MPI_REQUEST_NULL;
+    if (getenv("CARAVAN_GROUP_TRACE"))
+        g->trace = malloc(sizeof *g->trace * TRACE_MAX);
     cv_status st = comm_mpi_create(mc, "group", &g->world, e);
     if (st) {
         free(g);
@@ -647,6 +825,17 @@ cv_status group_create(MPI_Comm mc, const group_config *cfg, group **out, cv_err
     }
     g->s = g->rank / g->T;
     g->t = g->rank % g->T;
+    /* micro-batches per stage in flight (tuning knob; every rank reads the
+     * same environment under mpirun, and only the leader and the buffer
+     * count depend on it) */
+    int depth = 1;
+    const char *dv = getenv("CARAVAN_GROUP_DEPTH");
+    if (dv && atoi(dv) > 1)
+        depth = atoi(dv) > DEPTH_MAX ? DEPTH_MAX : atoi(dv);
+    g->max_inflight = g->P > 1 ? g->P * depth : 1;
+    if (g->max_inflight > NSEND_MAX - 1)
+        g->max_inflight = NSEND_MAX - 1;
+    g->nsend = g->max_inflight + 1 < 3 ? 3 : g->max_inflight + 1;
     g->fail_at = -1;
     const char *fail = getenv("CARAVAN_TEST_FAIL"); /* test hook: "RANK:STEP" */
     if (fail) {
@@ -718,12 +907,17 @@ cv_status group_create(MPI_Comm mc, const group_config *cfg, group **out, cv_err
     }
     MPI_Bcast(g->layout, (int)(sizeof *g->layout * (size_t)g->size), MPI_BYTE, 0, g->wc);
     MPI_Bcast(&mp, (int)sizeof mp, MPI_BYTE, 0, g->wc);
+    int fl[2] = {g->max_inflight, g->nsend}; /* the leader's depth for every rank */
+    MPI_Bcast(fl, 2, MPI_INT, 0, g->wc);
+    g->max_inflight = fl[0];
+    g->nsend = fl[1];
 
     /* 3. sub-communicators and this rank's shard */
     if ((st = comm_mpi_split(g->world, g->s, g->t, "stage tp", &g->tp_mpi, e))) {
         gguf_close(f);
         goto fail;
     }
+    bells_create(g);
     g->tp = count_wrap(g->tp_mpi, &g->bytes_sent);
     if (!g->tp) {
         gguf_close(f);
@@ -766,7 +960,7 @@ fail:
 static void free_buffers(group *g)
 {
     free(g->recv_buf);
-    for (int k = 0; k < NSEND; k++)
+    for (int k = 0; k < g->nsend; k++)
         free(g->send_buf[k]);
     free(g->tokens);
     free(g->pos);
@@ -804,6 +998,23 @@ void group_free(group *g)
         fprintf(stderr, "group rank %d (stage %d, tp %d): %lld steps, forward %.3f s, waiting %.3f "
                 "s, sent %llu bytes\n", g->rank, g->s, g->t, (long long)g->n_steps, g->t_fwd,
                 g->t_wait, (unsigned long long)g->bytes_sent);
+    if (getenv("CARAVAN_GROUP_PROFILE") && g->bells)
+        for (int r = 0; r < g->size; r++)
+            fprintf(stderr, "  rank %d sees bell %d at %p = %u\n", g->rank, r, (void *)g->bells[r],
+                    g->bells[r] ? *g->bells[r] : 0);
+    const char *tp = getenv("CARAVAN_GROUP_TRACE");
+    if (tp && g->trace) {
+        char path[512];
+        snprintf(path, sizeof path, "%s.%d", tp, g->rank);
+        FILE *f = fopen(path, "w");
+        for (int64_t i = 0; f && i < g->n_trace; i++)
+            fprintf(f, "%.6f %s %llu\n", g->trace[i].t, trace_names[g->trace[i].code],
+                    (unsigned long long)g->trace[i].id);
+        if (f)
+            fclose(f);
+    }
+    free(g->trace);
+    g->trace = NULL;
     if (g->rank == 0 && g->m && !g->failed) {
         /* drain what is in flight, then send the shutdown down the pipeline */
         step_result r;
@@ -827,10 +1038,13 @@ void group_free(group *g)
         }
     }
     if (!g->failed)
-        for (int k = 0; k < NSEND; k++)
+        for (int k = 0; k < g->nsend; k++)
             wait_send(g, k, &e);
+    if (g->res_send != MPI_REQUEST_NULL && !g->failed)
+        MPI_Wait(&g->res_send, MPI_STATUS_IGNORE);
     cancel_req(&g->res_req, &g->res_posted);
     cancel_req(&g->err_req, &g->err_posted);
+    bells_free(g);
     model_free(g->m);
     backend_destroy(g->be);
     free_buffers(g);
@@ -852,7 +1066,7 @@ const model_config *group_model_config(const group *g) { return &g->m->cfg; }
 const gguf_file *group_gguf(const group *g) { return g->m->gguf; }
 int64_t group_n_slots(const group *g) { return g->n_slots; }
 int64_t group_n_ctx(const group *g) { return g->n_ctx; }
-int group_max_inflight(const group *g) { return g->P; }
+int group_max_inflight(const group *g) { return g->max_inflight; }
 const shard_spec *group_shard(const group *g) { return &g->m->shard; }
 const model *group_model(const group *g) { return g->m; }
 int group_inflight(const group *g) { return g->inflight; }
@@ -941,9 +1155,10 @@ cv_status group_submit(group *g, const step *s, cv_err *e)
         return cv_err_set(e, CV_EINVAL, "group_submit on rank %d: only the leader submits", g->rank);
     if (g->failed)
         return cv_err_set(e, CV_ECOMM, "the group has failed");
-    if (g->inflight >= g->P)
+    if (g->inflight >= g->max_inflight)
         return cv_err_set(e, CV_ERANGE, "%d steps in flight already (the pipeline depth): wait "
                           "for a result first", g->inflight);
+    trace(g, TR_SUBMIT, s->id);
     int64_t n_tok = 0;
     cv_status st = step_check(g, s, &n_tok, e);
     if (st)
@@ -951,7 +1166,7 @@ cv_status group_submit(group *g, const step *s, cv_err *e)
     int k = g->send_next;
     if ((st = wait_send(g, k, e)))
         return report_failure(g, st, e);
-    g->send_next = (k + 1) % NSEND;
+    g->send_next = (k + 1) % g->nsend;
 
     /* encode */
     uint8_t *buf = g->send_buf[k];
@@ -1061,13 +1276,16 @@ cv_status group_poll(group *g, step_result *r, int timeout_ms, bool *ready, cv_e
     MPI_Status status;
     if (timeout_ms < 0) {
         double t0 = now_s();
-        rc = wait_polite(2, reqs, &idx, &status);
+        trace(g, TR_WAIT0, 0);
+        rc = wait_polite(g, 2, reqs, &idx, &status);
+        trace(g, TR_WAIT1, 0);
         g->t_wait += now_s() - t0;
         flag = rc == MPI_SUCCESS;
     } else {
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         for (;;) {
+            uint32_t seen = bell_read(g);
             rc = MPI_Testany(2, reqs, &idx, &flag, &status);
             if (rc != MPI_SUCCESS || flag)
                 break;
@@ -1075,7 +1293,12 @@ cv_status group_poll(group *g, step_result *r, int timeout_ms, bool *ready, cv_e
             double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
             if (ms >= timeout_ms)
                 break;
-            sleep_us(50);
+            if (g->my_bell) {
+                double left_us = (timeout_ms - ms) * 1e3;
+                bell_sleep(g, seen, left_us < 2000 ? (long)left_us + 1 : 2000);
+            } else {
+                sleep_us(50);
+            }
         }
     }
     g->res_req = reqs[0];
@@ -1114,6 +1337,16 @@ cv_status group_step(group *g, const step *s, step_result *r, cv_err *e)
 
 /* ---- followers ------------------------------------------------------------ */
 
+/* The last stage's previous result send, before res_buf is reused. */
+static cv_status res_send_wait(group *g, cv_err *e)
+{
+    if (g->res_send == MPI_REQUEST_NULL)
+        return CV_OK;
+    int idx, rc = wait_polite(g, 1, &g->res_send, &idx, MPI_STATUS_IGNORE);
+    g->res_send = MPI_REQUEST_NULL;
+    return rc == MPI_SUCCESS ? CV_OK : mpi_fail(g, rc, "sending a result to the leader", e);
+}
+
 cv_status group_serve(group *g, cv_err *e)
 {
     if (g->rank == 0)
@@ -1144,8 +1377,10 @@ cv_status group_serve(group *g, cv_err *e)
             MPI_Request rq;
             int idx, rc = MPI_Irecv(in, (int)g->msg_cap, MPI_BYTE, src, TAG_ACT, g->wc, &rq);
             double t0 = now_s();
+            trace(g, TR_WAIT0, 0);
             if (rc == MPI_SUCCESS)
-                rc = wait_polite(1, &rq, &idx, MPI_STATUS_IGNORE);
+                rc = wait_polite(g, 1, &rq, &idx, MPI_STATUS_IGNORE);
+            trace(g, TR_WAIT1, ((const wire_hdr *)in)->id);
             g->t_wait += now_s() - t0;
             if (rc != MPI_SUCCESS)
                 return report_failure(
@@ -1158,8 +1393,10 @@ cv_status group_serve(group *g, cv_err *e)
         if (!last) {
             if ((st = wait_send(g, k, e)))
                 return report_failure(g, st, e);
-            g->send_next = (k + 1) % NSEND;
+            g->send_next = (k + 1) % g->nsend;
         }
+        if ((st = res_send_wait(g, e)))
+            return report_failure(g, st, e);
         if (h->kind == KIND_SHUTDOWN) {
             if (!last) {
                 memcpy(g->send_buf[k], h, sizeof *h);
@@ -1181,10 +1418,15 @@ cv_status group_serve(group *g, cv_err *e)
             if ((st = forward_on(g, k, n_bytes, e)))
                 return report_failure(g, st, e);
         } else if (g->t == 0) {
+            /* non-blocking: a large result (rendezvous) completes while the
+             * next step computes; waited before res_buf is written again */
             size_t n = res_msg_bytes(g);
             g->bytes_sent += n;
-            if ((st = g->world->ops->send(g->world, g->res_buf, n, 0, TAG_RESULT, e)))
-                return report_failure(g, st, e);
+            int rc = MPI_Isend(g->res_buf, (int)n, MPI_BYTE, 0, TAG_RESULT, g->wc, &g->res_send);
+            if (rc != MPI_SUCCESS)
+                return report_failure(g, mpi_fail(g, rc, "sending a result to the leader", e), e);
+            bell_ring(g, 0);
+            trace(g, TR_SENT, h->id);
         }
     }
 }
