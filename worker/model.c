@@ -18,8 +18,8 @@
  * (which maps up to 64 KiB of already-cached neighbouring file pages on each
  * fault) never crosses a VMA, so later faults cannot pull in a neighbour's
  * slice: resident memory is the rank's share, not its share plus neighbours.
- * The embedding table's range is cut into pieces that no 2 MiB (PMD) mapping
- * fits (embd_split), so a lookup maps its fault-around window, not 2 MiB. */
+ * The embedding table's range is cut into small VMAs (embd_split), so that
+ * a row lookup maps a few pages, not a 64 KiB fault-around block or 2 MiB. */
 #include "model.h"
 
 #include <math.h>
@@ -365,32 +365,37 @@ static void span_populate(uintptr_t a, uintptr_t b, size_t ps)
     (void)sink;
 }
 
-/* The token embedding table is looked up by row and not held. A fault in a
- * VMA that contains a whole aligned PMD range (2 MiB with 4 KiB pages) of a
- * file whose page cache holds PMD-sized folios maps the whole 2 MiB (seen on
- * Linux 6.18 with ext4, MADV_NOHUGEPAGE or not), so lookups would soon make
- * the whole table resident. Cutting the table's range into VMAs that hold no aligned
- * PMD range (cuts at odd multiples of half a PMD; neighbours differ in
- * MADV_RANDOM, and all carry MADV_DONTDUMP so that none merges with the rest
- * of the mapping) leaves each lookup at the 4 KiB-page fault-around window
- * (64 KiB by default). */
+/* The token embedding table is looked up by row and not held, but a fault
+ * maps more than the row: the kernel's fault-around maps the aligned 64 KiB
+ * block around it (all of it is in the page cache when the ranks share the
+ * file), and in a VMA that holds an aligned 2 MiB (PMD) range of a file
+ * whose page cache has PMD-sized folios, a whole 2 MiB (seen on Linux 6.18
+ * with ext4, MADV_NOHUGEPAGE or not). Both stop at the VMA's ends, so the
+ * table's range is cut into small VMAs: pieces of at least 4 pages, at most
+ * EMBD_MAX_PIECES of them (16 KiB for a 66 MiB table, 36 KiB for a 272 MiB
+ * one), neighbours differing in MADV_RANDOM and all carrying MADV_DONTDUMP
+ * so that none merges with the rest of the mapping. A lookup then maps at
+ * most its piece: about 4x to 2x less than 64 KiB, 50x less than 2 MiB. */
+#define EMBD_MAX_PIECES 8192
 static void embd_split(model *m, uintptr_t base, uintptr_t end, uintptr_t ps)
 {
-    uintptr_t pmd = ps * (ps / 8), half = pmd / 2;
     uintptr_t a = (uintptr_t)m->tok_embd.data;
     uintptr_t b = a + m->tok_embd.row_bytes * (size_t)m->tok_embd.ne1;
     if (a < base || b > end)
         return;
     a = (a + ps - 1) & ~(ps - 1);
     b &= ~(ps - 1);
+    if (b <= a)
+        return;
+    uintptr_t piece = (b - a) / EMBD_MAX_PIECES;
+    piece = (piece + ps - 1) & ~(ps - 1);
+    if (piece < 4 * ps)
+        piece = 4 * ps;
     int idx = 0;
-    for (uintptr_t p = a; p < b; idx++) {
-        uintptr_t q = ((p + half) / pmd) * pmd + half; /* next odd multiple of half a PMD */
-        if (q > b)
-            q = b;
-        madvise((void *)p, q - p, MADV_DONTDUMP);
-        madvise((void *)p, q - p, idx % 2 ? MADV_NORMAL : MADV_RANDOM);
-        p = q;
+    for (uintptr_t p = a; p < b; p += piece, idx++) {
+        uintptr_t n = b - p < piece ? b - p : piece;
+        madvise((void *)p, n, MADV_DONTDUMP);
+        madvise((void *)p, n, idx % 2 ? MADV_NORMAL : MADV_RANDOM);
     }
 }
 
