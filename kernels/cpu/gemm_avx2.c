@@ -279,7 +279,7 @@ static void pack_sb(int type, const uint8_t *w, int64_t n, int64_t s, uint8_t *p
 
 /* rows [0, rows) of w, super-blocks [s0, s0 + nsc) -> panels at p (row
  * groups of RR, the last one padded with zero rows) */
-static void pack_panels(int type, const uint8_t *w, size_t w_stride, int64_t rows, int64_t n,
+__attribute__((noinline)) static void pack_panels(int type, const uint8_t *w, size_t w_stride, int64_t rows, int64_t n,
                         int64_t s0, int64_t nsc, uint8_t *p)
 {
     const int64_t psb = type == DT_Q8_0 ? PANB(16) : PANB(4), qb = type == DT_Q8_0 ? 512 : 256;
@@ -521,7 +521,18 @@ void cpu_avx2_gemm_p(const cpu_gemm_args *a)
         for (int64_t t0 = 0; t0 < a->n_tok; t0 += GEMM_RT) {
             int rt = (int)(a->n_tok - t0 < GEMM_RT ? a->n_tok - t0 : GEMM_RT);
             const uint8_t *xt = a->x + t0 * a->x_stride + s0 * XSB(bits);
+            /* the next token group's activations (GEMM_RT rows x nsc super-blocks)
+             * come from L3: prefetch them a few lines per row group */
+            int64_t t1 = t0 + GEMM_RT, nt1 = a->n_tok - t1 < GEMM_RT ? a->n_tok - t1 : GEMM_RT;
+            const uint8_t *xn = a->x + t1 * a->x_stride + s0 * XSB(bits);
+            int64_t row_lines = (nsc * XSB(bits) + 63) / 64, n_lines = nt1 > 0 ? nt1 * row_lines : 0;
+            int64_t n_groups = (a->n_rows + RR - 1) / RR, per_group = (n_lines + n_groups - 1) / n_groups;
+            int64_t line = 0;
             for (int64_t g = 0; g < a->n_rows; g += RR) {
+                for (int64_t k = 0; k < per_group && line < n_lines; k++, line++)
+                    _mm_prefetch((const char *)(xn + (line / row_lines) * a->x_stride +
+                                                (line % row_lines) * 64),
+                                 _MM_HINT_T0);
                 const uint8_t *pg = a->scratch + (g / RR) * nsc * PANB(bits);
                 float *yt = a->y + t0 * a->ldy + g;
                 int nr = (int)(a->n_rows - g < RR ? a->n_rows - g : RR);
