@@ -471,17 +471,25 @@ __global__ void k_kv_store(KT *__restrict__ kc, KT *__restrict__ vc, const float
 
 /* out[t][h] = softmax(q[t][h] . K[0..pos]) V for one (head, token) per block.
  * Each warp walks positions w, w + ATT_WARPS, ... with an online softmax;
- * lane owns dims lane + 32e; the warps are merged at the end. */
-template <typename KT>
+ * lane owns dims lane + 32e; the warps are merged at the end.
+ * FUSED (v2 fuse, one token): no k_kv_store launch before: the block takes
+ * the current position's k and v from kin/vin (rounded as the cache rounds
+ * them) and the first block of each KV head stores them in the cache, which
+ * no block reads at that position; with xq, the output is also quantized
+ * for the matmul that follows (cuda_mmv2.cuh layout, head_dim % 32 == 0). */
+template <typename KT, bool FUSED>
 __global__ void __launch_bounds__(ATT_WARPS * 32)
-    k_attention(float *__restrict__ out, const float *__restrict__ q, const KT *__restrict__ kc,
-                const KT *__restrict__ vc, const int32_t *__restrict__ slot,
+    k_attention(float *__restrict__ out, const float *__restrict__ q, KT *__restrict__ kc,
+                KT *__restrict__ vc, const int32_t *__restrict__ slot,
                 const int32_t *__restrict__ pos, int64_t n_slots, int64_t n_ctx, int64_t kv_dim,
-                int n_head, int n_head_kv, int head_dim, float scale)
+                int n_head, int n_head_kv, int head_dim, float scale,
+                const float *__restrict__ kin, const float *__restrict__ vin,
+                uint8_t *__restrict__ xq, size_t xq_pitch)
 {
     constexpr int E = ATT_MAX_HD / 32;
     __shared__ float sm_m[ATT_WARPS], sm_l[ATT_WARPS];
     __shared__ float sm_acc[ATT_WARPS][ATT_MAX_HD];
+    __shared__ float sm_kc[FUSED ? ATT_MAX_HD : 1], sm_vc[FUSED ? ATT_MAX_HD : 1];
     const int h = blockIdx.x;
     const int64_t t = blockIdx.y;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -491,7 +499,24 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
     if (s < 0 || s >= n_slots || p_last < 0 || p_last >= n_ctx) {
         for (int d = threadIdx.x; d < head_dim; d += blockDim.x)
             o[d] = NAN;
+        if (FUSED && xq) /* NaN scales: the next matmul's output is NaN too */
+            for (int j = threadIdx.x; j < head_dim / 32; j += blockDim.x)
+                ((float *)(xq + t * xq_pitch + (int64_t)n_head * head_dim))[h * head_dim / 32 + j] = NAN;
         return;
+    }
+    if constexpr (FUSED) {
+        const int64_t c0 = (int64_t)hk * head_dim;
+        const bool leader = h % (n_head / n_head_kv) == 0;
+        for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+            const KT kq = kv_cv<KT>(kin[t * kv_dim + c0 + d]), vq = kv_cv<KT>(vin[t * kv_dim + c0 + d]);
+            sm_kc[d] = kv_ld<KT>(&kq);
+            sm_vc[d] = kv_ld<KT>(&vq);
+            if (leader) {
+                kc[(s * n_ctx + p_last) * kv_dim + c0 + d] = kq;
+                vc[(s * n_ctx + p_last) * kv_dim + c0 + d] = vq;
+            }
+        }
+        __syncthreads();
     }
     const float *qp = q + (t * n_head + h) * head_dim;
     float qv[E], acc[E];
@@ -504,6 +529,9 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
     float m = -INFINITY, l = 0.0f;
     const KT *kb = kc + s * n_ctx * kv_dim + (int64_t)hk * head_dim;
     const KT *vb = vc + s * n_ctx * kv_dim + (int64_t)hk * head_dim;
+    /* unrolled so that the K and V loads of several positions are in flight
+     * together (each position's loads do not depend on the softmax state) */
+#pragma unroll 4
     for (int64_t p = w; p <= p_last; p += ATT_WARPS) {
         const KT *kr = kb + p * kv_dim, *vr = vb + p * kv_dim;
         float part = 0.0f;
@@ -511,7 +539,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
         for (int e = 0; e < E; e++) {
             int d = lane + 32 * e;
             if (d < head_dim)
-                part = fmaf(qv[e], kv_ld<KT>(kr + d), part);
+                part = fmaf(qv[e], FUSED && p == p_last ? sm_kc[d] : kv_ld<KT>(kr + d), part);
         }
 #pragma unroll
         for (int o2 = 16; o2 > 0; o2 >>= 1)
@@ -522,7 +550,9 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
 #pragma unroll
         for (int e = 0; e < E; e++) {
             int d = lane + 32 * e;
-            float vv = d < head_dim ? kv_ld<KT>(vr + d) : 0.0f;
+            float vv = d >= head_dim              ? 0.0f
+                       : FUSED && p == p_last ? sm_vc[d]
+                                              : kv_ld<KT>(vr + d);
             acc[e] = fmaf(pe, vv, acc[e] * corr);
         }
         m = mn;
@@ -551,6 +581,16 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
                 a += sm_acc[k][d] * expf(sm_m[k] - M);
         o[d] = a / L;
     }
+    if (FUSED && xq) {
+        __syncthreads(); /* the block's o[] writes are visible to the block */
+        for (int j = threadIdx.x; j < head_dim / 32; j += blockDim.x) {
+            float v[32];
+#pragma unroll
+            for (int l = 0; l < 32; l++)
+                v[l] = o[32 * j + l];
+            mmv2_quant_store(xq + t * xq_pitch, (int64_t)n_head * head_dim, h * head_dim / 32 + j, v);
+        }
+    }
 }
 
 static void cuda_attention(backend *be, float *out, const float *q, const float *k, const float *v,
@@ -569,19 +609,43 @@ static void cuda_attention(backend *be, float *out, const float *q, const float 
         return;
     }
     dim3 grid((unsigned)n_head, (unsigned)n_tok);
+    /* v2 fuse, one token: the cache store inside the attention kernel, and
+     * its output quantized for the Wo matmul when the model is integer */
+    const bool fused = cb->fuse && n_tok == 1;
+    const int64_t nq = (int64_t)n_head * head_dim;
+    uint8_t *xq = NULL;
+    size_t xp = 0;
+    if (fused && head_dim % 32 == 0 && v2_quant_out(cb, nq, 1))
+        xq = cb->xq, xp = mmv2_xq_pitch(nq);
     if (kv->type == DT_F16) {
-        k_kv_store<__half><<<(unsigned)n_tok, 128, 0, cb->stream>>>(
-            (__half *)kv->k, (__half *)kv->v, k, v, slot, pos, kv->n_slots, kv->n_ctx, kv->kv_dim);
-        k_attention<__half><<<grid, ATT_WARPS * 32, 0, cb->stream>>>(
-            out, q, (const __half *)kv->k, (const __half *)kv->v, slot, pos, kv->n_slots,
-            kv->n_ctx, kv->kv_dim, n_head, n_head_kv, head_dim, scale);
+        if (fused) {
+            k_attention<__half, true><<<grid, ATT_WARPS * 32, 0, cb->stream>>>(
+                out, q, (__half *)kv->k, (__half *)kv->v, slot, pos, kv->n_slots, kv->n_ctx,
+                kv->kv_dim, n_head, n_head_kv, head_dim, scale, k, v, xq, xp);
+        } else {
+            k_kv_store<__half><<<(unsigned)n_tok, 128, 0, cb->stream>>>(
+                (__half *)kv->k, (__half *)kv->v, k, v, slot, pos, kv->n_slots, kv->n_ctx,
+                kv->kv_dim);
+            k_attention<__half, false><<<grid, ATT_WARPS * 32, 0, cb->stream>>>(
+                out, q, (__half *)kv->k, (__half *)kv->v, slot, pos, kv->n_slots, kv->n_ctx,
+                kv->kv_dim, n_head, n_head_kv, head_dim, scale, NULL, NULL, NULL, 0);
+        }
     } else {
-        k_kv_store<float><<<(unsigned)n_tok, 128, 0, cb->stream>>>(
-            (float *)kv->k, (float *)kv->v, k, v, slot, pos, kv->n_slots, kv->n_ctx, kv->kv_dim);
-        k_attention<float><<<grid, ATT_WARPS * 32, 0, cb->stream>>>(
-            out, q, (const float *)kv->k, (const float *)kv->v, slot, pos, kv->n_slots, kv->n_ctx,
-            kv->kv_dim, n_head, n_head_kv, head_dim, scale);
+        if (fused) {
+            k_attention<float, true><<<grid, ATT_WARPS * 32, 0, cb->stream>>>(
+                out, q, (float *)kv->k, (float *)kv->v, slot, pos, kv->n_slots, kv->n_ctx,
+                kv->kv_dim, n_head, n_head_kv, head_dim, scale, k, v, xq, xp);
+        } else {
+            k_kv_store<float><<<(unsigned)n_tok, 128, 0, cb->stream>>>(
+                (float *)kv->k, (float *)kv->v, k, v, slot, pos, kv->n_slots, kv->n_ctx,
+                kv->kv_dim);
+            k_attention<float, false><<<grid, ATT_WARPS * 32, 0, cb->stream>>>(
+                out, q, (float *)kv->k, (float *)kv->v, slot, pos, kv->n_slots, kv->n_ctx,
+                kv->kv_dim, n_head, n_head_kv, head_dim, scale, NULL, NULL, NULL, 0);
+        }
     }
+    if (xq && !CB_LAUNCHED(cb, "attention (v2 fused)"))
+        cb->xq_src = out, cb->xq_ne0 = nq, cb->xq_ntok = 1;
     CB_LAUNCHED(cb, "attention");
 }
 

@@ -542,6 +542,55 @@ static void test_attention(int kv_type, int nh, int nkv, int hd)
     gpu->ops->free(gpu, kg.k), gpu->ops->free(gpu, kg.v);
 }
 
+/* Single-token decode steps (v2 fuse: the cache store happens inside the
+ * attention kernel, which must read the current position from k/v and
+ * leave it in the cache for the next steps), alternating two slots, each
+ * followed by a Q8_0 matmul on the attention output (v2 fuse: quantized by
+ * the attention kernel) without a download in between. */
+static void test_attention_decode(int kv_type, int nh, int nkv, int hd)
+{
+    int64_t n_slots = 2, n_ctx = 16, kv_dim = (int64_t)nkv * hd, nq = (int64_t)nh * hd;
+    size_t es = kv_type == DT_F16 ? 2 : 4, kvb = (size_t)(n_slots * n_ctx * kv_dim) * es;
+    be_kv_layer kc = {kv_type, n_slots, n_ctx, kv_dim, cpu->ops->alloc(cpu, kvb),
+                      cpu->ops->alloc(cpu, kvb)};
+    be_kv_layer kg = {kv_type, n_slots, n_ctx, kv_dim, gpu->ops->alloc(gpu, kvb),
+                      gpu->ops->alloc(gpu, kvb)};
+    cpu->ops->memset0(cpu, kc.k, kvb), cpu->ops->memset0(cpu, kc.v, kvb);
+    gpu->ops->memset0(gpu, kg.k, kvb), gpu->ops->memset0(gpu, kg.v, kvb);
+    qmat mw = qmat_make(DT_Q8_0, nq, 48, 48);
+    be_weight wc, wg;
+    upload_both(&mw, &wc, &wg);
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int i = 0; i < 10; i++) {
+        int32_t slot = i % 2, pos = i / 2 + (i % 2) * 3; /* slot 1 starts at 3: zeros before */
+        float *q = rnd(nq, 1.5f), *k = rnd(kv_dim, 1.5f), *v = rnd(kv_dim, 1.0f);
+        float *oc = malloc((size_t)nq * 4), *yc = malloc(48 * 4);
+        cpu->ops->attention(cpu, oc, q, k, v, &kc, &slot, &pos, 1, nh, nkv, hd, scale);
+        cpu->ops->matmul(cpu, yc, &wc, oc, 1);
+        float *qd = g_up(q, (size_t)nq * 4), *kd = g_up(k, (size_t)kv_dim * 4),
+              *vd = g_up(v, (size_t)kv_dim * 4), *od = g_poison(nq), *yd = g_poison(48);
+        int32_t *sd = g_up(&slot, 4), *pd = g_up(&pos, 4);
+        gpu->ops->attention(gpu, od, qd, kd, vd, &kg, sd, pd, 1, nh, nkv, hd, scale);
+        gpu->ops->matmul(gpu, yd, &wg, od, 1);
+        float *og = g_down(od, nq), *yg = g_down(yd, 48);
+        char what[112];
+        snprintf(what, sizeof what, "attention %s decode heads=%d/%d hd=%d step %d",
+                 kv_type == DT_F16 ? "F16" : "F32", nh, nkv, hd, i);
+        gpu_status(what);
+        check(what, og, oc, nq, 1e-5);
+        snprintf(what, sizeof what, "attention %s decode heads=%d/%d hd=%d step %d + Wo Q8_0",
+                 kv_type == DT_F16 ? "F16" : "F32", nh, nkv, hd, i);
+        check(what, yg, yc, 48, matmul_tol(DT_Q8_0, 1));
+        free(q), free(k), free(v), free(oc), free(yc), free(og), free(yg);
+        g_free(qd), g_free(kd), g_free(vd), g_free(od), g_free(yd), g_free(sd), g_free(pd);
+    }
+    cpu->ops->weight_free(cpu, &wc);
+    gpu->ops->weight_free(gpu, &wg);
+    free(mw.data);
+    cpu->ops->free(cpu, kc.k), cpu->ops->free(cpu, kc.v);
+    gpu->ops->free(gpu, kg.k), gpu->ops->free(gpu, kg.v);
+}
+
 int main(int argc, char **argv)
 {
     cv_err e = {0};
@@ -594,6 +643,8 @@ int main(int argc, char **argv)
     test_attention(DT_F32, 8, 4, 8);
     test_attention(DT_F16, 32, 8, 128);
     test_attention(DT_F32, 4, 4, 256);
+    test_attention_decode(DT_F16, 8, 2, 64);
+    test_attention_decode(DT_F32, 32, 8, 128);
 
     gpu_status("all");
     printf("%d checks\n", n_checks);
