@@ -1,6 +1,6 @@
 /* test_cuda_ops.c - every op of the CUDA backend against the CPU scalar
  * backend (the oracle), on random non-zero inputs: matmul for every weight
- * type at n_tok 1, 2, 7, 64, 300 (matrix-vector and GEMM paths, odd row
+ * type at n_tok 1, 2, 7, 8, 64, 300 (matrix-vector and GEMM paths, odd row
  * counts, a strided source, a misaligned activation pointer), embed for
  * every type, rmsnorm, rope (normal/neox, partial rotation, freq factors,
  * freq_scale), attention over F32 and F16 KV caches (mixed prefill/decode
@@ -169,9 +169,9 @@ static double matmul_tol(int type, int64_t n_tok)
 
 static void test_matmul_type(int type, int64_t ne0, int64_t ne1)
 {
-    static const int64_t toks[] = {1, 2, 7, 64, 300}, toks_quick[] = {1, 7, 64};
+    static const int64_t toks[] = {1, 2, 7, 8, 64, 300}, toks_quick[] = {1, 7, 64};
     const int64_t *tk = quick ? toks_quick : toks;
-    size_t n_tk = quick ? 3 : 5;
+    size_t n_tk = quick ? 3 : 6;
     qmat m = qmat_make(type, ne0, ne1, 48);
     be_weight wc, wg;
     upload_both(&m, &wc, &wg);
