@@ -207,10 +207,42 @@ for ty in $TYPES; do
     [ $rc -eq 0 ] || { fail=$((fail + 1)); tail -5 /tmp/cv_b.txt; }
     grep -E "^test=" /tmp/cv_b.txt | sed "s/^/bench $c $ty /" >> "$RES"
   done
+  # where one decode step spends its time (v2, fused, no graphs): GPU time per
+  # kernel over one step under ncu, summed by kernel name
+  if [ "$ty" = "$NCU_TYPE" ] && command -v ncu >/dev/null 2>&1 && [ $(( END - $(date +%s) )) -gt 70 ]; then
+    echo "--- ncu: one decode step, $ty, v2 fused, per kernel"
+    CARAVAN_CUDA_MMV=v2 CARAVAN_CUDA_FUSE=1 CARAVAN_CUDA_GRAPHS=0 timeout 60 ncu --clock-control none \
+      --metrics gpu__time_duration.sum --csv --page raw --print-kernel-base function \
+      --launch-skip 700 --launch-count 600 "$BIN" bench -m "$f" -d cuda:0 -p 0 -n 4 -r 0 \
+      > /tmp/cv_ncu.csv 2>/tmp/cv_ncu.err
+    python3 /tmp/cv_ncu.py /tmp/cv_ncu.csv | tee "$MT/ncu_step.txt" || tail -5 /tmp/cv_ncu.err
+  fi
   rm -f "$f"
 done
 exit $fail
 '
+# ncu CSV -> GPU time per kernel name over one decode step (from one
+# embedding launch, k_dequant_rows, to the next), top 10 and the step total
+cat >/tmp/cv_ncu.py <<'PY'
+import csv, sys, collections
+rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
+if len(rows) < 3:
+    print("ncu: no kernels profiled"); sys.exit(1)
+h = rows[0]; ki = h.index("Kernel Name"); ti = h.index("gpu__time_duration.sum")
+scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}.get(rows[1][ti], 1e-3)
+ks = [(r[ki], float(r[ti].replace(",", "")) * scale) for r in rows[2:] if len(r) > ti]
+idx = [i for i, (n, _) in enumerate(ks) if "dequant_rows" in n]
+if len(idx) >= 2:
+    ks = ks[idx[-2]:idx[-1]]
+tot = sum(t for _, t in ks)
+agg = collections.defaultdict(lambda: [0.0, 0])
+for n, t in ks:
+    agg[n][0] += t; agg[n][1] += 1
+print(f"ncu, one decode step: {len(ks)} kernels, {tot:.1f} us of GPU time (launch gaps not included)")
+for n, (t, c) in sorted(agg.items(), key=lambda kv: -kv[1][0])[:10]:
+    print(f"  {n[:36]:36s} x{c:<4d} {t:9.1f} us {100 * t / max(tot, 1e-9):5.1f}%")
+PY
+export NCU_TYPE=${CV_GPU_NCU_TYPE:-Q8_0}
 run_stage bench 330 "export MT='$MODELS_TMP' END=$((START + BUDGET - 40)); $BENCH_SH"
 rm -f "$MODELS_TMP"/*.gguf # a timed-out stage leaves its model (up to 16 GB) behind
 
@@ -298,6 +330,7 @@ fi
     done
   done
   # best correct config: ops, golden (and shard where run) ok; highest mean tg bw_pct
+  if [ -f "$MODELS_TMP/ncu_step.txt" ]; then echo; cat "$MODELS_TMP/ncu_step.txt"; fi
   best=$(for c in $CONFIGS; do
     bad=$(awk -v c="$c" '($1 == "ops" || $1 == "golden" || $1 == "shard") && $2 == c && $3 != "ok"' "$RES" | wc -l)
     have=$(awk -v c="$c" '($1 == "ops" || $1 == "golden") && $2 == c && $3 == "ok"' "$RES" | wc -l)
