@@ -143,6 +143,7 @@ struct mmv2_mats;
 typedef void (*mmv2_q_fn)(const mmv2_mats, size_t, int64_t, const uint8_t *, size_t);
 typedef void (*mmv2_f_fn)(const mmv2_mats, size_t, int64_t, const float *, int64_t);
 mmv2_q_fn mmv2_get_q(int type, int nt); /* mmv2_q.cu: Q4_0..Q8_0, Q2_K..Q6_K (NULL: other types) */
+mmv2_q_fn mmv2_get_qk(int type, int nt); /* mmv2_qk.cu: Q2_K..Q6_K */
 mmv2_f_fn mmv2_get_f(int type, int nt); /* mmv2_f.cu: F32 F16 BF16 */
 bool mmv2_xq_reserve(cuda_backend *cb, int64_t ne0, int64_t n_tok); /* cb->xq big enough */
 /* quantize n_tok activation rows (ldx apart) into xq; false on a launch error */

@@ -1,5 +1,7 @@
-/* mmv2_q.cu - instantiations of the v2 matrix-vector kernel for the integer
- * weight types (int8 activations, __dp4a) and the activation quantizer. */
+/* mmv2_q.cu - instantiations of the v2 matrix-vector kernel for the 32-element
+ * integer weight types (int8 activations, __dp4a), the dispatcher of all
+ * integer types (K types: mmv2_qk.cu, compiled in parallel) and the
+ * activation quantizer. */
 #include "cuda_mmv2.cuh"
 
 mmv2_q_fn mmv2_get_q(int type, int nt)
@@ -10,12 +12,7 @@ mmv2_q_fn mmv2_get_q(int type, int nt)
     case DT_Q4_1: return mmv2_pick_q<DT_Q4_1>(nt);
     case DT_Q5_0: return mmv2_pick_q<DT_Q5_0>(nt);
     case DT_Q5_1: return mmv2_pick_q<DT_Q5_1>(nt);
-    case DT_Q2_K: return mmv2_pick_q<DT_Q2_K>(nt);
-    case DT_Q3_K: return mmv2_pick_q<DT_Q3_K>(nt);
-    case DT_Q4_K: return mmv2_pick_q<DT_Q4_K>(nt);
-    case DT_Q5_K: return mmv2_pick_q<DT_Q5_K>(nt);
-    case DT_Q6_K: return mmv2_pick_q<DT_Q6_K>(nt);
-    default: return NULL;
+    default: return mmv2_get_qk(type, nt);
     }
 }
 
