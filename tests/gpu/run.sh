@@ -15,8 +15,9 @@
 #                (threads in one process), v1 and v2+graphs
 #   stage kern   the decode kernel alone (cuda_bw: 14336x4096 per type), v1 and v2
 #   stage bench  caravan mkmodel Llama-3.1-8B-shaped models (Q8_0, F16, Q4_K),
-#                caravan bench on cuda:0 per config, against the measured d2d
-#                copy bandwidth; one result line per run as soon as it is done
+#                caravan bench -p 512 -n 128 on cuda:0 per config (-r 3 for the
+#                first two configs, -r 1 for the others), against the measured
+#                d2d copy bandwidth; one result line per run as soon as it is done
 #   stage simd   the CPU kernel tests on this host's CPU (test_simd)
 #   memcheck     test_cuda_ops --quick with v2 + graphs under compute-sanitizer
 #   ncu          one v2 matvec launch per main type under Nsight Compute (if time is left)
@@ -198,10 +199,13 @@ for ty in $TYPES; do
     tail -3 /tmp/cv_mk.txt; echo "mkmodel $ty failed"; rm -f "$f"; fail=$((fail + 1)); continue
   fi
   echo "mkmodel $ty: $(( $(date +%s) - t0 ))s, $(stat -c %s "$f") bytes"
+  k=0
   for c in $CONFIGS; do
+    k=$((k + 1))
     if [ $(( END - $(date +%s) )) -lt 45 ]; then echo "skip bench $ty $c: time"; continue; fi
-    echo "--- bench $ty $(cfg_env $c)"
-    env $(cfg_env $c) timeout 100 "$BIN" bench -m "$f" -d cuda:0 -p 512 -n 128 -r 3 > /tmp/cv_b.txt 2>&1
+    r=1; [ $k -le 2 ] && r=3 # the first two configs (new best guess, old default) x 3 reps
+    echo "--- bench $ty $(cfg_env $c) -r $r"
+    env $(cfg_env $c) timeout 100 "$BIN" bench -m "$f" -d cuda:0 -p 512 -n 128 -r $r > /tmp/cv_b.txt 2>&1
     rc=$?
     grep -E "^test=|ERROR|error" /tmp/cv_b.txt | head -6
     [ $rc -eq 0 ] || { fail=$((fail + 1)); tail -5 /tmp/cv_b.txt; }
