@@ -9,6 +9,11 @@
  * decode step (~15 launches per layer) becomes one graph launch, and the
  * kernels run back to back without per-launch gaps.
  *
+ * The GPU waits while a step is captured (the step before ended with a
+ * synchronising to_host), so a step is cut into graphs of at most
+ * CARAVAN_CUDA_GRAPH_OPS ops (default 32, about 3 layers; 0 = no cut): the
+ * first piece starts running while the next is being captured.
+ *
  * Each capture is turned into an executable graph by cudaGraphExecUpdate of
  * a cached executable with the same node count (cheap, the usual case: the
  * decode step has the same shape every token) or, when that fails, a fresh
@@ -26,6 +31,8 @@
 
 struct cuda_graphs {
     bool capturing;
+    int n_ops;    /* ops in the current capture */
+    int max_ops;  /* cut the capture after this many ops (0: never) */
     bool broken; /* an error happened: no more captures */
     struct {
         cudaGraphExec_t exec;
@@ -53,8 +60,13 @@ void cg_init(cuda_backend *cb)
         free(G);
         return;
     }
+    G->max_ops = 32;
+    const char *mo = getenv("CARAVAN_CUDA_GRAPH_OPS");
+    if (mo && *mo)
+        G->max_ops = atoi(mo) > 0 ? atoi(mo) : 0;
     cb->graphs = G;
-    log_info("%s: CUDA graphs on (CARAVAN_CUDA_GRAPHS)", cb->name);
+    log_info("%s: CUDA graphs on (CARAVAN_CUDA_GRAPHS), up to %d ops per graph", cb->name,
+             G->max_ops);
 }
 
 void cg_destroy(cuda_backend *cb)
@@ -98,6 +110,15 @@ void cg_begin(cuda_backend *cb)
         return;
     }
     G->capturing = true;
+    G->n_ops = 0;
+}
+
+void cg_op(cuda_backend *cb)
+{
+    cuda_graphs *G = cb->graphs;
+    if (G->capturing && G->max_ops > 0 && ++G->n_ops > G->max_ops)
+        cg_flush(cb); /* launch this piece; the GPU runs it while the next is captured */
+    cg_begin(cb);
 }
 
 /* end the capture (if any) and launch what it recorded */

@@ -161,6 +161,7 @@ typedef struct cuda_graphs cuda_graphs;
 void cg_init(cuda_backend *cb);    /* reads the environment; cb->graphs stays NULL when off */
 void cg_destroy(cuda_backend *cb);
 void cg_begin(cuda_backend *cb);   /* start capturing, if not already */
+void cg_op(cuda_backend *cb);      /* an op: cg_begin, cutting long captures into pieces */
 void cg_flush(cuda_backend *cb);   /* end the capture and launch it */
 void cg_synced(cuda_backend *cb);  /* after a stream synchronisation */
 bool cg_from_host(cuda_backend *cb, void *dst, const void *src, size_t n);
@@ -168,7 +169,7 @@ bool cg_from_host(cuda_backend *cb, void *dst, const void *src, size_t n);
 #define CG_OP(cb)                                                                                  \
     do {                                                                                           \
         if ((cb)->graphs)                                                                          \
-            cg_begin(cb);                                                                          \
+            cg_op(cb);                                                                             \
     } while (0)
 /* before anything that cannot be captured (syncs, allocation, cuBLAS) */
 #define CG_FLUSH(cb)                                                                               \

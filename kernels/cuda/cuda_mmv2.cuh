@@ -596,8 +596,11 @@ __device__ __forceinline__ float mmv2_warp_sum(float v)
 }
 
 /* y[t][r] = W[r] . x[t] for the integer types: one warp per row */
+#ifndef MMV2_QMINB
+#define MMV2_QMINB 1 /* min blocks per SM asked of ptxas for the integer kernels */
+#endif
 template <int T, int NT>
-__global__ void __launch_bounds__(MMV2_WARPS * 32)
+__global__ void __launch_bounds__(MMV2_WARPS * 32, MMV2_QMINB)
     k_mmv2_q(const mmv2_mats M, size_t pitch, int64_t ne0, const uint8_t *__restrict__ xq,
              size_t xq_pitch)
 {
