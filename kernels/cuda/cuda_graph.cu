@@ -142,7 +142,9 @@ void cg_flush(cuda_backend *cb)
     }
     int slot = -1, lru = 0;
     for (int i = 0; i < GRAPH_CACHE; i++) {
-        if (G->cache[i].exec && G->cache[i].n_nodes == n) {
+        /* not the executable launched last: it may still be running, and
+         * consecutive pieces of a step then alternate between two */
+        if (G->cache[i].exec && G->cache[i].n_nodes == n && G->cache[i].used != G->tick) {
 #if CUDART_VERSION >= 12000
             cudaGraphExecUpdateResultInfo info;
             rc = cudaGraphExecUpdate(G->cache[i].exec, g, &info);
