@@ -181,6 +181,8 @@ static void trace(group *g, int code, uint64_t id)
 typedef struct count_impl {
     comm *inner;
     uint64_t *bytes;
+    double t_allreduce; /* seconds inside all-reduces (CARAVAN_GROUP_PROFILE) */
+    int64_t n_allreduce;
 } count_impl;
 
 #define INNER(c) (((count_impl *)(c)->impl)->inner)
@@ -219,9 +221,14 @@ static cv_status cnt_bcast(comm *c, void *b, size_t n, int root, cv_err *e)
  * about 2 (T-1)/T of it per rank. */
 static cv_status cnt_allreduce(comm *c, void *b, size_t count, comm_dtype dt, cv_err *e)
 {
+    count_impl *ci = c->impl;
     if (comm_size(INNER(c)) > 1)
-        *((count_impl *)c->impl)->bytes += count * (dt == COMM_U8 ? 1 : 4);
-    return INNER(c)->ops->allreduce_sum(INNER(c), b, count, dt, e);
+        *ci->bytes += count * (dt == COMM_U8 ? 1 : 4);
+    double t0 = now_s();
+    cv_status st = INNER(c)->ops->allreduce_sum(INNER(c), b, count, dt, e);
+    ci->t_allreduce += now_s() - t0;
+    ci->n_allreduce++;
+    return st;
 }
 static cv_status cnt_gatherv(comm *c, const void *sb, size_t n, void *rb, const size_t *counts,
                              const size_t *displs, int root, cv_err *e)
@@ -998,10 +1005,12 @@ void group_free(group *g)
         fprintf(stderr, "group rank %d (stage %d, tp %d): %lld steps, forward %.3f s, waiting %.3f "
                 "s, sent %llu bytes\n", g->rank, g->s, g->t, (long long)g->n_steps, g->t_fwd,
                 g->t_wait, (unsigned long long)g->bytes_sent);
-    if (getenv("CARAVAN_GROUP_PROFILE") && g->bells)
-        for (int r = 0; r < g->size; r++)
-            fprintf(stderr, "  rank %d sees bell %d at %p = %u\n", g->rank, r, (void *)g->bells[r],
-                    g->bells[r] ? *g->bells[r] : 0);
+    if (getenv("CARAVAN_GROUP_PROFILE") && g->tp && g->T > 1)
+        fprintf(stderr, "group rank %d: %lld all-reduces, %.3f s in them (%.1f us each)\n",
+                g->rank, (long long)((count_impl *)g->tp->impl)->n_allreduce,
+                ((count_impl *)g->tp->impl)->t_allreduce,
+                1e6 * ((count_impl *)g->tp->impl)->t_allreduce /
+                    (double)(((count_impl *)g->tp->impl)->n_allreduce + !((count_impl *)g->tp->impl)->n_allreduce));
     const char *tp = getenv("CARAVAN_GROUP_TRACE");
     if (tp && g->trace) {
         char path[512];

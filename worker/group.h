@@ -16,13 +16,25 @@
  * TP rank 0, which samples (core/sampler.h, with per-slot recent tokens kept
  * from the plans, as engine.c does) and sends the results to the leader.
  *
- * Waiting ranks poll MPI with a short spin and then naps capped at 200 us
- * instead of MPI's spinning waits, which slow the computing stage on the
- * other core (measured here: 2x). Environment knobs: CARAVAN_GROUP_SPIN
- * (polls before napping, default 100), CARAVAN_GROUP_NAP_US (nap cap),
- * CARAVAN_GROUP_PROFILE=1 (each rank prints its forward and wait seconds
- * and bytes sent at group_free), CARAVAN_TEST_FAIL=RANK:STEP (tests: that
- * rank fails at that step). */
+ * Waiting ranks never spin: MPI's own waits do, and on this 2-vCPU VM any
+ * activity on one vCPU (even a pause loop) slows the other by 25-50%. A
+ * waiting rank polls MPI briefly and then sleeps on its doorbell, a futex
+ * word in a window shared by the ranks of its node; whoever posts it a
+ * message (activations, a result, the stage-0 plan broadcast, an error)
+ * rings it, so it wakes within ~0.05 ms and costs nothing while it waits.
+ * Ranks on other nodes, or CARAVAN_GROUP_BELL=0, fall back to naps (capped
+ * at 200 us, ~0.2-0.5 ms per hop).
+ *
+ * Environment knobs: CARAVAN_GROUP_SPIN (polls before sleeping, default
+ * 100), CARAVAN_GROUP_NAP_US (sleep cap: naps 200 us, doorbell timeout
+ * 2000 us), CARAVAN_GROUP_BELL=0 (no doorbells), CARAVAN_GROUP_DEPTH=D
+ * (leader's choice: P x D micro-batches in flight instead of P),
+ * CARAVAN_GROUP_PROFILE=1 (each rank prints its forward and wait seconds,
+ * bytes sent and, for TP, the time in all-reduces at group_free),
+ * CARAVAN_GROUP_TRACE=PREFIX (each rank writes its per-step timeline -
+ * submit, forward start/end, sampled, sent, wait start/end, CLOCK_MONOTONIC
+ * seconds - to PREFIX.RANK at group_free), CARAVAN_TEST_FAIL=RANK:STEP
+ * (tests: that rank fails at that step). */
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
@@ -67,12 +79,13 @@ const model_config *group_model_config(const group *g);
 const gguf_file *group_gguf(const group *g); /* this rank's open GGUF (tokenizer) */
 int64_t group_n_slots(const group *g);
 int64_t group_n_ctx(const group *g);
-int group_max_inflight(const group *g);        /* P: steps the leader may have in flight */
+int group_max_inflight(const group *g);        /* P (x CARAVAN_GROUP_DEPTH): steps the leader
+                                                  may have in flight */
 const shard_spec *group_shard(const group *g); /* this rank's shard */
 const model *group_model(const group *g);      /* this rank's loaded shard */
 
 /* Leader only. submit runs stage 0 for the step and passes it on; fails with
- * CV_ERANGE when P steps are already in flight (wait first). */
+ * CV_ERANGE when group_max_inflight steps are already in flight (wait first). */
 cv_status group_submit(group *g, const step *s, cv_err *e);
 /* Next result in submission order; r->results needs room for the step's
  * n_seqs entries. Blocks. */
