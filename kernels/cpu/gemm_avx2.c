@@ -527,12 +527,14 @@ void cpu_avx2_gemm_p(const cpu_gemm_args *a)
             const uint8_t *xn = a->x + t1 * a->x_stride + s0 * XSB(bits);
             int64_t row_lines = (nsc * XSB(bits) + 63) / 64, n_lines = nt1 > 0 ? nt1 * row_lines : 0;
             int64_t n_groups = (a->n_rows + RR - 1) / RR, per_group = (n_lines + n_groups - 1) / n_groups;
-            int64_t line = 0;
+            int64_t line = 0, pf_col = 0;
+            const uint8_t *pf_row = xn;
             for (int64_t g = 0; g < a->n_rows; g += RR) {
-                for (int64_t k = 0; k < per_group && line < n_lines; k++, line++)
-                    _mm_prefetch((const char *)(xn + (line / row_lines) * a->x_stride +
-                                                (line % row_lines) * 64),
-                                 _MM_HINT_T0);
+                for (int64_t k = 0; k < per_group && line < n_lines; k++, line++) {
+                    _mm_prefetch((const char *)(pf_row + pf_col * 64), _MM_HINT_T0);
+                    if (++pf_col == row_lines)
+                        pf_col = 0, pf_row += a->x_stride;
+                }
                 const uint8_t *pg = a->scratch + (g / RR) * nsc * PANB(bits);
                 float *yt = a->y + t0 * a->ldy + g;
                 int nr = (int)(a->n_rows - g < RR ? a->n_rows - g : RR);
