@@ -907,6 +907,8 @@ extern "C" cv_status backend_cuda_create(int device, backend **out, cv_err *e)
             cb->mmv_var = 2;
         else if (v && *v && strcmp(v, "v1") && strcmp(v, "1"))
             log_warn("cuda:%d: CARAVAN_CUDA_MMV=%s is not v1 or v2; using v1", device, v);
+        const char *u = getenv("CARAVAN_CUDA_MMV_U");
+        cb->mmv_u = u && atoi(u) == 2 ? 2 : 4;
         const char *f = getenv("CARAVAN_CUDA_FUSE");
         cb->fuse = cb->mmv_var == 2 && !(f && !strcmp(f, "0"));
     }

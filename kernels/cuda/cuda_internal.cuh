@@ -62,6 +62,7 @@ typedef struct cuda_backend {
     } mm;
     bool int_weights;           /* an integer-type matrix was uploaded: v2 ops quantize their outputs */
     bool fuse;                  /* v2 and not CARAVAN_CUDA_FUSE=0: group matmuls, fuse small ops */
+    int mmv_u;                  /* v2 unroll at one token: 4, or 2 (CARAVAN_CUDA_MMV_U=2) */
     struct {                    /* fuse: an add waiting for the rmsnorm that reads its output */
         bool on;
         float *y;
@@ -142,9 +143,9 @@ mmv_fn mmv_get_k(int type, int nt);     /* mmv_k.cu: Q2_K .. Q6_K */
 struct mmv2_mats;
 typedef void (*mmv2_q_fn)(const mmv2_mats, size_t, int64_t, const uint8_t *, size_t);
 typedef void (*mmv2_f_fn)(const mmv2_mats, size_t, int64_t, const float *, int64_t);
-mmv2_q_fn mmv2_get_q(int type, int nt); /* mmv2_q.cu: Q4_0..Q8_0, Q2_K..Q6_K (NULL: other types) */
-mmv2_q_fn mmv2_get_qk(int type, int nt); /* mmv2_qk.cu: Q2_K..Q6_K */
-mmv2_f_fn mmv2_get_f(int type, int nt); /* mmv2_f.cu: F32 F16 BF16 */
+mmv2_q_fn mmv2_get_q(int type, int nt, int u = 4); /* mmv2_q.cu: Q4_0..Q8_0, Q2_K..Q6_K (NULL: other types) */
+mmv2_q_fn mmv2_get_qk(int type, int nt, int u = 4); /* mmv2_qk.cu: Q2_K..Q6_K */
+mmv2_f_fn mmv2_get_f(int type, int nt, int u = 4); /* mmv2_f.cu: F32 F16 BF16; u: see cuda_mmv2.cuh */
 bool mmv2_xq_reserve(cuda_backend *cb, int64_t ne0, int64_t n_tok); /* cb->xq big enough */
 /* quantize n_tok activation rows (ldx apart) into xq; false on a launch error */
 bool mmv2_quantize(cuda_backend *cb, uint8_t *xq, size_t xq_pitch, const float *x, int64_t ldx,

@@ -578,7 +578,8 @@ QT_UNROLL
     }
 }
 
-/* unroll (tasks or chunks in flight per lane) by tokens per launch */
+/* unroll (tasks or chunks in flight per lane) by tokens per launch (one
+ * token: 4, or 2 with CARAVAN_CUDA_MMV_U=2) */
 template <int NT> struct mmv2_u {
     static constexpr int U = NT == 1 ? 4 : NT == 2 ? 2 : 1;
 };
@@ -599,7 +600,7 @@ __device__ __forceinline__ float mmv2_warp_sum(float v)
 #ifndef MMV2_QMINB
 #define MMV2_QMINB 1 /* min blocks per SM asked of ptxas for the integer kernels */
 #endif
-template <int T, int NT>
+template <int T, int NT, int U>
 __global__ void __launch_bounds__(MMV2_WARPS * 32, MMV2_QMINB)
     k_mmv2_q(const mmv2_mats M, size_t pitch, int64_t ne0, const uint8_t *__restrict__ xq,
              size_t xq_pitch)
@@ -617,7 +618,7 @@ __global__ void __launch_bounds__(MMV2_WARPS * 32, MMV2_QMINB)
 #pragma unroll
     for (int t = 0; t < NT; t++)
         acc[t] = 0.0f;
-    mmv2_lane_q<T, NT, mmv2_u<NT>::U>(W + r * pitch, ne0, lane, xq, xq_pitch, acc);
+    mmv2_lane_q<T, NT, U>(W + r * pitch, ne0, lane, xq, xq_pitch, acc);
 #pragma unroll
     for (int t = 0; t < NT; t++)
         acc[t] = mmv2_warp_sum(acc[t]);
@@ -629,7 +630,7 @@ __global__ void __launch_bounds__(MMV2_WARPS * 32, MMV2_QMINB)
 }
 
 /* the float types: one warp per MMV2_FROWS rows */
-template <int T, int NT>
+template <int T, int NT, int U>
 __global__ void __launch_bounds__(MMV2_WARPS * 32)
     k_mmv2_f(const mmv2_mats M, size_t pitch, int64_t ne0, const float *__restrict__ x, int64_t ldx)
 {
@@ -650,7 +651,7 @@ __global__ void __launch_bounds__(MMV2_WARPS * 32)
         for (int t = 0; t < NT; t++)
             acc[r][t] = 0.0f;
     }
-    mmv2_lane_f<T, NT, MMV2_FROWS, mmv2_u<NT>::U>(rows, ne0, lane, x, ldx, acc);
+    mmv2_lane_f<T, NT, MMV2_FROWS, U>(rows, ne0, lane, x, ldx, acc);
 #pragma unroll
     for (int r = 0; r < MMV2_FROWS; r++)
 #pragma unroll
@@ -676,23 +677,24 @@ static __global__ void k_mmv2_quant(uint8_t *__restrict__ xq, size_t xq_pitch,
         mmv2_quant_task(xq, xq_pitch, x, ldx, ne0, b);
 }
 
-template <int T> static inline mmv2_q_fn mmv2_pick_q(int nt)
+/* u: tasks (chunks) in flight per lane at one token, 4 or 2 (CARAVAN_CUDA_MMV_U) */
+template <int T> static inline mmv2_q_fn mmv2_pick_q(int nt, int u)
 {
     switch (nt) {
-    case 8: return k_mmv2_q<T, 8>;
-    case 4: return k_mmv2_q<T, 4>;
-    case 2: return k_mmv2_q<T, 2>;
-    default: return k_mmv2_q<T, 1>;
+    case 8: return k_mmv2_q<T, 8, mmv2_u<8>::U>;
+    case 4: return k_mmv2_q<T, 4, mmv2_u<4>::U>;
+    case 2: return k_mmv2_q<T, 2, mmv2_u<2>::U>;
+    default: return u == 2 ? k_mmv2_q<T, 1, 2> : k_mmv2_q<T, 1, 4>;
     }
 }
 
-template <int T> static inline mmv2_f_fn mmv2_pick_f(int nt)
+template <int T> static inline mmv2_f_fn mmv2_pick_f(int nt, int u)
 {
     switch (nt) {
-    case 8: return k_mmv2_f<T, 8>;
-    case 4: return k_mmv2_f<T, 4>;
-    case 2: return k_mmv2_f<T, 2>;
-    default: return k_mmv2_f<T, 1>;
+    case 8: return k_mmv2_f<T, 8, mmv2_u<8>::U>;
+    case 4: return k_mmv2_f<T, 4, mmv2_u<4>::U>;
+    case 2: return k_mmv2_f<T, 2, mmv2_u<2>::U>;
+    default: return u == 2 ? k_mmv2_f<T, 1, 2> : k_mmv2_f<T, 1, 4>;
     }
 }
 #endif

@@ -132,10 +132,10 @@ void cuda_mm_flush(cuda_backend *cb)
         for (int i = 0; i < n; i++)
             M.y[i] = cb->mm.y[i] + t0 * cb->mm.ne1[i];
         if (q)
-            mmv2_get_q(type, nt)<<<M.blk0[n], MMV2_WARPS * 32, 0, cb->stream>>>(
+            mmv2_get_q(type, nt, cb->mmv_u)<<<M.blk0[n], MMV2_WARPS * 32, 0, cb->stream>>>(
                 M, pitch, ne0, cb->xq + (size_t)t0 * xp, xp);
         else
-            mmv2_get_f(type, nt)<<<M.blk0[n], MMV2_WARPS * 32, 0, cb->stream>>>(
+            mmv2_get_f(type, nt, cb->mmv_u)<<<M.blk0[n], MMV2_WARPS * 32, 0, cb->stream>>>(
                 M, pitch, ne0, cb->mm.x + t0 * ne0, ne0);
         if (CB_LAUNCHED(cb, q ? "matmul (v2 matrix-vector kernel)"
                               : "matmul (v2 float matrix-vector kernel)"))

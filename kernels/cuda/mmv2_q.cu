@@ -4,15 +4,15 @@
  * activation quantizer. */
 #include "cuda_mmv2.cuh"
 
-mmv2_q_fn mmv2_get_q(int type, int nt)
+mmv2_q_fn mmv2_get_q(int type, int nt, int u)
 {
     switch (type) {
-    case DT_Q8_0: return mmv2_pick_q<DT_Q8_0>(nt);
-    case DT_Q4_0: return mmv2_pick_q<DT_Q4_0>(nt);
-    case DT_Q4_1: return mmv2_pick_q<DT_Q4_1>(nt);
-    case DT_Q5_0: return mmv2_pick_q<DT_Q5_0>(nt);
-    case DT_Q5_1: return mmv2_pick_q<DT_Q5_1>(nt);
-    default: return mmv2_get_qk(type, nt);
+    case DT_Q8_0: return mmv2_pick_q<DT_Q8_0>(nt, u);
+    case DT_Q4_0: return mmv2_pick_q<DT_Q4_0>(nt, u);
+    case DT_Q4_1: return mmv2_pick_q<DT_Q4_1>(nt, u);
+    case DT_Q5_0: return mmv2_pick_q<DT_Q5_0>(nt, u);
+    case DT_Q5_1: return mmv2_pick_q<DT_Q5_1>(nt, u);
+    default: return mmv2_get_qk(type, nt, u);
     }
 }
 

@@ -10,7 +10,8 @@
  * checks here; test_cuda_ops checks the results). Needs a GPU.
  *   cuda_bw [DEVICE [D2D_GB_S [TYPES]]]: with D2D_GB_S (an earlier run's
  *   figure) the copy probe is skipped; TYPES (e.g. Q8_0,Q4_K) limits the
- *   types (for a profiler run). The matvec variant is CARAVAN_CUDA_MMV's. */
+ *   types (for a profiler run). The matvec variant is CARAVAN_CUDA_MMV's
+ *   (printed with "u2" appended under CARAVAN_CUDA_MMV_U=2). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,8 +82,9 @@ int main(int argc, char **argv)
         }
         printf("device=cuda:%d d2d_gb_s=%.1f\n", dev, bps / 1e9);
     }
-    const char *var = getenv("CARAVAN_CUDA_MMV");
-    var = var && *var ? var : "v1";
+    const char *vv = getenv("CARAVAN_CUDA_MMV"), *vu = getenv("CARAVAN_CUDA_MMV_U");
+    char var[16];
+    snprintf(var, sizeof var, "%s%s", vv && *vv ? vv : "v1", vu && !strcmp(vu, "2") ? "u2" : "");
     fflush(stdout);
 
     backend *be;

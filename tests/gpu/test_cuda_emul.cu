@@ -224,7 +224,8 @@ static double rel_err(const double *got, const double *ref, int64_t n)
 
 /* The whole integer path on the CPU: quantize NT rows of x the way
  * k_mmv2_quant does, run the 32 lanes of k_mmv2_q for every row, sum. */
-template <int T, int NT> static int check_mmv2_q(int64_t ne0, int64_t ne1, uint64_t *rng)
+template <int T, int NT, int U = mmv2_u<NT>::U>
+static int check_mmv2_q(int64_t ne0, int64_t ne1, uint64_t *rng)
 {
     const int type = T;
     size_t rb = dtype_row_size(type, ne0), pitch = qt_pitch(type, ne0);
@@ -280,7 +281,7 @@ template <int T, int NT> static int check_mmv2_q(int64_t ne0, int64_t ne1, uint6
         double tot[NT] = {};
         for (int lane = 0; lane < 32; lane++) {
             float acc[NT] = {};
-            mmv2_lane_q<T, NT, mmv2_u<NT>::U>(W + r * pitch, ne0, lane, xq, xp, acc);
+            mmv2_lane_q<T, NT, U>(W + r * pitch, ne0, lane, xq, xp, acc);
             for (int t = 0; t < NT; t++)
                 tot[t] += acc[t];
         }
@@ -295,14 +296,15 @@ template <int T, int NT> static int check_mmv2_q(int64_t ne0, int64_t ne1, uint6
     }
     double eq = rel_err(got, ref_q, NT * ne1), ef = rel_err(got, ref_f, NT * ne1);
     bool ok = eq <= 1e-5 && ef <= 5e-2 && !fails; /* x has outliers: coarse blocks */
-    printf("%s v2 mmv %-5s %lldx%lld n_tok=%d rel(vs quantized x)=%.2e rel(vs f32 x)=%.2e\n",
-           ok ? "ok  " : "FAIL", dtype_name(type), (long long)ne1, (long long)ne0, NT, eq, ef);
+    printf("%s v2 mmv %-5s %lldx%lld n_tok=%d U=%d rel(vs quantized x)=%.2e rel(vs f32 x)=%.2e\n",
+           ok ? "ok  " : "FAIL", dtype_name(type), (long long)ne1, (long long)ne0, NT, U, eq, ef);
     free(src), free(W), free(wf), free(xbuf), free(xq), free(xd), free(got), free(ref_q), free(ref_f);
     return ok ? 0 : 1;
 }
 
 /* the float path: MMV2_FROWS rows per warp, an odd row count */
-template <int T, int NT> static int check_mmv2_f(int64_t ne0, int64_t ne1, uint64_t *rng)
+template <int T, int NT, int U = mmv2_u<NT>::U>
+static int check_mmv2_f(int64_t ne0, int64_t ne1, uint64_t *rng)
 {
     const int type = T;
     size_t rb = dtype_row_size(type, ne0), pitch = qt_pitch(type, ne0);
@@ -327,7 +329,7 @@ template <int T, int NT> static int check_mmv2_f(int64_t ne0, int64_t ne1, uint6
             rows[r] = r0 + r < ne1 ? W + (r0 + r) * pitch : NULL;
         for (int lane = 0; lane < 32; lane++) {
             float acc[MMV2_FROWS][NT] = {};
-            mmv2_lane_f<T, NT, MMV2_FROWS, mmv2_u<NT>::U>(rows, ne0, lane, x, ne0, acc);
+            mmv2_lane_f<T, NT, MMV2_FROWS, U>(rows, ne0, lane, x, ne0, acc);
             for (int r = 0; r < MMV2_FROWS; r++)
                 for (int t = 0; t < NT; t++)
                     if (r0 + r < ne1)
@@ -343,21 +345,23 @@ template <int T, int NT> static int check_mmv2_f(int64_t ne0, int64_t ne1, uint6
         }
     double e = rel_err(got, ref, NT * ne1);
     bool ok = e <= 1e-5;
-    printf("%s v2 mmv %-5s %lldx%lld n_tok=%d rel=%.2e\n", ok ? "ok  " : "FAIL", dtype_name(type),
-           (long long)ne1, (long long)ne0, NT, e);
+    printf("%s v2 mmv %-5s %lldx%lld n_tok=%d U=%d rel=%.2e\n", ok ? "ok  " : "FAIL",
+           dtype_name(type), (long long)ne1, (long long)ne0, NT, U, e);
     free(src), free(W), free(wf), free(x), free(got), free(ref);
     return ok ? 0 : 1;
 }
 
 template <int T> static int check_mmv2_q_all(int64_t ne0, int64_t ne1, uint64_t *rng)
 {
-    return check_mmv2_q<T, 1>(ne0, ne1, rng) + check_mmv2_q<T, 2>(ne0, ne1, rng) +
+    return check_mmv2_q<T, 1>(ne0, ne1, rng) + check_mmv2_q<T, 1, 2>(ne0, ne1, rng) +
+           check_mmv2_q<T, 2>(ne0, ne1, rng) +
            check_mmv2_q<T, 4>(ne0, ne1, rng) + check_mmv2_q<T, 8>(ne0, ne1, rng);
 }
 
 template <int T> static int check_mmv2_f_all(int64_t ne0, int64_t ne1, uint64_t *rng)
 {
-    return check_mmv2_f<T, 1>(ne0, ne1, rng) + check_mmv2_f<T, 2>(ne0, ne1, rng) +
+    return check_mmv2_f<T, 1>(ne0, ne1, rng) + check_mmv2_f<T, 1, 2>(ne0, ne1, rng) +
+           check_mmv2_f<T, 2>(ne0, ne1, rng) +
            check_mmv2_f<T, 4>(ne0, ne1, rng) + check_mmv2_f<T, 8>(ne0, ne1, rng);
 }
 
