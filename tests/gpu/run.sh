@@ -131,8 +131,8 @@ for c in $CONFIGS; do
   env $(cfg_env $c) timeout 60 "$T/test_cuda_ops" > /tmp/cv_ops.txt 2>&1
   rc=$?
   nok=$(grep -c "^ok " /tmp/cv_ops.txt); nf=$(grep -c "^FAIL" /tmp/cv_ops.txt)
-  grep "^FAIL" /tmp/cv_ops.txt | head -12
-  tail -3 /tmp/cv_ops.txt
+  grep "^FAIL" /tmp/cv_ops.txt | head -12 | sed "s/^/[$c] /"
+  tail -1 /tmp/cv_ops.txt
   if [ $rc -eq 0 ] && [ "$nf" -eq 0 ]; then st=ok; else st=FAIL; fail=$((fail + 1)); fi
   echo "ops $c $st $nok $nf" | tee -a "$RES"
 done
@@ -171,7 +171,10 @@ run_stage shard 90 '
 fail=0
 for c in v1:0 v2:1; do
   echo "--- test_cuda_shard $(cfg_env $c)"
-  if env $(cfg_env $c) timeout 40 "$T/test_cuda_shard"; then st=ok; else st=FAIL; fail=$((fail + 1)); fi
+  env $(cfg_env $c) timeout 40 "$T/test_cuda_shard" > /tmp/cv_shard.txt 2>&1
+  rc=$?
+  sed "s/^/[$c] /" /tmp/cv_shard.txt
+  if [ $rc -eq 0 ]; then st=ok; else st=FAIL; fail=$((fail + 1)); fi
   echo "shard $c $st" >> "$RES"
 done
 exit $fail'
@@ -303,7 +306,7 @@ fi
     s=$(awk -v c="$c" '$1 == "shard" && $2 == c { print $3 }' "$RES")
     printf '  %-7s ops %-16s golden %-5s shard %s\n' "$c" "${o:-?}" "${g:-?}" "${s:--}"
   done
-  grep -h '^FAIL' "$OUT/ops.log" 2>/dev/null | head -6
+  grep -h '^\[[^]]*\] FAIL' "$OUT/ops.log" 2>/dev/null | head -8
   grep -h 'vs one rank\|vs cpu' "$OUT/shard.log" 2>/dev/null | head -6
   BW=$(grep -o 'd2d_gb_s=[0-9.]*' "$MODELS_TMP/bw.txt" 2>/dev/null | head -1 | cut -d= -f2)
   echo
