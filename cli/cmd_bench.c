@@ -12,8 +12,12 @@
  *   test=pp512|tg128 type= threads= tok_s= (median) tok_s_min= tok_s_max=
  *   weight_bytes= gb_s= read_bw_gb_s= bw_pct= read_bw_all_gb_s= bw_pct_all= gflop_s=
  *   logits_hash=
- * read_bw_gb_s is the probe run with the bench's own thread count (bw_pct is
- * gb_s against it), read_bw_all_gb_s the probe on all online cores.
+ * read_bw_gb_s is the probe run with the bench's own thread count and bw_pct
+ * gb_s against it: on the CPU a short probe runs right before each timed
+ * repetition, bw_pct is the median over repetitions of the repetition's GB/s
+ * over its own probe, read_bw_gb_s the median probe (a shared machine's
+ * bandwidth drifts within seconds). read_bw_all_gb_s is the probe on all
+ * online cores before the tests, bw_pct_all the median GB/s against it.
  * Bytes per token count every weight tensor except token_embd, of which one
  * row is read (all of it when it doubles as the output matrix).
  * gflop_s = 2 x matmul weight elements x tok/s (attention not counted). */
@@ -131,26 +135,60 @@ static double probe_median(double *t, int n)
     return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
 }
 
-/* Read bandwidth (GB/s) of n_threads threads streaming over a 1 GiB buffer:
- * the better of the medians of `reps` passes with plain loads and with
- * software prefetch (passes of the two kinds alternate). */
-static double probe_read_bw(int n_threads, int reps)
+/* The probe's 1 GiB buffer (allocated and touched once: clearing 1 GiB of
+ * fresh pages takes longer than reading it) and one pool per thread count. */
+typedef struct probe {
+    uint8_t *buf;
+    size_t n;
+    threadpool *tp_all, *tp_t; /* all cores; the bench's thread count (may be tp_all) */
+    int n_all, n_t;
+} probe;
+
+static void probe_free(probe *p)
 {
-    size_t n = (size_t)1 << 30;
-    uint8_t *buf = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (buf == MAP_FAILED)
-        return 0;
-#ifdef MADV_HUGEPAGE
-    madvise(buf, n, MADV_HUGEPAGE); /* advisory: 4 KiB pages where THP is off */
-#endif
-    for (size_t i = 0; i < n; i += 8) /* touch every page, non-trivial content */
-        *(uint64_t *)(buf + i) = i * 0x9E3779B97F4A7C15ull;
-    threadpool *tp = threadpool_create(n_threads);
-    if (!tp) {
-        munmap(buf, n);
-        return 0;
+    if (p->tp_t && p->tp_t != p->tp_all)
+        threadpool_free(p->tp_t);
+    threadpool_free(p->tp_all);
+    if (p->buf)
+        munmap(p->buf, p->n);
+    memset(p, 0, sizeof *p);
+}
+
+static int probe_init(probe *p, int n_all, int n_t)
+{
+    memset(p, 0, sizeof *p);
+    p->n = (size_t)1 << 30;
+    p->buf = mmap(NULL, p->n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p->buf == MAP_FAILED) {
+        p->buf = NULL;
+        return -1;
     }
-    probe_job j = {.buf = buf, .n = n - n % (128 * (size_t)n_threads)};
+#ifdef MADV_HUGEPAGE
+    madvise(p->buf, p->n, MADV_HUGEPAGE); /* advisory: 4 KiB pages where THP is off */
+#endif
+    for (size_t i = 0; i < p->n; i += 8) /* touch every page, non-trivial content */
+        *(uint64_t *)(p->buf + i) = i * 0x9E3779B97F4A7C15ull;
+    p->n_all = n_all, p->n_t = n_t;
+    p->tp_all = threadpool_create(n_all);
+    p->tp_t = n_t == n_all ? p->tp_all : threadpool_create(n_t);
+    if (!p->tp_all || !p->tp_t) {
+        probe_free(p);
+        return -1;
+    }
+    return 0;
+}
+
+/* Read bandwidth (GB/s) of the pool's threads streaming over the buffer: the
+ * better of the medians of `reps` passes with plain loads and with software
+ * prefetch (passes of the two kinds alternate, after one warm-up of each). */
+static double probe_read_bw(probe *p, int all, int reps)
+{
+    threadpool *tp = all ? p->tp_all : p->tp_t;
+    int nth = all ? p->n_all : p->n_t;
+    probe_job j;
+    memset(&j, 0, sizeof j);
+    j.buf = p->buf;
+    j.n = p->n - p->n % (128 * (size_t)nth);
     double t[2][16];
     if (reps > 16)
         reps = 16;
@@ -167,11 +205,9 @@ static double probe_read_bw(int n_threads, int reps)
         }
     }
     double t0 = probe_median(t[0], reps), t1 = probe_median(t[1], reps);
-    threadpool_free(tp);
     uint64_t s = 0;
     for (int i = 0; i < 64; i++)
         s += j.sink[i];
-    munmap(buf, n);
     if (s == 42) /* practically never; keeps the sums alive */
         fprintf(stderr, " ");
     return (double)j.n / (t0 < t1 ? t0 : t1) / 1e9;
@@ -300,6 +336,8 @@ int cmd_bench(int argc, char **argv)
     int32_t *slot = calloc((size_t)n_max, sizeof(int32_t));
     float *logits = malloc(sizeof(float) * (size_t)n_vocab);
     double *times = malloc(sizeof(double) * (size_t)(reps + 1));
+    double *rep_bw = malloc(sizeof(double) * (size_t)(reps + 1));
+    double *rep_pct = malloc(sizeof(double) * (size_t)(reps + 1));
     uint64_t rng = 0x9e3779b97f4a7c15ull;
     for (int64_t i = 0; i < n_max; i++) {
         rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
@@ -339,12 +377,20 @@ int cmd_bench(int argc, char **argv)
                bw_all, device);
     }
 #endif
+    probe pr;
+    memset(&pr, 0, sizeof pr);
+    int paired = 0; /* CPU: a probe of the bench's thread count before each timed repetition */
     if (bw_all == 0) {
-        bw_all = probe_read_bw((int)n_cores, 5);
-        bw_t = n_threads == n_cores ? bw_all : probe_read_bw((int)n_threads, 5);
+        if (probe_init(&pr, (int)n_cores, (int)n_threads)) {
+            fprintf(stderr, "caravan bench: cannot allocate the 1 GiB read-probe buffer\n");
+            return 1;
+        }
+        paired = 1;
+        bw_all = probe_read_bw(&pr, 1, 5);
+        bw_t = n_threads == n_cores ? bw_all : probe_read_bw(&pr, 0, 5);
         printf("bench: read_bw_all_gb_s=%.2f (all %lld cores) read_bw_gb_s=%.2f (%lld threads), "
                "1 GiB streaming read (2 MiB pages asked), best of plain loads and software "
-               "prefetch, median of 5\n",
+               "prefetch, median of 5; again before each timed repetition\n",
                bw_all, (long long)n_cores, bw_t, (long long)n_threads);
     }
     fflush(stdout);
@@ -355,6 +401,8 @@ int cmd_bench(int argc, char **argv)
             continue;
         uint64_t hash = 0;
         for (int64_t r = 0; r <= reps && !rc; r++) {
+            if (paired && r > 0)
+                rep_bw[r - 1] = probe_read_bw(&pr, 0, 2);
             double t0 = bench_now();
             if (test == 0) {
                 int32_t last = (int32_t)(n - 1);
@@ -386,6 +434,15 @@ int cmd_bench(int argc, char **argv)
                 fprintf(stderr, "caravan bench: forward: %s\n", e.msg);
             break;
         }
+        /* bw_pct: median over repetitions of the repetition's GB/s against the
+         * probe run right before it (the machine's state drifts when shared) */
+        double bpt = test == 0 ? mb.bytes_per_token : mb.bytes_per_token * (double)n;
+        for (int64_t r = 0; r < reps; r++) {
+            rep_pct[r] = paired ? 100.0 * bpt / times[r] / 1e9 / rep_bw[r] : 100.0 * bpt / times[r] / 1e9 / bw_t;
+            if (!paired)
+                rep_bw[r] = bw_t;
+        }
+        double pct_med = probe_median(rep_pct, (int)reps), bw_med = probe_median(rep_bw, (int)reps);
         qsort(times, (size_t)reps, sizeof times[0], bench_cmp_d);
         /* median (mean of the middle two for an even count) */
         double t_med = reps % 2 ? times[reps / 2] : 0.5 * (times[reps / 2 - 1] + times[reps / 2]);
@@ -399,11 +456,12 @@ int cmd_bench(int argc, char **argv)
                "bw_pct=%.1f read_bw_all_gb_s=%.2f bw_pct_all=%.1f gflop_s=%.1f logits_hash=%016llx\n",
                test == 0 ? "pp" : "tg", (long long)n, base, tname, (long long)n_threads,
                (long long)reps, tok_s, tok_min, tok_max, 1e3 / tok_s, mb.bytes_per_token,
-               bytes_s / 1e9, bw_t, 100.0 * bytes_s / 1e9 / bw_t, bw_all,
+               bytes_s / 1e9, bw_med, pct_med, bw_all,
                100.0 * bytes_s / 1e9 / bw_all, gflop_s, (unsigned long long)hash);
         fflush(stdout);
     }
-    free(tokens), free(pos), free(slot), free(logits), free(times);
+    free(tokens), free(pos), free(slot), free(logits), free(times), free(rep_bw), free(rep_pct);
+    probe_free(&pr);
     engine_free(eng);
     return rc;
 }

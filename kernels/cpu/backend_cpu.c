@@ -8,6 +8,7 @@
  * type. Not thread-safe: one caller thread per backend. */
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,22 +42,27 @@ typedef void (*range_fn)(void *ctx, int64_t i0, int64_t i1, int ith);
 typedef struct par_ctx {
     range_fn fn;
     void *ctx;
-    int64_t n;
+    int64_t n, chunk;
+    atomic_llong next; /* first item of the next chunk */
 } par_ctx;
 
 static void par_trampoline(void *p, int ith, int nth)
 {
     par_ctx *pc = p;
-    int64_t per = (pc->n + nth - 1) / nth;
-    int64_t i0 = per * ith, i1 = i0 + per;
-    if (i1 > pc->n)
-        i1 = pc->n;
-    if (i0 < i1)
+    (void)nth;
+    for (;;) {
+        int64_t i0 = atomic_fetch_add_explicit(&pc->next, pc->chunk, memory_order_relaxed);
+        if (i0 >= pc->n)
+            break;
+        int64_t i1 = i0 + pc->chunk < pc->n ? i0 + pc->chunk : pc->n;
         pc->fn(pc->ctx, i0, i1, ith);
+    }
 }
 
-/* Run fn over [0, n) split into one contiguous range per thread; inline when
- * the work (n items of `cost` elements each) is too small to pay for a wake-up. */
+/* Run fn over [0, n) in about 4 contiguous chunks per thread taken from a
+ * shared counter (so a thread the OS has not scheduled yet is not waited
+ * for); inline when the work (n items of `cost` elements each) is too small
+ * to pay for a wake-up. */
 static void par_for(cpu_backend *cb, int64_t n, int64_t cost, range_fn fn, void *ctx)
 {
     if (n <= 0)
@@ -65,8 +71,11 @@ static void par_for(cpu_backend *cb, int64_t n, int64_t cost, range_fn fn, void 
         fn(ctx, 0, n, 0);
         return;
     }
-    par_ctx pc = {fn, ctx, n};
-    threadpool_run(cb->tp, par_trampoline, &pc);
+    par_ctx pc;
+    pc.fn = fn, pc.ctx = ctx, pc.n = n;
+    pc.chunk = (n + 4 * (int64_t)cb->n_threads - 1) / (4 * (int64_t)cb->n_threads);
+    atomic_init(&pc.next, 0);
+    threadpool_run_shared(cb->tp, par_trampoline, &pc);
 }
 
 /* ---- buffers -------------------------------------------------------------- */

@@ -226,9 +226,13 @@ void cpu_matmul_run(cpu_matmul *mm, float *y, const be_weight *w, const float *x
     j.tok_block = tb;
     j.n_tok_blocks = (n_tok + tb - 1) / tb;
     /* Row chunks: about 4 per thread per token block (load balance under
-     * noise), multiples of 4 rows, at least 16 rows. */
+     * noise), multiples of 4 rows, at least 16 rows. Decode (one token):
+     * about 16 per thread of at least 64 KiB of weights each, since the op
+     * ends with the last chunk and a chunk only streams its bytes once. */
     int64_t rows = w->ne1;
-    int64_t rc = rows / (4 * nth);
+    int64_t rc = rows / ((n_tok == 1 ? 16 : 4) * nth);
+    if (n_tok == 1 && rc < (int64_t)((64 << 10) / w->row_bytes))
+        rc = (int64_t)((64 << 10) / w->row_bytes);
     rc = (rc + 3) & ~(int64_t)3;
     if (rc < 16)
         rc = 16;
@@ -239,6 +243,8 @@ void cpu_matmul_run(cpu_matmul *mm, float *y, const be_weight *w, const float *x
     atomic_init(&j.next, 0);
     if (j.n_row_chunks * j.n_tok_blocks == 1 || nth == 1)
         mm_gemm_worker(&j, 0, 1);
+    else if (n_tok == 1) /* decode: a late worker is not waited for (work items are shared) */
+        threadpool_run_shared(mm->tp, mm_gemm_worker, &j);
     else
         threadpool_run(mm->tp, mm_gemm_worker, &j);
 }
