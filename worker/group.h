@@ -27,7 +27,7 @@
  *
  * Environment knobs: CARAVAN_GROUP_SPIN (polls before sleeping, default
  * 100), CARAVAN_GROUP_NAP_US (sleep cap: naps 200 us, doorbell timeout
- * 2000 us), CARAVAN_GROUP_BELL=0 (no doorbells), CARAVAN_GROUP_DEPTH=D
+ * 50000 us), CARAVAN_GROUP_BELL=0 (no doorbells), CARAVAN_GROUP_DEPTH=D
  * (leader's choice: P x D micro-batches in flight instead of P),
  * CARAVAN_GROUP_PROFILE=1 (each rank prints its forward and wait seconds,
  * bytes sent and, for TP, the time in all-reduces at group_free),
