@@ -1,5 +1,7 @@
 /* cpu_kernels.h - private interface between the matmul driver (matmul.c) and
- * the per-ISA kernel files (matmul_avx2.c, matmul_avx512.c).
+ * the per-ISA kernel files (matmul_avx2.c, matmul_avx512.c; prefill GEMM on
+ * packed panels for the Q4/Q5/Q8_0 and Q4_K/Q5_K types in gemm_avx2.c, its
+ * layouts below under "Prefill GEMM").
  *
  * Every quantized weight row is first unpacked (into a small per-thread
  * scratch that stays in L1/L2) to one of two integer-friendly layouts, then

@@ -18,9 +18,12 @@
  * sign, maddubs and madd share the two multiply pipes here).
  *
  * Weights are packed per (row chunk, K chunk of GEMM_KC_SB super-blocks)
- * into panels of GEMM_RR interleaved rows (cpu_gemm_panel_bytes) that stay
- * in L2 while every group of GEMM_RT tokens (its activations in L1) passes
- * over them. */
+ * into panels of GEMM_RR interleaved rows (cpu_gemm_scratch_bytes) that stay
+ * in L2 while every group of GEMM_RT tokens (its activations in L1,
+ * prefetched during the previous group) passes over them. The full 2 x 4
+ * tile's inner steps are inline asm (GCC's version moved a register per
+ * accumulate); partial tiles use the intrinsics loop. Rows of other types,
+ * and n_tok < 2, stay in matmul_avx2.c / gemv_avx2.c. */
 #include <immintrin.h>
 #include <string.h>
 
