@@ -354,6 +354,7 @@ AI void q4k_scales(const uint8_t *s, uint32_t u[4])
     const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
     uint32_t a, b, c;
     memcpy(&a, s, 4), memcpy(&b, s + 4, 4), memcpy(&c, s + 8, 4);
+    __asm__("" : "+r"(a), "+r"(b), "+r"(c)); /* integer pipes: no SLP vectorization */
     u[0] = a & m6;                                     /* sc 0..3 */
     u[1] = (c & m4) | (((a >> 6) & m2) << 4);          /* sc 4..7 */
     u[2] = b & m6;                                     /* mn 0..3 */
@@ -370,10 +371,9 @@ AI void dec_k4(const uint8_t *w, size_t w_stride, const uint8_t *xq, int64_t n, 
     const float *dx = (const float *)(xq + n);
     const int16_t *bsums = (const int16_t *)(dx + ns);
     __m256 acc[4];
-    __m128 macc[4];
 #pragma GCC unroll 4
     for (int r = 0; r < RR; r++)
-        acc[r] = _mm256_setzero_ps(), macc[r] = _mm_setzero_ps();
+        acc[r] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(15);
     const uint8_t *pf = w + 4 * w_stride;
     for (int64_t s = 0; s < ns; s++) {
@@ -383,16 +383,21 @@ AI void dec_k4(const uint8_t *w, size_t w_stride, const uint8_t *xq, int64_t n, 
         /* pair sums of the 16 bsums: 8 int16, one per group of 32 */
         __m256i bs = _mm256_loadu_si256((const __m256i *)(bsums + 16 * s));
         __m128i bp = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-        float dxs = dx[s];
+        __m128 dxs = _mm_set1_ps(dx[s]);
 #pragma GCC unroll 4
         for (int r = 0; r < RR; r++) {
             const dt_block_q4_k *b = (const dt_block_q4_k *)(w + r * w_stride) + s;
             if (RR != 4)
                 _mm_prefetch((const char *)b + 1152, _MM_HINT_T0);
+            /* scales and mins unpacked in general registers, moved over in one
+             * 128-bit value (GPR -> vector transfers are the scarce resource here) */
             uint32_t u[4];
             q4k_scales(b->scales, u);
-            __m128i sc8 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)u[1], (int)u[0]));
-            __m128i mn8 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)u[3], (int)u[2]));
+            __m128i scmn = _mm_set_epi64x((long long)((uint64_t)u[3] << 32 | u[2]),
+                                          (long long)((uint64_t)u[1] << 32 | u[0]));
+            __m128i sc8 = _mm_cvtepu8_epi16(scmn), mn8 = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(scmn, scmn));
+            /* [d, dmin] * dx, loaded straight into a vector register */
+            __m128 dd = _mm_mul_ps(_mm_cvtph_ps(_mm_castps_si128(_mm_load_ss((const float *)b))), dxs);
             __m256i scv = _mm256_broadcastsi128_si256(sc8);
             __m256i ia = _mm256_setzero_si256();
 #pragma GCC unroll 4
@@ -406,17 +411,15 @@ AI void dec_k4(const uint8_t *w, size_t w_stride, const uint8_t *xq, int64_t n, 
                 ia = _mm256_add_epi32(ia, _mm256_add_epi32(_mm256_madd_epi16(plo, slo),
                                                            _mm256_madd_epi16(phi, shi)));
             }
-            float d = h2f(b->d) * dxs, dm = h2f(b->dmin) * dxs;
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia), _mm256_set1_ps(d), acc[r]);
-            macc[r] = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_madd_epi16(mn8, bp)), _mm_set1_ps(dm), macc[r]);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia), _mm256_broadcastss_ps(dd), acc[r]);
+            /* the mins in lanes 0..3 (upper lanes zero) */
+            __m256 mv = _mm256_zextps128_ps256(_mm_cvtepi32_ps(_mm_madd_epi16(mn8, bp)));
+            acc[r] = _mm256_fnmadd_ps(mv, _mm256_broadcastss_ps(_mm_movehdup_ps(dd)), acc[r]);
         }
     }
 #pragma GCC unroll 4
-    for (int r = 0; r < RR; r++) {
-        __m128 m = _mm_add_ps(macc[r], _mm_movehl_ps(macc[r], macc[r]));
-        m = _mm_add_ss(m, _mm_movehdup_ps(m));
-        y[r] = hsum256(acc[r]) - _mm_cvtss_f32(m);
-    }
+    for (int r = 0; r < RR; r++)
+        y[r] = hsum256(acc[r]);
 }
 
 static void gemv_k4(const cpu_gemm_args *a)
