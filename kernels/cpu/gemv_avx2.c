@@ -209,17 +209,16 @@ AI void store_rows4(__m256 acc, const float tail[4], float *y)
         y[r] = v[r] + tail[r];
 }
 
-/* 4 Q4_0 rows (ws bytes apart) x one q8b activation row. tdx, tsx: pair
- * tables of dx and of -8 sx. Per 2 blocks and row: the 32 nibble bytes of
+/* 4 Q4_0 rows (ws bytes apart) x one q8b activation row; pf: the group of 4
+ * rows to prefetch (walked linearly). tdx, tsx: pair tables of dx and of -8 sx. Per 2 blocks and row: the 32 nibble bytes of
  * both blocks in one register, low/high nibbles against the matching
  * activation halves; the -8 offset is the per-block term -8 d sx. */
-AI void dec4_q4_0(const uint8_t *w, size_t ws, const uint8_t *xq, int64_t n, const float *tdx,
-                  const float *tsx, float *y)
+AI void dec4_q4_0(const uint8_t *w, size_t ws, const uint8_t *pf, const uint8_t *xq, int64_t n,
+                  const float *tdx, const float *tsx, float *y)
 {
     const size_t bs = 18;
     const int64_t nb = n / 32;
     const __m256i m4 = _mm256_set1_epi8(15);
-    const uint8_t *pf = w + 4 * ws; /* the next group of 4 rows, walked linearly */
     __m256 acc = _mm256_setzero_ps();
     int64_t b = 0;
     for (; b + 2 <= nb; b += 2) {
@@ -263,13 +262,12 @@ AI void dec4_q4_0(const uint8_t *w, size_t ws, const uint8_t *xq, int64_t n, con
 /* 4 Q8_0 rows x one q8b activation row (tdx: pair table of dx). The 16-bit
  * products of two s8 reach 2 * 127 * 128, so rows are widened first and
  * reduced in 32-bit lanes. */
-AI void dec4_q8_0(const uint8_t *w, size_t ws, const uint8_t *xq, int64_t n, const float *tdx,
-                  float *y)
+AI void dec4_q8_0(const uint8_t *w, size_t ws, const uint8_t *pf, const uint8_t *xq, int64_t n,
+                  const float *tdx, float *y)
 {
     const size_t bs = 34;
     const int64_t nb = n / 32;
     const __m256i ones = _mm256_set1_epi16(1);
-    const uint8_t *pf = w + 4 * ws;
     __m256 acc = _mm256_setzero_ps();
     int64_t b = 0;
     for (; b + 2 <= nb; b += 2) {
@@ -307,6 +305,14 @@ AI void dec4_q8_0(const uint8_t *w, size_t ws, const uint8_t *xq, int64_t n, con
     store_rows4(acc, tail, y);
 }
 
+/* What the 4-row group at row r prefetches: the next group of this call's
+ * rows; the last group prefetches itself (a no-op), since the rows after the
+ * call's chunk may be another thread's. */
+static inline const uint8_t *gemv_pf(const cpu_gemm_args *a, int64_t r)
+{
+    return a->w + (r + 8 <= a->n_rows ? r + 4 : r) * a->w_stride;
+}
+
 static void gemv_a(const cpu_gemm_args *a)
 {
     int64_t nb = a->n / 32;
@@ -322,10 +328,12 @@ static void gemv_a(const cpu_gemm_args *a)
             if (a->type == DT_Q4_0) {
                 pair_table(sx, nb / 2, -8.0f, tsx);
                 for (; r + 4 <= a->n_rows; r += 4)
-                    dec4_q4_0(a->w + r * a->w_stride, a->w_stride, xq, a->n, tdx, tsx, y + r);
+                    dec4_q4_0(a->w + r * a->w_stride, a->w_stride, gemv_pf(a, r), xq, a->n, tdx,
+                              tsx, y + r);
             } else {
                 for (; r + 4 <= a->n_rows; r += 4)
-                    dec4_q8_0(a->w + r * a->w_stride, a->w_stride, xq, a->n, tdx, y + r);
+                    dec4_q8_0(a->w + r * a->w_stride, a->w_stride, gemv_pf(a, r), xq, a->n, tdx,
+                              y + r);
             }
         }
         switch (a->type) {
@@ -365,7 +373,8 @@ AI void q4k_scales(const uint8_t *s, uint32_t u[4])
  * row and super-block (the 6-bit group scales applied by vpmaddwd), one
  * convert + FMA per row and super-block. With 4 rows the next group of 4 rows
  * (contiguous) is prefetched linearly, 576 bytes per super-block. */
-AI void dec_k4(const uint8_t *w, size_t w_stride, const uint8_t *xq, int64_t n, float *y, const int RR)
+AI void dec_k4(const uint8_t *w, size_t w_stride, const uint8_t *pf, const uint8_t *xq, int64_t n,
+              float *y, const int RR)
 {
     int64_t ns = n / 256;
     const float *dx = (const float *)(xq + n);
@@ -375,7 +384,6 @@ AI void dec_k4(const uint8_t *w, size_t w_stride, const uint8_t *xq, int64_t n, 
     for (int r = 0; r < RR; r++)
         acc[r] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(15);
-    const uint8_t *pf = w + 4 * w_stride;
     for (int64_t s = 0; s < ns; s++) {
         const uint8_t *xs = xq + 256 * s;
         if (RR == 4)
@@ -429,9 +437,9 @@ static void gemv_k4(const cpu_gemm_args *a)
         float *y = a->y + t * a->ldy;
         int64_t r = 0;
         for (; r + 4 <= a->n_rows; r += 4)
-            dec_k4(a->w + r * a->w_stride, a->w_stride, xq, a->n, y + r, 4);
+            dec_k4(a->w + r * a->w_stride, a->w_stride, gemv_pf(a, r), xq, a->n, y + r, 4);
         for (; r < a->n_rows; r++)
-            dec_k4(a->w + r * a->w_stride, a->w_stride, xq, a->n, y + r, 1);
+            dec_k4(a->w + r * a->w_stride, a->w_stride, NULL, xq, a->n, y + r, 1);
     }
 }
 /* Decode path for a->n_tok < 2: returns 1 when this file has a kernel for

@@ -228,11 +228,14 @@ void cpu_matmul_run(cpu_matmul *mm, float *y, const be_weight *w, const float *x
     /* Row chunks: about 4 per thread per token block (load balance under
      * noise), multiples of 4 rows, at least 16 rows. Decode (one token):
      * about 16 per thread of at least 64 KiB of weights each, since the op
-     * ends with the last chunk and a chunk only streams its bytes once. */
+     * ends with the last chunk and a chunk only streams its bytes once; one
+     * chunk on one thread (the decode kernels prefetch only within a chunk). */
     int64_t rows = w->ne1;
     int64_t rc = rows / ((n_tok == 1 ? 16 : 4) * nth);
     if (n_tok == 1 && rc < (int64_t)((64 << 10) / w->row_bytes))
         rc = (int64_t)((64 << 10) / w->row_bytes);
+    if (n_tok == 1 && nth == 1)
+        rc = rows;
     rc = (rc + 3) & ~(int64_t)3;
     if (rc < 16)
         rc = 16;
