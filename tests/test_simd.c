@@ -5,7 +5,9 @@
  * narrower levels forced), odd and even block counts, n_tok in
  * {1,2,3,4,5,7,8,17} and 1 or 3 threads:
  *  - quantized types: y must equal vec_dot_q8(type, row, quantize_row_q8_*(x))
- *    (the integer-path oracle) within 2e-5 of the magnitude sum|w||x|;
+ *    (the integer-path oracle) within 2e-5 of the magnitude sum|w||x|
+ *    (plus n_tok 2..8 with odd row counts and long rows for the fused
+ *    multi-token decode, SIMD levels);
  *  - float types and the scalar level: y must equal dot_row within 2e-5 of it.
  * Also prints, per type, the extra error of the 8-bit activations: max
  * |y_simd - dot_row(w, x)| / sum|w||x| (measured, reported, not asserted). */
@@ -148,6 +150,13 @@ int main(void)
                     run_case(mm, type, bs == 32 ? 32 * 75 : 256 * 9, 7, 9, &rng, &st);
                     run_case(mm, type, bs == 32 ? 32 * 17 : 256 * 17, 3, 4, &rng, &st);
                 }
+                /* fused multi-token decode (gemv_multi_avx2.c): n_tok 2..8, odd row
+                 * counts (a row pair and a lone row), several K chunks of 64 blocks,
+                 * odd and even block counts */
+                if (bs > 1 && lv != CPU_SCALAR)
+                    for (int64_t nt = 2; nt <= 8; nt++)
+                        run_case(mm, type, bs == 32 ? 32 * (nt % 2 ? 135 : 130) : 256 * (nt % 2 ? 9 : 3),
+                                 nt % 3 ? 5 : 19, nt, &rng, &st);
                 /* one larger case: many row chunks and token blocks across threads */
                 run_case(mm, type, bs == 1 ? 520 : (bs == 32 ? 1024 : 1024), 300, 70, &rng, &st);
                 printf("%-6s %-6s threads=%d runs=%d max_rel_err_vs_oracle=%.2e act_quant_err=%.2e\n",

@@ -124,6 +124,12 @@ void cpu_avx2_unpack_k(int type, const uint8_t *w, uint8_t *u, int64_t n);
 /* AVX2 decode (gemv_avx2.c): a->n_tok < 2, weights read without unpacking.
  * Returns 1 when it computed a->y, 0 when the type has no decode kernel. */
 int cpu_avx2_gemv(const cpu_gemm_args *a);
+/* AVX2 fused decode of a few tokens (gemv_multi_avx2.c): 2 <= a->n_tok <=
+ * cpu_avx2_gemv_multi_max(a->type) (0 for types it lacks), q8b/q8kb
+ * activations, each weight block read once for all tokens. Returns 1 when
+ * it computed a->y, 0 otherwise. */
+int cpu_avx2_gemv_multi(const cpu_gemm_args *a);
+int cpu_avx2_gemv_multi_max(int type);
 /* AVX2 prefill GEMM (gemm_avx2.c): Q4_0, Q4_1, Q5_0, Q5_1 (act P8), Q8_0 (P16),
  * Q4_K, Q5_K (act P8K); .gemm NULL for other types. */
 cpu_kernel cpu_kernel_avx2_gemm(int type);

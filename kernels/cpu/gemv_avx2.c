@@ -446,8 +446,8 @@ static void gemv_k4(const cpu_gemm_args *a)
  * the type (the result is then in a->y), 0 to fall back to unpack + tiles. */
 int cpu_avx2_gemv(const cpu_gemm_args *a)
 {
-    if (a->n_tok >= 2)
-        return 0;
+    if (a->n_tok >= 2) /* a few tokens: fused multi-token decode (gemv_multi_avx2.c) */
+        return cpu_avx2_gemv_multi(a);
     switch (a->type) {
     case DT_Q4_0:
     case DT_Q4_1:

@@ -147,10 +147,11 @@ void cpu_matmul_run(cpu_matmul *mm, float *y, const be_weight *w, const float *x
     /* quantized types need whole blocks; anything else goes to the oracle */
     if (j.k.act != CPU_ACT_F32 && n % dtype_get(w->type)->block_size != 0)
         j.k = mm_kernel(CPU_SCALAR, w->type);
-    /* prefill on AVX2: the register-blocked GEMM on packed panels (gemm_avx2.c) */
+    /* prefill on AVX2: the register-blocked GEMM on packed panels (gemm_avx2.c);
+     * a few tokens (<= cpu_avx2_gemv_multi_max) go to the fused decode of gemv_multi_avx2.c */
     int64_t gemm_rc = 0;
 #if defined(__x86_64__)
-    if (mm->level == CPU_AVX2 && n_tok >= 2) {
+    if (mm->level == CPU_AVX2 && n_tok > cpu_avx2_gemv_multi_max(w->type) && n_tok >= 2) {
         cpu_kernel g = cpu_kernel_avx2_gemm(w->type);
         if (g.gemm && (g.act != CPU_ACT_P8K || n % 256 == 0) && n % 32 == 0) {
             j.k = g;
