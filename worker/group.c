@@ -44,6 +44,9 @@
 #include "../core/dtype.h"
 #include "../core/sampler.h"
 #include "comm_mpi.h"
+#ifdef CARAVAN_HAVE_CUDA
+#include "group_gpu.h"
+#endif
 #include "forward.h"
 
 #define WIRE_MAGIC 0x54535643u /* "CVST" */
@@ -98,6 +101,7 @@ struct group {
     comm *world;    /* dup of the caller's communicator */
     comm *tp;       /* this stage's TP ranks (counting wrapper over an MPI comm) */
     comm *tp_mpi;
+    comm *tp_dev;   /* CUDA: NCCL over the same ranks for the forward all-reduce, or NULL */
     MPI_Comm wc;    /* world handle for raw requests */
     int rank, size, P, T, s, t;
     plan_rank *layout; /* size entries */
@@ -572,7 +576,8 @@ static cv_status stage_run(group *g, const plan_view *v, float *hidden_out, cv_e
                        .n_out = n_out, .out_idx = g->out_idx};
         double t0 = now_s();
         trace(g, TR_FWD0, h->id);
-        st = forward_stage(g->m, g->tp, &b, v->hidden, hidden_out, g->logits_local, e);
+        st = forward_stage(g->m, g->tp_dev ? g->tp_dev : g->tp, &b, v->hidden, hidden_out,
+                           g->logits_local, e);
         trace(g, TR_FWD1, h->id);
         g->t_fwd += now_s() - t0;
         if (st)
@@ -866,6 +871,10 @@ cv_status group_create(MPI_Comm mc, const group_config *cfg, group **out, cv_err
     /* 1. every rank: open the GGUF and a backend, measure memory */
     gguf_file *f = NULL;
     int n_local = local_ranks(g->wc);
+#ifdef CARAVAN_HAVE_CUDA
+    char dev[32]; /* this rank's element of --device (group_gpu.h); collective, so before any failure */
+    cv_status dst = group_gpu_device(g->wc, cfg->be.device, dev, sizeof dev, e);
+#endif
     st = gguf_open(cfg->model_path, &f, e); /* its message names the path */
     if (!st) {
         backend_config bc = cfg->be;
@@ -873,7 +882,12 @@ cv_status group_create(MPI_Comm mc, const group_config *cfg, group **out, cv_err
             long cores = sysconf(_SC_NPROCESSORS_ONLN);
             bc.n_threads = cores / n_local > 0 ? (int)(cores / n_local) : 1;
         }
+#ifdef CARAVAN_HAVE_CUDA
+        bc.device = dev;
+        st = dst ? dst : backend_create(&bc, &g->be, e);
+#else
         st = backend_create(&bc, &g->be, e);
+#endif
     }
     if ((st = agree(g, st, e, "opening the model"))) {
         gguf_close(f);
@@ -942,7 +956,15 @@ cv_status group_create(MPI_Comm mc, const group_config *cfg, group **out, cv_err
         st = cv_err_set(e, CV_ENOMEM, "out of memory");
         goto fail;
     }
+#ifdef CARAVAN_HAVE_CUDA
+    /* NCCL for the TP all-reduce when it can (collective over the stage's TP
+     * ranks; a failure is agreed on below like a failed load) */
+    st = group_gpu_tp_comm(g->tp_mpi, g->be, &g->tp_dev, e);
+    if (!st)
+        st = model_load(f, &g->layout[g->rank].shard, &mp, g->be, &g->m, e);
+#else
     st = model_load(f, &g->layout[g->rank].shard, &mp, g->be, &g->m, e);
+#endif
     if (st)
         gguf_close(f); /* model_load owns f only on success */
     if (!st) {
@@ -1068,6 +1090,7 @@ void group_free(group *g)
     model_free(g->m);
     backend_destroy(g->be);
     free_buffers(g);
+    comm_destroy(g->tp_dev);
     comm_destroy(g->tp);
     comm_destroy(g->tp_mpi);
     comm_destroy(g->world);
