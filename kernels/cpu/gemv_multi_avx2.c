@@ -22,7 +22,10 @@
  * registers; the 6-bit group scales and mins are unpacked once per row and
  * super-block, the nibble levels once per 64 elements, then per token
  * 2 maddubs + 2 madd (group scales) into an integer accumulator per
- * super-block, one convert + FMA and the mins term per super-block.
+ * super-block; per super-block the integer sums of the tokens are reduced
+ * exactly and one float per token is added in order (so tensor-parallel
+ * column slices on super-block boundaries sum to the same floats as the
+ * whole row: test_engine_shard's Q4_K layout compares them to 1e-4).
  *
  * Odd block counts (family A): the last block is done in scalar code. */
 #include <immintrin.h>
@@ -328,16 +331,18 @@ AI __m128i mt_q4k_scales(const uint8_t *s)
     return _mm_set_epi64x((long long)mn, (long long)sc);
 }
 
-/* one Q4_K row x NT (1..4) q8kb tokens (xs bytes apart) -> y[t * ldy] */
+/* one Q4_K row x NT (1..4) q8kb tokens (xs bytes apart) -> y[t * ldy]. The
+ * integer sums of a super-block are reduced exactly (to one int32 per token
+ * for the levels and one for the mins) and each super-block's float value is
+ * added to the token's sum in order, so splitting K on super-block
+ * boundaries (tensor-parallel column slices) and adding the parts gives the
+ * same floats as the whole row. */
 AI void mt_k_row(const uint8_t *w, const uint8_t *pf, const uint8_t *x, size_t xs, int64_t n, float *y,
                  int64_t ldy, const int NT)
 {
     const int64_t ns = n / 256;
     const __m256i m4 = _mm256_set1_epi8(15);
-    __m256 acc[4];
-#pragma GCC unroll 4
-    for (int t = 0; t < NT; t++)
-        acc[t] = _mm256_setzero_ps();
+    __m128 yv = _mm_setzero_ps(); /* lane t: token t */
     for (int64_t s = 0; s < ns; s++) {
         const dt_block_q4_k *b = (const dt_block_q4_k *)w + s;
         if (pf)
@@ -345,12 +350,13 @@ AI void mt_k_row(const uint8_t *w, const uint8_t *pf, const uint8_t *x, size_t x
                 _mm_prefetch((const char *)pf + s * sizeof(dt_block_q4_k) + 64 * l, _MM_HINT_T0);
         __m128i scmn = mt_q4k_scales(b->scales);
         __m128i sc8 = _mm_cvtepu8_epi16(scmn), mn8 = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(scmn, scmn));
-        __m128 dd = _mm_cvtph_ps(_mm_castps_si128(_mm_load_ss((const float *)b))); /* [d, dmin] */
         __m256i scv = _mm256_broadcastsi128_si256(sc8);
         __m256i ia[4];
+        __m128i im[4];
+        float dxs[4] = {0, 0, 0, 0};
 #pragma GCC unroll 4
-        for (int t = 0; t < NT; t++)
-            ia[t] = _mm256_setzero_si256();
+        for (int t = 0; t < 4; t++)
+            ia[t] = _mm256_setzero_si256(), im[t] = _mm_setzero_si128();
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * j));
@@ -372,15 +378,22 @@ AI void mt_k_row(const uint8_t *w, const uint8_t *pf, const uint8_t *x, size_t x
             const int16_t *bsums = (const int16_t *)(dx + ns) + 16 * s;
             __m256i bsv = _mm256_loadu_si256((const __m256i *)bsums);
             __m128i bp = _mm_hadd_epi16(_mm256_castsi256_si128(bsv), _mm256_extracti128_si256(bsv, 1));
-            __m128 ddx = _mm_mul_ps(dd, _mm_set1_ps(dx[s]));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[t]), _mm256_broadcastss_ps(ddx), acc[t]);
-            __m256 mv = _mm256_zextps128_ps256(_mm_cvtepi32_ps(_mm_madd_epi16(mn8, bp)));
-            acc[t] = _mm256_fnmadd_ps(mv, _mm256_broadcastss_ps(_mm_movehdup_ps(ddx)), acc[t]);
+            im[t] = _mm_madd_epi16(mn8, bp);
+            dxs[t] = dx[s];
         }
+        /* exact per-token sums [t0 t1 t2 t3] */
+        __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(ia[0], ia[1]), _mm256_hadd_epi32(ia[2], ia[3]));
+        __m128i si = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        __m128i mi = _mm_hadd_epi32(_mm_hadd_epi32(im[0], im[1]), _mm_hadd_epi32(im[2], im[3]));
+        __m128 dxv = _mm_loadu_ps(dxs);
+        __m128 a1 = _mm_mul_ps(_mm_set1_ps(h2f(b->d)), dxv), a2 = _mm_mul_ps(_mm_set1_ps(h2f(b->dmin)), dxv);
+        yv = _mm_add_ps(yv, _mm_sub_ps(_mm_mul_ps(_mm_cvtepi32_ps(si), a1), _mm_mul_ps(_mm_cvtepi32_ps(mi), a2)));
     }
+    float out[4];
+    _mm_storeu_ps(out, yv);
 #pragma GCC unroll 4
     for (int t = 0; t < NT; t++)
-        y[t * ldy] = hsum256(acc[t]);
+        y[t * ldy] = out[t];
 }
 
 static void mt_k(const cpu_gemm_args *a)
