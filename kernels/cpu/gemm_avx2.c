@@ -55,11 +55,25 @@ AI void perm_store(uint32_t *base, int64_t vstride, int j, __m256i q)
 
 /* ---- activation quantizers (P layout) -------------------------------------- */
 
+/* One block of 32 floats as quantize_row_q8_0: levels in four vectors of 8
+ * int32 (in order), scale rounded to f16 returned. */
+AI float q8_block32(const float *xb, __m256i *i0, __m256i *i1, __m256i *i2, __m256i *i3)
+{
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
+    __m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
+    __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, abs_mask), _mm256_and_ps(v1, abs_mask)),
+                             _mm256_max_ps(_mm256_and_ps(v2, abs_mask), _mm256_and_ps(v3, abs_mask)));
+    float d = h2f(_cvtss_sh(hmax256(m) / 127.0f, _MM_FROUND_TO_NEAREST_INT));
+    __m256 vid = _mm256_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
+    *i0 = q8_round(v0, vid), *i1 = q8_round(v1, vid), *i2 = q8_round(v2, vid), *i3 = q8_round(v3, vid);
+    return d;
+}
+
 /* per 32-element block, scale rounded to f16 as quantize_row_q8_0 */
 void cpu_avx2_quant_p8(const float *x, uint8_t *xq, int64_t n)
 {
     int64_t nb = n / 32, nsb = (nb + 7) / 8;
-    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     for (int64_t s = 0; s < nsb; s++) {
         uint8_t *sb = xq + s * PSB;
         float *da = (float *)(sb + 256), *c = da + 8;
@@ -70,17 +84,8 @@ void cpu_avx2_quant_p8(const float *x, uint8_t *xq, int64_t n)
                 da[j] = c[j] = 0.0f;
                 continue;
             }
-            const float *xb = x + 32 * b;
-            __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
-            __m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
-            __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, abs_mask), _mm256_and_ps(v1, abs_mask)),
-                                     _mm256_max_ps(_mm256_and_ps(v2, abs_mask), _mm256_and_ps(v3, abs_mask)));
-            float amax = hmax256(m);
-            float d = h2f(_cvtss_sh(amax / 127.0f, _MM_FROUND_TO_NEAREST_INT));
-            float id = d > 0.0f ? 1.0f / d : 0.0f;
-            __m256 vid = _mm256_set1_ps(id);
-            __m256i i0 = q8_round(v0, vid), i1 = q8_round(v1, vid), i2 = q8_round(v2, vid),
-                    i3 = q8_round(v3, vid);
+            __m256i i0, i1, i2, i3;
+            float d = q8_block32(x + 32 * b, &i0, &i1, &i2, &i3);
             int32_t sum = hsum256i(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
             perm_store((uint32_t *)sb, 8, j, q8_pack(i0, i1, i2, i3));
             da[j] = d;
@@ -108,7 +113,6 @@ AI void perm16_store(uint32_t *base, int64_t vstride, int j, __m256i q)
 void cpu_avx2_quant_p16(const float *x, uint8_t *xq, int64_t n)
 {
     int64_t nb = n / 32, nsb = (nb + 7) / 8;
-    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     for (int64_t s = 0; s < nsb; s++) {
         uint8_t *sb = xq + s * GEMM_X16_SB_BYTES;
         float *da = (float *)(sb + 512), *c = da + 8;
@@ -119,17 +123,8 @@ void cpu_avx2_quant_p16(const float *x, uint8_t *xq, int64_t n)
                 da[j] = c[j] = 0.0f;
                 continue;
             }
-            const float *xb = x + 32 * b;
-            __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
-            __m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
-            __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, abs_mask), _mm256_and_ps(v1, abs_mask)),
-                                     _mm256_max_ps(_mm256_and_ps(v2, abs_mask), _mm256_and_ps(v3, abs_mask)));
-            float amax = hmax256(m);
-            float d = h2f(_cvtss_sh(amax / 127.0f, _MM_FROUND_TO_NEAREST_INT));
-            float id = d > 0.0f ? 1.0f / d : 0.0f;
-            __m256 vid = _mm256_set1_ps(id);
-            __m256i i0 = q8_round(v0, vid), i1 = q8_round(v1, vid), i2 = q8_round(v2, vid),
-                    i3 = q8_round(v3, vid);
+            __m256i i0, i1, i2, i3;
+            float d = q8_block32(x + 32 * b, &i0, &i1, &i2, &i3);
             perm16_store((uint32_t *)sb, 8, j, q8_pack(i0, i1, i2, i3));
             da[j] = d;
             c[j] = 0.0f;
