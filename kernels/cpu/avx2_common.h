@@ -66,3 +66,37 @@ AI __m256i nibbles16(const uint8_t *qs)
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(15));
 }
 
+/* Q8_K super-block scale of 256 floats as quantize_row_q8_k: returns d =
+ * amax/127 and sets *vid to its inverse (0 for an all-zero block). */
+AI float q8k_scale(const float *xs, __m256 *vid)
+{
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 m = _mm256_setzero_ps();
+    for (int j = 0; j < 256; j += 8)
+        m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(xs + j), abs_mask));
+    float d = hmax256(m) / 127.0f;
+    *vid = _mm256_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
+    return d;
+}
+
+/* 32 floats at xc -> their levels round(x*id) in four vectors of 8 int32 */
+AI void q8_round32(const float *xc, __m256 vid, __m256i i[4])
+{
+    for (int k = 0; k < 4; k++)
+        i[k] = q8_round(_mm256_loadu_ps(xc + 8 * k), vid);
+}
+
+/* One block of 32 floats as quantize_row_q8_0: levels in four vectors of 8
+ * int32 (in order), scale rounded to f16 returned. */
+AI float q8_block32(const float *xb, __m256i *i0, __m256i *i1, __m256i *i2, __m256i *i3)
+{
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
+    __m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
+    __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, abs_mask), _mm256_and_ps(v1, abs_mask)),
+                             _mm256_max_ps(_mm256_and_ps(v2, abs_mask), _mm256_and_ps(v3, abs_mask)));
+    float d = h2f(_cvtss_sh(hmax256(m) / 127.0f, _MM_FROUND_TO_NEAREST_INT));
+    __m256 vid = _mm256_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
+    *i0 = q8_round(v0, vid), *i1 = q8_round(v1, vid), *i2 = q8_round(v2, vid), *i3 = q8_round(v3, vid);
+    return d;
+}

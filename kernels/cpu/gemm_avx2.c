@@ -55,20 +55,6 @@ AI void perm_store(uint32_t *base, int64_t vstride, int j, __m256i q)
 
 /* ---- activation quantizers (P layout) -------------------------------------- */
 
-/* One block of 32 floats as quantize_row_q8_0: levels in four vectors of 8
- * int32 (in order), scale rounded to f16 returned. */
-AI float q8_block32(const float *xb, __m256i *i0, __m256i *i1, __m256i *i2, __m256i *i3)
-{
-    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
-    __m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
-    __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, abs_mask), _mm256_and_ps(v1, abs_mask)),
-                             _mm256_max_ps(_mm256_and_ps(v2, abs_mask), _mm256_and_ps(v3, abs_mask)));
-    float d = h2f(_cvtss_sh(hmax256(m) / 127.0f, _MM_FROUND_TO_NEAREST_INT));
-    __m256 vid = _mm256_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
-    *i0 = q8_round(v0, vid), *i1 = q8_round(v1, vid), *i2 = q8_round(v2, vid), *i3 = q8_round(v3, vid);
-    return d;
-}
 
 /* per 32-element block, scale rounded to f16 as quantize_row_q8_0 */
 void cpu_avx2_quant_p8(const float *x, uint8_t *xq, int64_t n)
@@ -136,26 +122,17 @@ void cpu_avx2_quant_p16(const float *x, uint8_t *xq, int64_t n)
 void cpu_avx2_quant_p8k(const float *x, uint8_t *xq, int64_t n)
 {
     int64_t nsb = n / 256;
-    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     for (int64_t s = 0; s < nsb; s++) {
         const float *xs = x + 256 * s;
         uint8_t *sb = xq + s * PSB;
         float *da = (float *)(sb + 256), *c = da + 8;
-        __m256 m = _mm256_setzero_ps();
-        for (int j = 0; j < 256; j += 8)
-            m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(xs + j), abs_mask));
-        float amax = hmax256(m);
-        float d = amax / 127.0f;
-        float id = d > 0.0f ? 1.0f / d : 0.0f;
-        __m256 vid = _mm256_set1_ps(id);
+        __m256 vid;
+        float d = q8k_scale(xs, &vid);
         for (int j = 0; j < 8; j++) {
-            const float *xc = xs + 32 * j;
-            __m256i i0 = q8_round(_mm256_loadu_ps(xc), vid);
-            __m256i i1 = q8_round(_mm256_loadu_ps(xc + 8), vid);
-            __m256i i2 = q8_round(_mm256_loadu_ps(xc + 16), vid);
-            __m256i i3 = q8_round(_mm256_loadu_ps(xc + 24), vid);
-            int32_t sum = hsum256i(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
-            perm_store((uint32_t *)sb, 8, j, q8_pack(i0, i1, i2, i3));
+            __m256i i[4];
+            q8_round32(xs + 32 * j, vid, i);
+            int32_t sum = hsum256i(_mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3])));
+            perm_store((uint32_t *)sb, 8, j, q8_pack(i[0], i[1], i[2], i[3]));
             da[j] = d;
             c[j] = d * (float)sum;
         }

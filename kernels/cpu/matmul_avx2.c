@@ -23,19 +23,9 @@ void cpu_avx2_quant_q8b(const float *x, uint8_t *xq, int64_t n)
     int64_t nb = n / 32, nbp = cpu_pad8(nb);
     int8_t *qs = (int8_t *)xq;
     float *dx = (float *)(xq + n), *sx = dx + nbp;
-    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     for (int64_t b = 0; b < nb; b++) {
-        const float *xb = x + 32 * b;
-        __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
-        __m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
-        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, abs_mask), _mm256_and_ps(v1, abs_mask)),
-                                 _mm256_max_ps(_mm256_and_ps(v2, abs_mask), _mm256_and_ps(v3, abs_mask)));
-        float amax = hmax256(m);
-        float d = h2f(_cvtss_sh(amax / 127.0f, _MM_FROUND_TO_NEAREST_INT));
-        float id = d > 0.0f ? 1.0f / d : 0.0f;
-        __m256 vid = _mm256_set1_ps(id);
-        __m256i i0 = q8_round(v0, vid), i1 = q8_round(v1, vid), i2 = q8_round(v2, vid),
-                i3 = q8_round(v3, vid);
+        __m256i i0, i1, i2, i3;
+        float d = q8_block32(x + 32 * b, &i0, &i1, &i2, &i3);
         int32_t s = hsum256i(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
         _mm256_storeu_si256((__m256i *)(qs + 32 * b), q8_pack(i0, i1, i2, i3));
         dx[b] = d;
@@ -51,25 +41,16 @@ void cpu_avx2_quant_q8kb(const float *x, uint8_t *xq, int64_t n)
     int8_t *qs = (int8_t *)xq;
     float *dx = (float *)(xq + n);
     int16_t *bs = (int16_t *)(dx + ns);
-    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     for (int64_t s = 0; s < ns; s++) {
         const float *xs = x + 256 * s;
-        __m256 m = _mm256_setzero_ps();
-        for (int j = 0; j < 256; j += 8)
-            m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(xs + j), abs_mask));
-        float amax = hmax256(m);
-        float d = amax / 127.0f;
-        float id = d > 0.0f ? 1.0f / d : 0.0f;
-        __m256 vid = _mm256_set1_ps(id);
+        __m256 vid;
+        float d = q8k_scale(xs, &vid);
         for (int c = 0; c < 8; c++) {
-            const float *xc = xs + 32 * c;
-            __m256i i0 = q8_round(_mm256_loadu_ps(xc), vid);
-            __m256i i1 = q8_round(_mm256_loadu_ps(xc + 8), vid);
-            __m256i i2 = q8_round(_mm256_loadu_ps(xc + 16), vid);
-            __m256i i3 = q8_round(_mm256_loadu_ps(xc + 24), vid);
-            bs[16 * s + 2 * c] = (int16_t)hsum256i(_mm256_add_epi32(i0, i1));
-            bs[16 * s + 2 * c + 1] = (int16_t)hsum256i(_mm256_add_epi32(i2, i3));
-            _mm256_storeu_si256((__m256i *)(qs + 256 * s + 32 * c), q8_pack(i0, i1, i2, i3));
+            __m256i i[4];
+            q8_round32(xs + 32 * c, vid, i);
+            bs[16 * s + 2 * c] = (int16_t)hsum256i(_mm256_add_epi32(i[0], i[1]));
+            bs[16 * s + 2 * c + 1] = (int16_t)hsum256i(_mm256_add_epi32(i[2], i[3]));
+            _mm256_storeu_si256((__m256i *)(qs + 256 * s + 32 * c), q8_pack(i[0], i[1], i[2], i[3]));
         }
         dx[s] = d;
     }
