@@ -130,6 +130,15 @@ int cpu_avx2_gemv(const cpu_gemm_args *a);
  * it computed a->y, 0 otherwise. */
 int cpu_avx2_gemv_multi(const cpu_gemm_args *a);
 int cpu_avx2_gemv_multi_max(int type);
+/* AVX2 decode of 1..cpu_avx2_gemv_k*_max(type) tokens straight from the
+ * weights for the K types other than Q4_K: Q5_K and Q6_K (gemv_k56_avx2.c),
+ * Q2_K and Q3_K (gemv_k23_avx2.c); q8kb activations. Return 1 when they
+ * computed a->y, 0 to fall back to unpack + tiles; *_max is 0 for a type
+ * without a multi-token kernel (1 = one token only). */
+int cpu_avx2_gemv_k56(const cpu_gemm_args *a);
+int cpu_avx2_gemv_k56_max(int type);
+int cpu_avx2_gemv_k23(const cpu_gemm_args *a);
+int cpu_avx2_gemv_k23_max(int type);
 /* AVX2 prefill GEMM (gemm_avx2.c): Q4_0, Q4_1, Q5_0, Q5_1 (act P8), Q8_0 (P16),
  * Q4_K, Q5_K (act P8K); .gemm NULL for other types. */
 cpu_kernel cpu_kernel_avx2_gemm(int type);

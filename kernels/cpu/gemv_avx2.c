@@ -446,6 +446,14 @@ static void gemv_k4(const cpu_gemm_args *a)
  * the type (the result is then in a->y), 0 to fall back to unpack + tiles. */
 int cpu_avx2_gemv(const cpu_gemm_args *a)
 {
+    switch (a->type) { /* the other K types, 1..k*_max tokens: files of their own */
+    case DT_Q5_K:
+    case DT_Q6_K:
+        return cpu_avx2_gemv_k56(a);
+    case DT_Q2_K:
+    case DT_Q3_K:
+        return cpu_avx2_gemv_k23(a);
+    }
     if (a->n_tok >= 2) /* a few tokens: fused multi-token decode (gemv_multi_avx2.c) */
         return cpu_avx2_gemv_multi(a);
     switch (a->type) {

@@ -51,6 +51,12 @@ int cpu_avx2_gemv_multi_max(int type)
     case DT_Q8_0:
     case DT_Q4_K:
         return MT_MAX;
+    case DT_Q5_K:
+    case DT_Q6_K: /* gemv_k56_avx2.c: 1 means one token only */
+        return cpu_avx2_gemv_k56_max(type) > 1 ? cpu_avx2_gemv_k56_max(type) : 0;
+    case DT_Q2_K:
+    case DT_Q3_K:
+        return cpu_avx2_gemv_k23_max(type) > 1 ? cpu_avx2_gemv_k23_max(type) : 0;
     }
     return 0;
 }
