@@ -461,6 +461,10 @@ int cpu_avx2_gemv(const cpu_gemm_args *a)
     case DT_Q4_1:
     case DT_Q5_0:
     case DT_Q5_1:
+        if (cpu_avx2_gemv_a45(a)) /* several rows at a time (gemv_a45_avx2.c) */
+            return 1;
+        gemv_a(a);
+        return 1;
     case DT_Q8_0:
         gemv_a(a);
         return 1;
