@@ -670,20 +670,22 @@ static cv_status forward_on(group *g, int k, size_t n_bytes, cv_err *e)
 
 /* ---- create / free -------------------------------------------------------- */
 
-/* Loading copies column slices (wo, w_down) out of the mapping, which pulls
- * whole rows of those tensors into this process's resident set although the
- * rank keeps only its slice. Dropping the mapping's pages after the load
- * (read-only private file mapping: the pages stay in the page cache and
- * fault back in on use) leaves resident only what the forward pass touches:
- * the aliased row slices, the embedding rows looked up, the metadata. */
-static void drop_load_pages(const gguf_file *f)
+/* The loader (model.c's residency step) has already dropped the data
+ * section's pages this rank does not compute from and faulted in its own;
+ * what parsing the metadata paged in (the header, the tokenizer's arrays:
+ * megabytes for a 128K vocabulary) is left. A rank of a group drops those
+ * pages too (read-only private file mapping: they stay in the page cache
+ * and fault back in on use, e.g. when the leader tokenizes). */
+static void drop_header_pages(const gguf_file *f)
 {
     long ps = sysconf(_SC_PAGESIZE);
-    if (!f || ps <= 0)
+    if (!f || ps <= 0 || !gguf_is_file_mapping(f))
         return;
     uintptr_t base = (uintptr_t)gguf_base(f);
     uintptr_t a = base & ~((uintptr_t)ps - 1);
-    madvise((void *)a, gguf_file_size(f) + (base - a), MADV_DONTNEED);
+    uintptr_t b = (base + gguf_data_offset(f)) & ~((uintptr_t)ps - 1); /* first data page stays */
+    if (b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
 static int local_ranks(MPI_Comm mc)
@@ -976,7 +978,7 @@ cv_status group_create(MPI_Comm mc, const group_config *cfg, group **out, cv_err
         g->max_out = g->max_batch < g->n_slots ? g->max_batch : g->n_slots;
         st = alloc_buffers(g, e);
         if (g->be->ops->host_memory || g->T > 1 || g->P > 1)
-            drop_load_pages(g->m->gguf);
+            drop_header_pages(g->m->gguf);
     }
     if ((st = agree(g, st, e, "loading the shard")))
         goto fail;
