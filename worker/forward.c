@@ -97,6 +97,7 @@ cv_status forward_stage(model *m, comm *tp, const fwd_batch *b, const float *hid
     if (s->has_embd) {
         op->from_host(be, sc->tokens, b->tokens, (size_t)n * sizeof(int32_t));
         op->embed(be, sc->x, &m->tok_embd, sc->tokens, n);
+        model_embd_release(m, b->tokens, n);
     } else {
         op->from_host(be, sc->x, hidden_in, (size_t)(n * E) * sizeof(float));
     }

@@ -476,6 +476,41 @@ static void model_residency_settle(model *m)
     free(sp);
 }
 
+void model_embd_release(const model *m, const int32_t *tokens, int64_t n)
+{
+    const be_weight *t = &m->tok_embd;
+    if (!t->data || !gguf_is_file_mapping(m->gguf) ||
+        (m->output.data == t->data && m->output.ne1 == t->ne1))
+        return;
+    uintptr_t base = (uintptr_t)gguf_base(m->gguf), end = base + gguf_file_size(m->gguf);
+    uintptr_t ta = (uintptr_t)t->data, tb = ta + t->row_bytes * (size_t)t->ne1;
+    long psl = sysconf(_SC_PAGESIZE);
+    if (ta < base || tb > end || psl <= 0)
+        return; /* the backend's own copy */
+    uintptr_t ps = (uintptr_t)psl;
+    /* the window a fault may have mapped: the aligned 64 KiB fault-around
+     * block (embd_split's pieces are smaller), whole pages inside the table */
+    const uintptr_t win = (uintptr_t)64 << 10;
+    uintptr_t lo = (ta + ps - 1) & ~(ps - 1), hi = tb & ~(ps - 1), last = 0;
+    /* a head tied to the table and sliced by vocab holds some of its rows */
+    uintptr_t oa = (uintptr_t)m->output.data, ob = oa + m->output.row_bytes * (size_t)m->output.ne1;
+    if (!m->output.data || oa >= tb || ob <= ta)
+        oa = ob = 0;
+    oa &= ~(ps - 1);
+    for (int64_t i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= t->ne1)
+            continue;
+        uintptr_t r = ta + t->row_bytes * (size_t)tokens[i];
+        uintptr_t a = r & ~(win - 1), b = ((r + t->row_bytes) + win - 1) & ~(win - 1);
+        a = a < lo ? lo : a;
+        b = b > hi ? hi : b;
+        if (b <= a || a == last || (a < ob && b > oa))
+            continue;
+        madvise((void *)a, b - a, MADV_DONTNEED);
+        last = a;
+    }
+}
+
 cv_status model_load(gguf_file *f, const shard_spec *shard, const model_params *p, backend *be,
                      model **out, cv_err *e)
 {

@@ -70,5 +70,11 @@ typedef struct model {
 cv_status model_load(gguf_file *f, const shard_spec *shard, const model_params *p, backend *be,
                      model **out, cv_err *e);
 void model_free(model *m);
+/* After the embedding rows of tokens[0..n) were read: drop the pages the
+ * lookups faulted into this process when the table lies in the file
+ * mapping and nothing else holds it (not a tied head), so that a long run
+ * does not accumulate the table in the resident set (the page cache keeps
+ * it; the next lookup of a row faults it in again). No-op otherwise. */
+void model_embd_release(const model *m, const int32_t *tokens, int64_t n);
 /* Clear a KV slot (the next sequence in it starts at pos 0). */
 void model_slot_clear(model *m, int32_t slot);
