@@ -1,12 +1,287 @@
 /* gemv_a45_avx2.c - AVX2 one-token decode of Q4_1, Q5_0 and Q5_1 weights,
- * several rows at a time, read straight from the weights. Placeholder:
- * returns 0 so that gemv_avx2.c's generic family-A kernel computes these
- * types until the direct kernels land. */
+ * four rows at a time, read straight from the weights (no unpack pass).
+ * Called by gemv_avx2.c's cpu_avx2_gemv for n_tok < 2; returns 0 (caller
+ * falls back to its generic family-A kernel) only without scratch.
+ *
+ * Same scheme as gemv_avx2.c's dec4_q4_0: per step 4 rows x 2 blocks, the
+ * 32 nibble bytes of both blocks of a row in one register (low nibbles
+ * against the first activation halves, high nibbles against the second),
+ * the integer sums of the 4 rows folded "transposed" into one vector
+ * [block b: rows 0..3 | block b+1: rows 0..3], so the float work (scales
+ * gathered in general registers, converted 8 at a time) is per 8
+ * block-rows. The next group of 4 rows is prefetched linearly.
+ *
+ * Per type: Q4_1 adds the offset term m * sx (sx = dx * sum of the block's
+ * activation levels, from the q8b row) with one more 8-wide FMA per step.
+ * Q5_0/Q5_1 expand the 5th bits of both blocks from one 32-byte load that
+ * starts at qh of block b (qh of block b+1 sits in its upper 128-bit lane,
+ * bs - 16 bytes further): a per-lane byte shuffle spreads byte j/8 of qh to
+ * byte j, and+cmpeq against the bit of each byte gives the mask, 0x10 where
+ * set, or'ed into the nibbles. 5-bit levels overflow the 16-bit 4-row fold
+ * of Q4_0, so their sums are widened to 32 bits after folding pairs of
+ * rows. Q5_0's -16 offset is the per-block term -16 d sx, as Q4_0's -8.
+ * An odd last block is done in scalar code; rows beyond the last multiple of
+ * 4 by a one-row kernel. */
+#include <immintrin.h>
+#include <string.h>
+
 #include "../../core/dtype.h"
+#include "../../core/dtype_blocks.h"
+#include "avx2_common.h"
 #include "cpu_kernels.h"
 
+/* Block layout per type (bytes): size, offset of m (0: none), qh (0: none), qs. */
+AI size_t a45_bs(int type) { return type == DT_Q4_1 ? 20 : type == DT_Q5_0 ? 22 : 24; }
+AI size_t a45_om(int type) { return type == DT_Q5_0 ? 0 : 2; }
+AI size_t a45_oqh(int type) { return type == DT_Q5_0 ? 2 : type == DT_Q5_1 ? 4 : 0; }
+AI size_t a45_oqs(int type) { return type == DT_Q4_1 ? 4 : type == DT_Q5_0 ? 6 : 8; }
+
+AI uint64_t a45_ld_u16(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return h;
+}
+
+/* The f16 at p, p + ws, p + 2 ws, p + 3 ws packed in 64 bits, built in
+ * general registers (the empty asm stops gcc from doing it with vector
+ * shuffles, which are the busy resource here). */
+AI uint64_t a45_f16_rows4(const uint8_t *p, size_t ws)
+{
+    uint64_t a = a45_ld_u16(p), b = a45_ld_u16(p + ws), c = a45_ld_u16(p + 2 * ws),
+             d = a45_ld_u16(p + 3 * ws);
+    __asm__("" : "+r"(a), "+r"(b), "+r"(c), "+r"(d));
+    return a | b << 16 | c << 32 | d << 48;
+}
+
+/* f16 field of blocks b (at p) and b+1 (p + bs) of 4 rows -> [b: rows 0..3 | b+1: rows 0..3] */
+AI __m256 a45_f16_rows4_blk2(const uint8_t *p, size_t ws, size_t bs)
+{
+    return _mm256_cvtph_ps(
+        _mm_set_epi64x((long long)a45_f16_rows4(p + bs, ws), (long long)a45_f16_rows4(p, ws)));
+}
+
+/* For each pair of blocks i: out[8i..8i+7] = k * [v[2i] x4 | v[2i+1] x4]
+ * (the lane order of the 4-row sums). */
+static void a45_pair_table(const float *v, int64_t n_pairs, float k, float *out)
+{
+    for (int64_t i = 0; i < n_pairs; i++)
+        _mm256_store_ps(out + 8 * i, _mm256_set_m128(_mm_set1_ps(k * v[2 * i + 1]),
+                                                     _mm_set1_ps(k * v[2 * i])));
+}
+
+AI void a45_prefetch_lines(const uint8_t *p, const int n_lines)
+{
+#pragma GCC unroll 4
+    for (int k = 0; k < n_lines; k++)
+        _mm_prefetch((const char *)p + 64 * k, _MM_HINT_T0);
+}
+
+/* 4 rows in 16-bit lanes: p_r holds 16 pair sums of row r (lanes 0..7:
+ * block b, 8..15: block b+1), each |.| <= 8191. Returns the i32 row sums
+ * [b: rows 0..3 | b+1: rows 0..3]. */
+AI __m256i a45_reduce4_i16(__m256i p0, __m256i p1, __m256i p2, __m256i p3)
+{
+    __m256i t01 = _mm256_add_epi16(_mm256_unpacklo_epi16(p0, p1), _mm256_unpackhi_epi16(p0, p1));
+    __m256i t23 = _mm256_add_epi16(_mm256_unpacklo_epi16(p2, p3), _mm256_unpackhi_epi16(p2, p3));
+    __m256i u = _mm256_add_epi16(_mm256_unpacklo_epi32(t01, t23), _mm256_unpackhi_epi32(t01, t23));
+    const __m256i pairs = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
+                                           0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
+    return _mm256_madd_epi16(_mm256_shuffle_epi8(u, pairs), _mm256_set1_epi16(1));
+}
+
+/* The same for |each| <= 16383 (5-bit levels): one 16-bit add of two lanes
+ * of the same row, then widened to 32 bits. */
+AI __m256i a45_reduce4_i16w(__m256i p0, __m256i p1, __m256i p2, __m256i p3)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    /* [r0 c, r0 c', r1 c, r1 c'] x2 per 128-bit lane, c + c+4 folded */
+    __m256i t01 = _mm256_add_epi16(_mm256_unpacklo_epi32(p0, p1), _mm256_unpackhi_epi32(p0, p1));
+    __m256i t23 = _mm256_add_epi16(_mm256_unpacklo_epi32(p2, p3), _mm256_unpackhi_epi32(p2, p3));
+    __m256i m01 = _mm256_madd_epi16(t01, ones), m23 = _mm256_madd_epi16(t23, ones); /* [r0 r1 r0 r1] */
+    return _mm256_add_epi32(_mm256_unpacklo_epi64(m01, m23), _mm256_unpackhi_epi64(m01, m23));
+}
+
+/* lanes 0..3 + lanes 4..7 of acc (rows 0..3) plus the scalar tail sums */
+AI void a45_store_rows4(__m256 acc, const float tail[4], float *y)
+{
+    float v[4];
+    _mm_storeu_ps(v, _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1)));
+    for (int r = 0; r < 4; r++)
+        y[r] = v[r] + tail[r];
+}
+
+/* 5th-bit masks (0x10 where set) of the low (el 0..15) and high (el 16..31)
+ * halves of blocks b and b+1, from the 32 bytes at qh of block b. */
+AI void a45_qh_masks(const uint8_t *qh, size_t bs, __m256i *hl, __m256i *hh)
+{
+    const char o = (char)(bs - 16); /* qh of block b+1, in the upper lane */
+    const __m256i ilo = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                         o, o, o, o, o, o, o, o, o + 1, o + 1, o + 1, o + 1,
+                                         o + 1, o + 1, o + 1, o + 1);
+    const __m256i ihi = _mm256_add_epi8(ilo, _mm256_set1_epi8(2));
+    const __m256i sel = _mm256_set1_epi64x(0x8040201008040201LL), b4 = _mm256_set1_epi8(0x10);
+    __m256i v = _mm256_loadu_si256((const __m256i *)qh);
+    __m256i l = _mm256_shuffle_epi8(v, ilo), h = _mm256_shuffle_epi8(v, ihi);
+    *hl = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(l, sel), sel), b4);
+    *hh = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(h, sel), sel), b4);
+}
+
+/* Integer dot of one block's levels (4 or 5 bits, unsigned) with 32 s8 activations. */
+AI int32_t a45_blk_dot_scalar(int type, const uint8_t *blk, const int8_t *x)
+{
+    const uint8_t *qs = blk + a45_oqs(type);
+    uint32_t qh = 0;
+    if (a45_oqh(type))
+        memcpy(&qh, blk + a45_oqh(type), 4);
+    int32_t s = 0;
+    for (int i = 0; i < 16; i++) {
+        int lo = (qs[i] & 15) | ((qh >> i) & 1) << 4, hi = (qs[i] >> 4) | ((qh >> (i + 16)) & 1) << 4;
+        s += lo * x[i] + hi * x[i + 16];
+    }
+    return s;
+}
+
+/* Float value of one block-row: d dx si + offset (m sx, or -16 d sx for Q5_0). */
+AI float a45_blk_value(int type, const uint8_t *blk, int32_t si, float dx, float sx)
+{
+    float d = h2f((uint16_t)a45_ld_u16(blk));
+    float off = a45_om(type) ? h2f((uint16_t)a45_ld_u16(blk + a45_om(type))) * sx : -16.0f * d * sx;
+    return d * dx * (float)si + off;
+}
+
+/* 4 rows of `type` (ws bytes apart) x one q8b activation row; pf: the group
+ * of 4 rows to prefetch (walked linearly). tdx: pair table of dx; tsx: of
+ * sx (Q4_1, Q5_1) or -16 sx (Q5_0). */
+AI void a45_dec4(const int type, const uint8_t *w, size_t ws, const uint8_t *pf,
+                 const uint8_t *xq, int64_t n, const float *tdx, const float *tsx, float *y)
+{
+    const size_t bs = a45_bs(type), om = a45_om(type), oqh = a45_oqh(type), oqs = a45_oqs(type);
+    const int64_t nb = n / 32;
+    const __m256i m4 = _mm256_set1_epi8(15);
+    __m256 acc = _mm256_setzero_ps(), macc = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        const uint8_t *blk = w + b * bs;
+        a45_prefetch_lines(pf + 4 * bs * b, 3); /* 160..192 bytes of the next group per step */
+        __m256i x0 = _mm256_load_si256((const __m256i *)(xq + 32 * b));
+        __m256i x1 = _mm256_load_si256((const __m256i *)(xq + 32 * b + 32));
+        __m256i xl = _mm256_permute2x128_si256(x0, x1, 0x20), xh = _mm256_permute2x128_si256(x0, x1, 0x31);
+        __m256i p[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            const uint8_t *q = blk + r * ws + oqs;
+            __m256i v = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)q)),
+                _mm_loadu_si128((const __m128i *)(q + bs)), 1);
+            __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            if (oqh) {
+                __m256i hl, hh;
+                a45_qh_masks(blk + r * ws + oqh, bs, &hl, &hh);
+                lo = _mm256_or_si256(lo, hl), hi = _mm256_or_si256(hi, hh);
+            }
+            /* |each| <= 2 * (15 * 127) * 2 = 7620 (4 bits), 2 * (31 * 127) * 2 = 15748 (5 bits) */
+            p[r] = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh));
+        }
+        __m256i s = oqh ? a45_reduce4_i16w(p[0], p[1], p[2], p[3])
+                        : a45_reduce4_i16(p[0], p[1], p[2], p[3]);
+        __m256 d = a45_f16_rows4_blk2(blk, ws, bs);
+        if (om) {
+            acc = _mm256_fmadd_ps(d, _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_load_ps(tdx + 4 * b)), acc);
+            macc = _mm256_fmadd_ps(a45_f16_rows4_blk2(blk + om, ws, bs), _mm256_load_ps(tsx + 4 * b), macc);
+        } else {
+            __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_load_ps(tdx + 4 * b),
+                                       _mm256_load_ps(tsx + 4 * b));
+            acc = _mm256_fmadd_ps(d, t, acc);
+        }
+    }
+    float tail[4] = {0, 0, 0, 0};
+    if (b < nb) { /* odd block count: the last block, scalar */
+        const int8_t *x = (const int8_t *)xq + 32 * b;
+        const float *dx = (const float *)(xq + n), *sx = dx + cpu_pad8(nb);
+        for (int r = 0; r < 4; r++) {
+            const uint8_t *blk = w + r * ws + b * bs;
+            tail[r] = a45_blk_value(type, blk, a45_blk_dot_scalar(type, blk, x), dx[b], sx[b]);
+        }
+    }
+    a45_store_rows4(_mm256_add_ps(acc, macc), tail, y);
+}
+
+/* One row of `type` x one q8b activation row, block by block (the rows left
+ * over after the groups of 4). */
+AI float a45_dec1(const int type, const uint8_t *w, const uint8_t *xq, int64_t n)
+{
+    const size_t bs = a45_bs(type), oqh = a45_oqh(type), oqs = a45_oqs(type);
+    const int64_t nb = n / 32;
+    const float *dx = (const float *)(xq + n), *sx = dx + cpu_pad8(nb);
+    __m256 acc = _mm256_setzero_ps();
+    float off = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + b * bs;
+        __m256i q = nibbles16(blk + oqs);
+        if (oqh) {
+            uint32_t qh;
+            memcpy(&qh, blk + oqh, 4);
+            q = _mm256_or_si256(q, bits_to_0x10(qh));
+        }
+        __m256i x = _mm256_load_si256((const __m256i *)(xq + 32 * b));
+        __m256i si = _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(1));
+        off += a45_blk_value(type, blk, 0, dx[b], sx[b]);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si),
+                              _mm256_set1_ps(h2f((uint16_t)a45_ld_u16(blk)) * dx[b]), acc);
+    }
+    return hsum256(acc) + off;
+}
+
+/* What the 4-row group at row r prefetches: the next group of this call's
+ * rows; the last group prefetches itself (a no-op), since the rows after the
+ * call's chunk may be another thread's. */
+static inline const uint8_t *a45_pf(const cpu_gemm_args *a, int64_t r)
+{
+    return a->w + (r + 8 <= a->n_rows ? r + 4 : r) * a->w_stride;
+}
+
+AI void a45_gemv(const int type, const cpu_gemm_args *a)
+{
+    const int64_t nb = a->n / 32;
+    float *tdx = (float *)a->scratch, *tsx = tdx + 8 * (nb / 2);
+    for (int64_t t = 0; t < a->n_tok; t++) {
+        const uint8_t *xq = a->x + t * a->x_stride;
+        float *y = a->y + t * a->ldy;
+        const float *dx = (const float *)(xq + a->n), *sx = dx + cpu_pad8(nb);
+        int64_t r = 0;
+        if (a->n_rows >= 4) {
+            a45_pair_table(dx, nb / 2, 1.0f, tdx);
+            a45_pair_table(sx, nb / 2, type == DT_Q5_0 ? -16.0f : 1.0f, tsx);
+            for (; r + 4 <= a->n_rows; r += 4)
+                a45_dec4(type, a->w + r * a->w_stride, a->w_stride, a45_pf(a, r), xq, a->n, tdx,
+                         tsx, y + r);
+        }
+        for (; r < a->n_rows; r++)
+            y[r] = a45_dec1(type, a->w + r * a->w_stride, xq, a->n);
+    }
+}
+
+static void a45_gemv_q4_1(const cpu_gemm_args *a) { a45_gemv(DT_Q4_1, a); }
+static void a45_gemv_q5_0(const cpu_gemm_args *a) { a45_gemv(DT_Q5_0, a); }
+static void a45_gemv_q5_1(const cpu_gemm_args *a) { a45_gemv(DT_Q5_1, a); }
+
+/* The pair tables (2 x 8 floats per 2 blocks) live in the per-thread
+ * scratch (cpu_scratch_bytes: far more than 32 bytes per block). */
 int cpu_avx2_gemv_a45(const cpu_gemm_args *a)
 {
-    (void)a;
+    if (!a->scratch || a->n_tok >= 2)
+        return 0;
+    switch (a->type) {
+    case DT_Q4_1:
+        a45_gemv_q4_1(a);
+        return 1;
+    case DT_Q5_0:
+        a45_gemv_q5_0(a);
+        return 1;
+    case DT_Q5_1:
+        a45_gemv_q5_1(a);
+        return 1;
+    }
     return 0;
 }
