@@ -260,17 +260,20 @@ static void bench_usage(FILE *out)
 {
     fprintf(out,
             "usage: caravan bench -m MODEL [-t THREADS] [-p 512] [-n 128] [-r 5]\n"
-            "                     [--cpu-level scalar|avx2|avx512] [-d cpu|cuda:N]\n"
+            "                     [--cpu-level scalar|avx2|avx512] [-d cpu|cuda:N] [--mmap]\n"
             "  -t  cpu threads (default: all online cores)\n"
             "  -p  prompt tokens of the pp test (0 = skip)\n"
             "  -n  generated tokens of the tg test (0 = skip)\n"
-            "  -r  repetitions after one warm-up (median and min/max reported)\n");
+            "  -r  repetitions after one warm-up (median and min/max reported)\n"
+            "  --mmap  compute from the file mapping (default: the weights copied into\n"
+            "          huge-page memory, as caravan run does)\n");
 }
 
 int cmd_bench(int argc, char **argv)
 {
     const char *model_path = NULL, *level = NULL, *device = "cpu";
     int64_t n_threads = sysconf(_SC_NPROCESSORS_ONLN), n_pp = 512, n_tg = 128, reps = 5;
+    int keep_map = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -295,6 +298,8 @@ int cmd_bench(int argc, char **argv)
             if (!cli_parse_int("bench", a, v, 1, 1000, &reps))
                 return 2;
             i++;
+        } else if (!strcmp(a, "--mmap")) {
+            keep_map = 1;
         } else if (!strcmp(a, "--cpu-level") && v) {
             level = v, i++;
         } else if ((!strcmp(a, "-d") || !strcmp(a, "--device")) && v) {
@@ -319,6 +324,7 @@ int cmd_bench(int argc, char **argv)
     cfg.params.n_ctx = (n_pp > n_tg ? n_pp : n_tg) + 8;
     cfg.params.kv_type = DT_F32;
     cfg.params.max_batch = n_pp > 0 ? n_pp : 1;
+    cfg.params.weights_mmap = keep_map;
     engine *eng = NULL;
     cv_err e = {0};
     if (engine_create(&cfg, &eng, &e)) {

@@ -42,6 +42,9 @@ static void run_usage(FILE *f)
             "  --top-logprobs K       with --json: K most likely tokens per step (<= %d)\n"
             "  --no-bos               do not add BOS to the prompt\n"
             "  --ignore-eos           keep generating after end-of-generation tokens\n"
+            "  --mmap                 compute from the file mapping instead of copying the\n"
+            "                         weights into huge-page memory (less load time, shares the\n"
+            "                         page cache; decode ~20%% slower)\n"
             "  --tp T --pp P          tensor/pipeline layout under mpirun (T*P = ranks)\n"
             "  --mem LIST             per-rank memory for the planner, e.g. 8G,8G,4G\n",
             SAMPLER_MAX_TOP);
@@ -179,6 +182,8 @@ int run_opts_parse(int argc, char **argv, run_opts *o)
             o->no_bos = true;
         } else if (IS("--ignore-eos", "--ignore-eos")) {
             o->ignore_eos = true;
+        } else if (IS("--mmap", "--mmap")) {
+            o->mmap = true;
         } else if (IS("--tp", "--tp")) {
             if (!cli_parse_int(cmd, a, v, 1, 4096, &iv)) goto bad;
             o->tp = (int)iv;
@@ -260,7 +265,8 @@ cv_status run_backend_open(const run_opts *o, run_backend *rb, int *rank, int *w
                         .be = {.device = o->device, .n_threads = (int)o->threads,
                                .cpu_level = o->cpu_level},
                         .params = {.n_slots = o->n_slots, .n_ctx = o->n_ctx,
-                                   .kv_type = o->kv_type, .max_batch = o->batch}};
+                                   .kv_type = o->kv_type, .max_batch = o->batch,
+                                   .weights_mmap = o->mmap}};
     cv_status st = engine_create(&ec, &rb->eng, e);
     if (st != CV_OK)
         return st;

@@ -31,6 +31,7 @@ typedef struct run_opts {
     int top_logprobs;
     bool no_bos;
     bool ignore_eos;
+    bool mmap;   /* --mmap: compute from the file mapping, no huge-page copy */
 } run_opts;
 
 /* Parse argv (argv[0] = "run"). Returns -1 to go on, or an exit code (0 for

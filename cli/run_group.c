@@ -59,7 +59,8 @@ cv_status run_group_open(const run_opts *o, run_backend *rb, int rank, int world
                        .be = {.device = o->device, .n_threads = (int)o->threads,
                               .cpu_level = o->cpu_level},
                        .params = {.n_slots = o->n_slots, .n_ctx = o->n_ctx,
-                                  .kv_type = o->kv_type, .max_batch = o->batch},
+                                  .kv_type = o->kv_type, .max_batch = o->batch,
+                                  .weights_mmap = o->mmap},
                        .tp = o->tp,
                        .pp = o->pp,
                        .mem = mem};

@@ -28,6 +28,11 @@ typedef struct model_params {
     int64_t n_ctx;     /* max positions per sequence (<= n_ctx_train unless forced) */
     int kv_type;       /* DT_F32 or DT_F16 */
     int64_t max_batch; /* max tokens per forward call (sizes scratch) */
+    int weights_mmap;  /* host backends: 1 = compute straight from the file mapping (4 KiB
+                          pages of the page cache); 0 (default) = copy the rank's weights
+                          into anonymous memory with transparent huge pages, which streams
+                          ~20% faster in decode (fewer TLB misses, prefetch across 4 KiB);
+                          CARAVAN_MMAP=1 in the environment forces 1 */
 } model_params;
 
 /* Activation buffers of one rank (backend memory), sized for max_batch
@@ -61,8 +66,11 @@ typedef struct model {
     void *scratch;           /* model_scratch*: backend buffers for activations, sized by max_batch */
     size_t weight_bytes;     /* bytes of weights this rank holds */
     size_t kv_bytes;         /* bytes of KV cache */
-    size_t mapped_resident_bytes; /* bytes of the GGUF mapping this rank keeps faulted in: its
+    size_t mapped_resident_bytes; /* bytes of the GGUF's tensor data this rank holds in host
+                                     memory (the mapping's pages, or their anonymous copy): its
                                      aliased weights, page-rounded (0 when nothing is aliased) */
+    struct model_anon *anon;      /* anonymous copies of the mapping's spans (weights_mmap 0) */
+    int n_anon;
 } model;
 
 /* Load this rank's shard (shard NULL: the whole model) from an open GGUF
