@@ -1,31 +1,45 @@
 /* gemv_multi_avx2.c - AVX2 fused decode for a few tokens at once (2..8, e.g.
- * several sequences decoding together): each weight block is read from the
- * weights once, decoded to its levels in registers and multiplied with the
- * q8 activation block of every token, so a step of k tokens streams the
- * weights once instead of k times (and skips the packing of the prefill GEMM).
- * Called through cpu_avx2_gemv (gemv_avx2.c) for n_tok >= 2; matmul.c routes
- * n_tok <= cpu_avx2_gemv_multi_max(type) here instead of to gemm_avx2.c.
+ * several sequences decoding together, or the micro-batches of a pipeline
+ * stage): each weight block is read from the weights once, decoded to its
+ * levels in registers and multiplied with the q8 activation block of every
+ * token, so a step of k tokens streams the weights once instead of k times
+ * (and skips the packing of the prefill GEMM). Called through cpu_avx2_gemv
+ * (gemv_avx2.c) for n_tok >= 2; matmul.c routes n_tok <=
+ * cpu_avx2_gemv_multi_max(type) here instead of to gemm_avx2.c.
  *
- * Family A (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, act "q8b"): the K axis is cut into
- * chunks of MT_CH block pairs. Per chunk, a table holds for every token and
- * block pair the activations in the lane order of the weights (Q4/Q5: two
- * blocks' low nibbles in one register against [x_b 0..15 | x_b+1 0..15]) and
- * the activation scales as vectors [b x4 | b+1 x4] (Q8_0: [b b b+1 b+1] per
- * 128-bit lane, the order of vphaddd). Then for each group of 1-2 rows and
- * each group of up to 4 tokens (a later group finds the rows in L1), per
- * block pair: levels decoded once per row, per (row, token) 2 maddubs + add
- * + madd + convert + 2 FMA into one float accumulator per (row, token); the
- * per-row scales enter as [d_b x4 | d_b+1 x4] (one FMA folds the offset
- * term of Q4_0/Q5_0). Partial sums go to y at the end of each chunk.
+ * These kernels are compute-bound (the weights of a step are read once), so
+ * the work per (row, token, block) is what counts. On this core class the
+ * integer multiplies (vpmaddubsw, vpmaddwd) share two pipes with the FMA and
+ * the convert, shuffles and unpacks have two others, and vphaddd costs two
+ * cycles: the kernels below keep the multiply pipes for the products and do
+ * the reductions with unpacks and adds.
  *
- * Family K (Q4_K, act "q8kb"): one row at a time, up to 4 tokens in
- * registers; the 6-bit group scales and mins are unpacked once per row and
- * super-block, the nibble levels once per 64 elements, then per token
- * 2 maddubs + 2 madd (group scales) into an integer accumulator per
- * super-block; per super-block the integer sums of the tokens are reduced
- * exactly and one float per token is added in order (so tensor-parallel
+ * Family A (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, act "q8b"): 4 rows at a time (rows
+ * past the end repeat the last row and are not stored), the K axis cut into
+ * chunks of MT_CH block pairs. Per chunk a table holds for every block pair
+ * and token the activations in the lane order of the weights (Q4/Q5: two
+ * blocks' low nibbles in one register against [x_b 0..15 | x_b+1 0..15]),
+ * dx as [b x4 | b+1 x4] and the offset term k sx the same way. Per block
+ * pair the levels of the 4 rows are decoded once; per token, 2 vpmaddubsw +
+ * 1 add per row, then a "transposed" reduction of the 4 rows (unpacks and
+ * adds in 16-bit lanes where the bounds allow it, one vpmaddwd) gives the
+ * integer sums [b: rows 0..3 | b+1: rows 0..3], and one convert + 2 FMA (3
+ * products for Q4_1/Q5_1) apply the row scales [b: d x4 rows | b+1: ...]
+ * and the token's table. Q8_0 keeps |levels| in registers and signs the
+ * activations per row (vpsignb), 2 vpmaddubsw + 2 vpmaddwd per row and token.
+ *
+ * Family K (Q4_K, act "q8kb"): one row at a time with up to 4 tokens (a
+ * later token group finds the row in L1). Per chunk of MT_KCH super-blocks
+ * a table holds each token's activations reordered so that one vpmaddubsw
+ * covers 16 elements of each of two 32-element groups ([x 0..15 of group 2j
+ * | x 0..15 of group 2j+1] and the same for 16..31): per token and 64
+ * elements 2 vpmaddubsw + 1 add + 1 vpmaddwd (group scales [sc_2j x8 |
+ * sc_2j+1 x8]) + 1 add into an integer accumulator. Per super-block the
+ * integer sums of the tokens (levels and mins) are reduced exactly and one
+ * float per token, (sum * d dx - mins * dmin dx), is added in order to the
+ * token's running sum (carried in y across chunks), so tensor-parallel
  * column slices on super-block boundaries sum to the same floats as the
- * whole row: test_engine_shard's Q4_K layout compares them to 1e-4).
+ * whole row (test_engine_shard's Q4_K layout compares them to 1e-4).
  *
  * Odd block counts (family A): the last block is done in scalar code. */
 #include <immintrin.h>
@@ -38,8 +52,10 @@
 #include "cpu_kernels.h"
 
 #define MT_MAX 8  /* most tokens per call */
-#define MT_CH 32  /* block pairs (64 blocks, 2048 elements) per K chunk */
-#define MT_TV 4   /* table vectors per (token, block pair) */
+#define MT_CH 64  /* block pairs (128 blocks, 4096 elements) per K chunk, family A: rows
+                   * are read in long runs (short ones cost the hardware prefetch) */
+#define MT_TV 4   /* table vectors per (block pair, token) */
+#define MT_KCH 8  /* super-blocks per K chunk, Q4_K */
 
 int cpu_avx2_gemv_multi_max(int type)
 {
@@ -68,18 +84,18 @@ AI uint64_t mt_u16(const uint8_t *p)
     return h;
 }
 
-/* f16 at p (block b) and p + bs (block b+1) -> [b x4 | b+1 x4] */
-AI __m256 mt_pair_h(const uint8_t *p, size_t bs)
+/* The f16 at offset `off` of block b (p_r + off) and b+1 (+ bs) of 4 rows ->
+ * [b: rows 0..3 | b+1: rows 0..3]. Gathered in general registers (the empty
+ * asm keeps gcc from building it with vector shuffles on the busy pipes). */
+AI __m256 mt_rows4_h(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3,
+                     size_t bs)
 {
-    const uint64_t rep = 0x0001000100010001ULL;
-    return _mm256_cvtph_ps(_mm_set_epi64x((long long)(mt_u16(p + bs) * rep), (long long)(mt_u16(p) * rep)));
-}
-
-/* the same in the vphaddd order [b b b+1 b+1 | b b b+1 b+1] */
-AI __m256 mt_pair_h2(const uint8_t *p, size_t bs)
-{
-    uint64_t h = mt_u16(p) * 0x00010001ULL | (mt_u16(p + bs) * 0x00010001ULL) << 32;
-    return _mm256_cvtph_ps(_mm_set1_epi64x((long long)h));
+    uint64_t a = mt_u16(p0), b = mt_u16(p1), c = mt_u16(p2), d = mt_u16(p3);
+    uint64_t e = mt_u16(p0 + bs), f = mt_u16(p1 + bs), g = mt_u16(p2 + bs), h = mt_u16(p3 + bs);
+    __asm__("" : "+r"(a), "+r"(b), "+r"(c), "+r"(d));
+    __asm__("" : "+r"(e), "+r"(f), "+r"(g), "+r"(h));
+    return _mm256_cvtph_ps(_mm_set_epi64x((long long)(e | f << 16 | g << 32 | h << 48),
+                                          (long long)(a | b << 16 | c << 32 | d << 48)));
 }
 
 AI size_t mt_bs(int type)
@@ -89,29 +105,32 @@ AI size_t mt_bs(int type)
                            : sizeof(dt_block_q8_0);
 }
 
-/* Table of one token for block pairs [pb, pb + np): per pair | xl | xh | dx | k sx / 4 |
- * (Q8_0: | x_b | x_b+1 | dx in vphaddd order | unused |). */
-static void mt_a_table(int type, const uint8_t *xq, int64_t n, int64_t pb, int np, __m256 *tab)
+/* Table of the nt tokens for block pairs [pb, pb + np): at (p * nt + t) *
+ * MT_TV | xl | xh | dx [b x4 | b+1 x4] | k sx [b x4 | b+1 x4] |; Q4/Q5: xl =
+ * [x_b 0..15 | x_b+1 0..15], xh = [x_b 16..31 | x_b+1 16..31]; Q8_0: x_b,
+ * x_b+1 (the weights' own order). k: -8 (Q4_0), -16 (Q5_0), 1 (Q4_1, Q5_1). */
+static void mt_a_table(int type, const uint8_t *x, size_t xs, int nt, int64_t n, int64_t pb, int np,
+                       __m256 *tab)
 {
-    int64_t nbp = cpu_pad8(n / 32);
-    const float *dx = (const float *)(xq + n), *sx = dx + nbp;
-    /* the offset term is added in each of a block's 4 lanes: a quarter in each */
-    const float k = 0.25f * (type == DT_Q4_0 ? -8.0f : type == DT_Q5_0 ? -16.0f : 1.0f);
-    for (int p = 0; p < np; p++) {
-        int64_t b = 2 * (pb + p);
-        __m256i x0 = _mm256_load_si256((const __m256i *)(xq + 32 * b));
-        __m256i x1 = _mm256_load_si256((const __m256i *)(xq + 32 * b + 32));
-        __m256 *t = tab + MT_TV * p;
-        if (type == DT_Q8_0) {
-            t[0] = _mm256_castsi256_ps(x0);
-            t[1] = _mm256_castsi256_ps(x1);
-            t[2] = _mm256_setr_ps(dx[b], dx[b], dx[b + 1], dx[b + 1], dx[b], dx[b], dx[b + 1], dx[b + 1]);
-            t[3] = _mm256_setzero_ps();
-        } else {
-            t[0] = _mm256_castsi256_ps(_mm256_permute2x128_si256(x0, x1, 0x20));
-            t[1] = _mm256_castsi256_ps(_mm256_permute2x128_si256(x0, x1, 0x31));
-            t[2] = _mm256_set_m128(_mm_set1_ps(dx[b + 1]), _mm_set1_ps(dx[b]));
-            t[3] = _mm256_set_m128(_mm_set1_ps(k * sx[b + 1]), _mm_set1_ps(k * sx[b]));
+    const int64_t nbp = cpu_pad8(n / 32);
+    const float k = type == DT_Q4_0 ? -8.0f : type == DT_Q5_0 ? -16.0f : 1.0f;
+    for (int t = 0; t < nt; t++) {
+        const uint8_t *xq = x + t * xs;
+        const float *dx = (const float *)(xq + n), *sx = dx + nbp;
+        for (int p = 0; p < np; p++) {
+            int64_t b = 2 * (pb + p);
+            __m256i x0 = _mm256_load_si256((const __m256i *)(xq + 32 * b));
+            __m256i x1 = _mm256_load_si256((const __m256i *)(xq + 32 * b + 32));
+            __m256 *T = tab + ((size_t)p * nt + t) * MT_TV;
+            if (type == DT_Q8_0) {
+                T[0] = _mm256_castsi256_ps(x0);
+                T[1] = _mm256_castsi256_ps(x1);
+            } else {
+                T[0] = _mm256_castsi256_ps(_mm256_permute2x128_si256(x0, x1, 0x20));
+                T[1] = _mm256_castsi256_ps(_mm256_permute2x128_si256(x0, x1, 0x31));
+            }
+            T[2] = _mm256_set_m128(_mm_set1_ps(dx[b + 1]), _mm_set1_ps(dx[b]));
+            T[3] = _mm256_set_m128(_mm_set1_ps(k * sx[b + 1]), _mm_set1_ps(k * sx[b]));
         }
     }
 }
@@ -125,11 +144,43 @@ AI __m256i mt_q5_hbits(const uint8_t *qh0, const uint8_t *qh1, int hi)
     return bits_to_0x10(v);
 }
 
-/* RR (1..2) rows x NT (1..4) tokens over the np block pairs of one chunk
- * starting at pair pb; tab: table of the first token (tokens ts vectors
- * apart). Writes (first chunk) or adds the partial dots to y[t * ldy + r]. */
-AI void mt_a_kernel(const int type, const uint8_t *w, size_t ws, int64_t pb, int np, const __m256 *tab,
-                    size_t ts, float *y, int64_t ldy, int first, int pf, const int RR, const int NT)
+/* Transposed reduction of 4 rows: p_r = 16 int16 partial sums of row r
+ * (lanes 0..7: block b, 8..15: block b+1) -> int32 [b: rows 0..3 | b+1:
+ * rows 0..3]. wide = 0: all in 16 bits (|4 lanes| < 2^15, Q4); wide = 1:
+ * pairs in 16 bits, then widened (|2 lanes| < 2^15, Q5). */
+AI __m256i mt_reduce4_i16(__m256i p0, __m256i p1, __m256i p2, __m256i p3, const int wide)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    /* [r0 r1 r0 r1 ...] per 128-bit lane */
+    __m256i t01 = _mm256_add_epi16(_mm256_unpacklo_epi16(p0, p1), _mm256_unpackhi_epi16(p0, p1));
+    __m256i t23 = _mm256_add_epi16(_mm256_unpacklo_epi16(p2, p3), _mm256_unpackhi_epi16(p2, p3));
+    /* [r0 r1 r2 r3 r0 r1 r2 r3] per 128-bit lane */
+    const __m256i pairs = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
+                                           0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
+    __m256i ul = _mm256_unpacklo_epi32(t01, t23), uh = _mm256_unpackhi_epi32(t01, t23);
+    if (!wide)
+        return _mm256_madd_epi16(_mm256_shuffle_epi8(_mm256_add_epi16(ul, uh), pairs), ones);
+    return _mm256_add_epi32(_mm256_madd_epi16(_mm256_shuffle_epi8(ul, pairs), ones),
+                            _mm256_madd_epi16(_mm256_shuffle_epi8(uh, pairs), ones));
+}
+
+/* The same in 32-bit lanes: c_r = 8 int32 of row r -> [r0 r1 r2 r3] per
+ * 128-bit lane (each the sum of that lane's 4 values of the row). */
+AI __m256i mt_reduce4_i32(__m256i c0, __m256i c1, __m256i c2, __m256i c3)
+{
+    __m256i t01 = _mm256_add_epi32(_mm256_unpacklo_epi32(c0, c1), _mm256_unpackhi_epi32(c0, c1));
+    __m256i t23 = _mm256_add_epi32(_mm256_unpacklo_epi32(c2, c3), _mm256_unpackhi_epi32(c2, c3));
+    return _mm256_add_epi32(_mm256_unpacklo_epi64(t01, t23), _mm256_unpackhi_epi64(t01, t23));
+}
+
+/* 4 rows (w0..w3: their first blocks) x NT (1..4) tokens over the np block
+ * pairs of one chunk starting at pair pb; T: table of the chunk's first pair
+ * and of this group's first token, ntt tokens per pair. Writes (first chunk)
+ * or adds the partial dots to y[t * ldy + r] for r < nr. pf: the next row
+ * group's first row (walked linearly, one line per pair), or NULL. */
+AI void mt_a_kernel(const int type, const uint8_t *w0, const uint8_t *w1, const uint8_t *w2,
+                    const uint8_t *w3, size_t pf, int64_t pb, int np, const __m256 *T, int ntt,
+                    const __m256 *D, float *y, int64_t ldy, int nr, int first, const int NT)
 {
     const size_t bs = mt_bs(type);
     const size_t qo = type == DT_Q4_0 ? offsetof(dt_block_q4_0, qs) : type == DT_Q4_1 ? offsetof(dt_block_q4_1, qs)
@@ -139,76 +190,82 @@ AI void mt_a_kernel(const int type, const uint8_t *w, size_t ws, int64_t pb, int
     const int q5 = type == DT_Q5_0 || type == DT_Q5_1, has_m = type == DT_Q4_1 || type == DT_Q5_1;
     const int q8 = type == DT_Q8_0, off = type == DT_Q4_0 || type == DT_Q5_0;
     const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
-    __m256 acc[2][4];
-#pragma GCC unroll 2
-    for (int r = 0; r < RR; r++)
+    __m256 acc[4];
 #pragma GCC unroll 4
-        for (int t = 0; t < NT; t++)
-            acc[r][t] = _mm256_setzero_ps();
-    for (int p = 0; p < np; p++) {
-        const uint8_t *blk = w + 2 * (pb + p) * bs;
-        __m256i lo[2], hi[2];
-        __m256 dp[2], mp[2];
-#pragma GCC unroll 2
-        for (int r = 0; r < RR; r++) {
-            const uint8_t *b = blk + r * ws;
-            if (pf) /* the next row group, when this work item has one */
-                _mm_prefetch((const char *)b + RR * ws, _MM_HINT_T0);
-            if (q8) {
-                lo[r] = _mm256_loadu_si256((const __m256i *)(b + qo));
-                hi[r] = _mm256_loadu_si256((const __m256i *)(b + bs + qo));
-                dp[r] = mt_pair_h2(b, bs);
+    for (int t = 0; t < NT; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int p = 0; p < np; p++, T += (size_t)ntt * MT_TV) {
+        const size_t o = 2 * (size_t)(pb + p) * bs;
+        const uint8_t *b[4] = {w0 + o, w1 + o, w2 + o, w3 + o};
+        if (pf)
+            for (int r = 0; r < 4; r++)
+                _mm_prefetch((const char *)b[r] + pf, _MM_HINT_T0);
+        __m256i lo[4], hi[4];
+        __m256 dp = D[p * (1 + has_m)], mp = D[p * (1 + has_m) + has_m];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            if (q8) { /* |levels|; the signs are applied to the activations */
+                lo[r] = _mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)(b[r] + qo)));
+                hi[r] = _mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)(b[r] + bs + qo)));
             } else {
                 __m256i v = _mm256_inserti128_si256(
-                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(b + qo))),
-                    _mm_loadu_si128((const __m128i *)(b + bs + qo)), 1);
+                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(b[r] + qo))),
+                    _mm_loadu_si128((const __m128i *)(b[r] + bs + qo)), 1);
                 lo[r] = _mm256_and_si256(v, m4);
                 hi[r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
                 if (q5) {
-                    lo[r] = _mm256_or_si256(lo[r], mt_q5_hbits(b + ho, b + bs + ho, 0));
-                    hi[r] = _mm256_or_si256(hi[r], mt_q5_hbits(b + ho, b + bs + ho, 1));
+                    lo[r] = _mm256_or_si256(lo[r], mt_q5_hbits(b[r] + ho, b[r] + bs + ho, 0));
+                    hi[r] = _mm256_or_si256(hi[r], mt_q5_hbits(b[r] + ho, b[r] + bs + ho, 1));
                 }
-                dp[r] = mt_pair_h(b, bs);
-                if (has_m)
-                    mp[r] = mt_pair_h(b + 2, bs);
             }
         }
 #pragma GCC unroll 4
         for (int t = 0; t < NT; t++) {
-            const __m256 *T = tab + t * ts + MT_TV * p;
-            __m256i xl = _mm256_castps_si256(T[0]), xh = _mm256_castps_si256(T[1]);
-#pragma GCC unroll 2
-            for (int r = 0; r < RR; r++) {
-                if (q8) {
-                    __m256i m0 = _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(_mm256_abs_epi8(lo[r]), _mm256_sign_epi8(xl, lo[r])), ones);
-                    __m256i m1 = _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(_mm256_abs_epi8(hi[r]), _mm256_sign_epi8(xh, hi[r])), ones);
-                    __m256 s = _mm256_cvtepi32_ps(_mm256_hadd_epi32(m0, m1));
-                    acc[r][t] = _mm256_fmadd_ps(dp[r], _mm256_mul_ps(s, T[2]), acc[r][t]);
-                } else {
-                    /* |lane| <= 2 * (2 * 31 * 127) */
-                    __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo[r], xl), _mm256_maddubs_epi16(hi[r], xh));
-                    __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
-                    if (off)
-                        acc[r][t] = _mm256_fmadd_ps(dp[r], _mm256_fmadd_ps(s, T[2], T[3]), acc[r][t]);
-                    else
-                        acc[r][t] = _mm256_fmadd_ps(dp[r], _mm256_mul_ps(s, T[2]),
-                                                    _mm256_fmadd_ps(mp[r], T[3], acc[r][t]));
+            const __m256 *Tt = T + t * MT_TV;
+            __m256i xl = _mm256_castps_si256(Tt[0]), xh = _mm256_castps_si256(Tt[1]);
+            __m256i s;
+            if (q8) {
+                __m256i c0[4], c1[4];
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; r++) {
+                    /* |16-bit lane| <= 2 * 127 * 127: widened at once */
+                    __m256i q0 = _mm256_loadu_si256((const __m256i *)(b[r] + qo));
+                    __m256i q1 = _mm256_loadu_si256((const __m256i *)(b[r] + bs + qo));
+                    c0[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(lo[r], _mm256_sign_epi8(xl, q0)), ones);
+                    c1[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(hi[r], _mm256_sign_epi8(xh, q1)), ones);
                 }
+                __m256i s0 = mt_reduce4_i32(c0[0], c0[1], c0[2], c0[3]); /* block b, 2 halves */
+                __m256i s1 = mt_reduce4_i32(c1[0], c1[1], c1[2], c1[3]); /* block b+1 */
+                s = _mm256_add_epi32(_mm256_blend_epi32(s0, s1, 0xf0), _mm256_permute2x128_si256(s0, s1, 0x21));
+            } else {
+                __m256i pr[4];
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; r++) /* |lane| <= 2 * 2 * 15 * 127 (Q5: 31) */
+                    pr[r] = _mm256_add_epi16(_mm256_maddubs_epi16(lo[r], xl), _mm256_maddubs_epi16(hi[r], xh));
+                s = mt_reduce4_i16(pr[0], pr[1], pr[2], pr[3], q5);
             }
+            __m256 sf = _mm256_cvtepi32_ps(s);
+            if (q8)
+                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(sf, Tt[2]), dp, acc[t]);
+            else if (off)
+                acc[t] = _mm256_fmadd_ps(dp, _mm256_fmadd_ps(sf, Tt[2], Tt[3]), acc[t]);
+            else
+                acc[t] = _mm256_fmadd_ps(dp, _mm256_mul_ps(sf, Tt[2]), _mm256_fmadd_ps(mp, Tt[3], acc[t]));
         }
     }
 #pragma GCC unroll 4
-    for (int t = 0; t < NT; t++)
-#pragma GCC unroll 2
-        for (int r = 0; r < RR; r++) {
-            float v = hsum256(acc[r][t]);
-            if (first)
-                y[t * ldy + r] = v;
-            else
-                y[t * ldy + r] += v;
+    for (int t = 0; t < NT; t++) {
+        __m128 v = _mm_add_ps(_mm256_castps256_ps128(acc[t]), _mm256_extractf128_ps(acc[t], 1));
+        float *yt = y + t * ldy;
+        if (nr == 4) {
+            _mm_storeu_ps(yt, first ? v : _mm_add_ps(_mm_loadu_ps(yt), v));
+        } else {
+            float o[4];
+            _mm_storeu_ps(o, v);
+            for (int r = 0; r < nr; r++)
+                yt[r] = first ? o[r] : yt[r] + o[r];
         }
+    }
 }
 
 /* scalar dot of one block of `type` with one q8 activation block (scale dx,
@@ -261,19 +318,19 @@ static float mt_a_block_scalar(int type, const uint8_t *blk, const int8_t *x, fl
     return d * dx * (float)si + m * sx;
 }
 
+typedef void (*mt_a_fn)(const uint8_t *, const uint8_t *, const uint8_t *, const uint8_t *, size_t,
+                        int64_t, int, const __m256 *, int, const __m256 *, float *, int64_t, int, int, int);
+
 #define MT_A_DISPATCH(T)                                                                           \
-    static void mt_a_##T(const uint8_t *w, size_t ws, int64_t pb, int np, const __m256 *tab,       \
-                         size_t ts, float *y, int64_t ldy, int first, int pf, int rr, int nt)      \
+    static void mt_a_##T(const uint8_t *w0, const uint8_t *w1, const uint8_t *w2, const uint8_t *w3, \
+                         size_t pf, int64_t pb, int np, const __m256 *tab, int ntt, const __m256 *D,    \
+                         float *y, int64_t ldy, int nr, int first, int nt)                          \
     {                                                                                              \
-        switch (rr * 8 + nt) {                                                                     \
-        case 9: mt_a_kernel(DT_##T, w, ws, pb, np, tab, ts, y, ldy, first, pf, 1, 1); break;           \
-        case 10: mt_a_kernel(DT_##T, w, ws, pb, np, tab, ts, y, ldy, first, pf, 1, 2); break;          \
-        case 11: mt_a_kernel(DT_##T, w, ws, pb, np, tab, ts, y, ldy, first, pf, 1, 3); break;          \
-        case 12: mt_a_kernel(DT_##T, w, ws, pb, np, tab, ts, y, ldy, first, pf, 1, 4); break;          \
-        case 17: mt_a_kernel(DT_##T, w, ws, pb, np, tab, ts, y, ldy, first, pf, 2, 1); break;          \
-        case 18: mt_a_kernel(DT_##T, w, ws, pb, np, tab, ts, y, ldy, first, pf, 2, 2); break;          \
-        case 19: mt_a_kernel(DT_##T, w, ws, pb, np, tab, ts, y, ldy, first, pf, 2, 3); break;          \
-        default: mt_a_kernel(DT_##T, w, ws, pb, np, tab, ts, y, ldy, first, pf, 2, 4); break;          \
+        switch (nt) {                                                                              \
+        case 1: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, D, y, ldy, nr, first, 1); break; \
+        case 2: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, D, y, ldy, nr, first, 2); break; \
+        case 3: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, D, y, ldy, nr, first, 3); break; \
+        default: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, D, y, ldy, nr, first, 4); break; \
         }                                                                                          \
     }
 MT_A_DISPATCH(Q4_0)
@@ -285,26 +342,36 @@ MT_A_DISPATCH(Q8_0)
 
 static void mt_a(const cpu_gemm_args *a)
 {
-    __m256 tab[MT_MAX * MT_CH * MT_TV]; /* 32 KiB of stack */
+    __m256 tab[MT_MAX * MT_CH * MT_TV]; /* 64 KiB of stack */
+    __m256 dtab[2 * MT_CH];
     const int type = a->type;
-    const size_t bs = mt_bs(type), ts = MT_CH * MT_TV;
-    const int64_t n = a->n, nb = n / 32, npairs = nb / 2, nt = a->n_tok;
-    const int rr_max = type == DT_Q8_0 ? 1 : 2; /* Q8_0: 4 level registers per row */
-    const int ng = (int)((nt + 3) / 4);       /* token groups of <= 4 */
-    void (*kern)(const uint8_t *, size_t, int64_t, int, const __m256 *, size_t, float *, int64_t, int, int,
-                 int, int) = type == DT_Q4_0 ? mt_a_Q4_0 : type == DT_Q4_1 ? mt_a_Q4_1
-                      : type == DT_Q5_0 ? mt_a_Q5_0 : type == DT_Q5_1 ? mt_a_Q5_1 : mt_a_Q8_0;
+    const size_t bs = mt_bs(type), ws = a->w_stride;
+    const int64_t n = a->n, nb = n / 32, npairs = nb / 2, nrows = a->n_rows;
+    const int nt = (int)a->n_tok, ng = (nt + 3) / 4; /* token groups of <= 4 */
+    const int has_m = type == DT_Q4_1 || type == DT_Q5_1;
+    mt_a_fn kern = type == DT_Q4_0 ? mt_a_Q4_0 : type == DT_Q4_1 ? mt_a_Q4_1
+                 : type == DT_Q5_0 ? mt_a_Q5_0 : type == DT_Q5_1 ? mt_a_Q5_1 : mt_a_Q8_0;
     for (int64_t c0 = 0; c0 < npairs; c0 += MT_CH) {
         int np = (int)(npairs - c0 < MT_CH ? npairs - c0 : MT_CH);
-        for (int64_t t = 0; t < nt; t++)
-            mt_a_table(type, a->x + t * a->x_stride, n, c0, np, tab + (size_t)t * ts);
-        for (int64_t r0 = 0; r0 < a->n_rows; r0 += rr_max) {
-            int rr = (int)(a->n_rows - r0 < rr_max ? a->n_rows - r0 : rr_max);
+        mt_a_table(type, a->x, a->x_stride, nt, n, c0, np, tab);
+        for (int64_t r0 = 0; r0 < nrows; r0 += 4) {
+            int nr = (int)(nrows - r0 < 4 ? nrows - r0 : 4);
+            const uint8_t *w[4];
+            for (int r = 0; r < 4; r++) /* rows past the end: the last row again, not stored */
+                w[r] = a->w + (r0 + (r < nr ? r : nr - 1)) * ws;
+            /* the next group of rows, prefetched while this one computes */
+            size_t pf = r0 + 8 <= nrows ? 4 * ws : 0;
+            /* the row scales per pair: [b: d rows 0..3 | b+1: ...] (and m) */
+            for (int p = 0; p < np; p++) {
+                size_t o = 2 * (size_t)(c0 + p) * bs;
+                dtab[p * (1 + has_m)] = mt_rows4_h(w[0] + o, w[1] + o, w[2] + o, w[3] + o, bs);
+                if (has_m)
+                    dtab[p * 2 + 1] = mt_rows4_h(w[0] + o + 2, w[1] + o + 2, w[2] + o + 2, w[3] + o + 2, bs);
+            }
             for (int g = 0; g < ng; g++) {
-                int t0 = (int)(nt * g / ng), t1 = (int)(nt * (g + 1) / ng);
-                kern(a->w + r0 * a->w_stride, a->w_stride, c0, np, tab + (size_t)t0 * ts, ts,
-                     a->y + t0 * a->ldy + r0, a->ldy, c0 == 0, g == 0 && r0 + 2 * rr <= a->n_rows, rr,
-                     t1 - t0);
+                int t0 = nt * g / ng, t1 = nt * (g + 1) / ng;
+                kern(w[0], w[1], w[2], w[3], g == 0 ? pf : 0, c0, np, tab + (size_t)t0 * MT_TV, nt, dtab,
+                     a->y + t0 * a->ldy + r0, a->ldy, nr, c0 == 0, t1 - t0);
             }
         }
     }
@@ -313,9 +380,9 @@ static void mt_a(const cpu_gemm_args *a)
         for (int64_t t = 0; t < nt; t++) {
             const uint8_t *xq = a->x + t * a->x_stride;
             const float *dx = (const float *)(xq + n), *sx = dx + nbp;
-            for (int64_t r = 0; r < a->n_rows; r++) {
-                float v = mt_a_block_scalar(type, a->w + r * a->w_stride + b * bs,
-                                            (const int8_t *)xq + 32 * b, dx[b], sx[b]);
+            for (int64_t r = 0; r < nrows; r++) {
+                float v = mt_a_block_scalar(type, a->w + r * ws + b * bs, (const int8_t *)xq + 32 * b,
+                                            dx[b], sx[b]);
                 float *yy = a->y + t * a->ldy + r;
                 *yy = npairs ? *yy + v : v;
             }
@@ -337,61 +404,116 @@ AI __m128i mt_q4k_scales(const uint8_t *s)
     return _mm_set_epi64x((long long)mn, (long long)sc);
 }
 
-/* one Q4_K row x NT (1..4) q8kb tokens (xs bytes apart) -> y[t * ldy]. The
- * integer sums of a super-block are reduced exactly (to one int32 per token
- * for the levels and one for the mins) and each super-block's float value is
- * added to the token's sum in order, so splitting K on super-block
- * boundaries (tensor-parallel column slices) and adding the parts gives the
- * same floats as the whole row. */
-AI void mt_k_row(const uint8_t *w, const uint8_t *pf, const uint8_t *x, size_t xs, int64_t n, float *y,
-                 int64_t ldy, const int NT)
+/* Q4_K token table of one chunk: per (super-block, token) MT_KX bytes: the
+ * 256 activations reordered, per 64 elements (groups 2j, 2j+1) | x 0..15 of
+ * 2j | x 0..15 of 2j+1 | x 16..31 of 2j | x 16..31 of 2j+1 |. Per (super-
+ * block, token) of the whole call, in mt_k_side: the 8 pair sums of its
+ * bsums (int16, one per group of 32) and dx, MT_MAX + 4 tokens per
+ * super-block (the padding zero) so that 4 tokens are read at once. */
+#define MT_KX 256
+typedef struct {
+    int16_t bp[MT_MAX + 4][8];
+    float dx[MT_MAX + 4];
+} mt_k_side;
+
+static void mt_k_table(const uint8_t *x, size_t xs, int nt, int64_t n, int64_t s0, int nsc, uint8_t *tab)
 {
-    const int64_t ns = n / 256;
-    const __m256i m4 = _mm256_set1_epi8(15);
-    __m128 yv = _mm_setzero_ps(); /* lane t: token t */
-    for (int64_t s = 0; s < ns; s++) {
-        const dt_block_q4_k *b = (const dt_block_q4_k *)w + s;
-        if (pf)
-            for (int l = 0; l < 3; l++)
-                _mm_prefetch((const char *)pf + s * sizeof(dt_block_q4_k) + 64 * l, _MM_HINT_T0);
-        __m128i scmn = mt_q4k_scales(b->scales);
-        __m128i sc8 = _mm_cvtepu8_epi16(scmn), mn8 = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(scmn, scmn));
-        __m256i scv = _mm256_broadcastsi128_si256(sc8);
-        __m256i ia[4];
-        __m128i im[4];
-        float dxs[4] = {0, 0, 0, 0};
-#pragma GCC unroll 4
-        for (int t = 0; t < 4; t++)
-            ia[t] = _mm256_setzero_si256(), im[t] = _mm_setzero_si128();
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; j++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * j));
-            __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-            __m256i slo = _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * j))));
-            __m256i shi = _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * j + 1))));
-#pragma GCC unroll 4
-            for (int t = 0; t < NT; t++) {
-                const uint8_t *xt = x + t * xs + 256 * s + 64 * j;
-                __m256i plo = _mm256_maddubs_epi16(lo, _mm256_load_si256((const __m256i *)xt));
-                __m256i phi = _mm256_maddubs_epi16(hi, _mm256_load_si256((const __m256i *)(xt + 32)));
-                ia[t] = _mm256_add_epi32(ia[t], _mm256_add_epi32(_mm256_madd_epi16(plo, slo),
-                                                                 _mm256_madd_epi16(phi, shi)));
+    for (int s = 0; s < nsc; s++)
+        for (int t = 0; t < nt; t++) {
+            const uint8_t *xq = x + t * xs + 256 * (s0 + s);
+            uint8_t *o = tab + ((size_t)s * nt + t) * MT_KX;
+            for (int j = 0; j < 4; j++) {
+                __m256i a = _mm256_load_si256((const __m256i *)(xq + 64 * j));
+                __m256i b = _mm256_load_si256((const __m256i *)(xq + 64 * j + 32));
+                _mm256_store_si256((__m256i *)(o + 64 * j), _mm256_permute2x128_si256(a, b, 0x20));
+                _mm256_store_si256((__m256i *)(o + 64 * j + 32), _mm256_permute2x128_si256(a, b, 0x31));
             }
         }
-#pragma GCC unroll 4
-        for (int t = 0; t < NT; t++) {
+}
+
+static void mt_k_sides(const uint8_t *x, size_t xs, int nt, int64_t n, int64_t s0, int nsc, mt_k_side *side)
+{
+    const int64_t ns = n / 256;
+    for (int s = 0; s < nsc; s++) {
+        memset(&side[s], 0, sizeof(side[s]));
+        for (int t = 0; t < nt; t++) {
             const float *dx = (const float *)(x + t * xs + n);
-            const int16_t *bsums = (const int16_t *)(dx + ns) + 16 * s;
+            const int16_t *bsums = (const int16_t *)(dx + ns) + 16 * (s0 + s);
             __m256i bsv = _mm256_loadu_si256((const __m256i *)bsums);
-            __m128i bp = _mm_hadd_epi16(_mm256_castsi256_si128(bsv), _mm256_extracti128_si256(bsv, 1));
-            im[t] = _mm_madd_epi16(mn8, bp);
-            dxs[t] = dx[s];
+            _mm_storeu_si128((__m128i *)side[s].bp[t],
+                             _mm_hadd_epi16(_mm256_castsi256_si128(bsv), _mm256_extracti128_si256(bsv, 1)));
+            side[s].dx[t] = dx[s0 + s];
         }
-        /* exact per-token sums [t0 t1 t2 t3] */
-        __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(ia[0], ia[1]), _mm256_hadd_epi32(ia[2], ia[3]));
-        __m128i si = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-        __m128i mi = _mm_hadd_epi32(_mm_hadd_epi32(im[0], im[1]), _mm_hadd_epi32(im[2], im[3]));
-        __m128 dxv = _mm_loadu_ps(dxs);
+    }
+}
+
+/* one Q4_K row (w: its first super-block) x NT (1..4) tokens over the nsc
+ * super-blocks of a chunk starting at s0; T: table of the chunk's first
+ * super-block and of this group's first token (ntt tokens per super-block);
+ * side: the chunk's side data, tokens from t0. The
+ * integer sums of a super-block are reduced exactly (one int32 per token for
+ * the levels and one for the mins) and its float value is added to the
+ * token's running sum y[t * ldy] (0 in the first chunk) in order. */
+AI void mt_k_row(const uint8_t *w, const uint8_t *pf, int64_t s0, int nsc, const uint8_t *T, int ntt,
+                 const mt_k_side *side, int t0, float *y, int64_t ldy, int first, const int NT)
+{
+    const __m256i m4 = _mm256_set1_epi8(15);
+    const __m256i shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
+    __m128 yv = _mm_setzero_ps(); /* lane t: token t */
+    if (!first) {
+        float in[4] = {0, 0, 0, 0};
+        for (int t = 0; t < NT; t++)
+            in[t] = y[t * ldy];
+        yv = _mm_loadu_ps(in);
+    }
+    for (int s = 0; s < nsc; s++, T += (size_t)ntt * MT_KX) {
+        const dt_block_q4_k *b = (const dt_block_q4_k *)w + s0 + s;
+        if (pf)
+            for (int l = 0; l < 3; l++)
+                _mm_prefetch((const char *)pf + (s0 + s) * sizeof(dt_block_q4_k) + 64 * l, _MM_HINT_T0);
+        __m128i scmn = mt_q4k_scales(b->scales);
+        __m128i sc8 = _mm_cvtepu8_epi16(scmn); /* scales as int16 */
+        __m256i scv = _mm256_broadcastsi128_si256(sc8);
+        __m256i ia[4];
+#pragma GCC unroll 4
+        for (int t = 0; t < 4; t++)
+            ia[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            /* | low nibbles of bytes 0..15 (group 2j, elements 0..15) | high
+             * nibbles (group 2j+1) |, the same for bytes 16..31 */
+            __m256i qa = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b->qs + 32 * j)));
+            __m256i qb = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b->qs + 32 * j + 16)));
+            __m256i la = _mm256_and_si256(_mm256_srlv_epi32(qa, shift), m4);
+            __m256i lb = _mm256_and_si256(_mm256_srlv_epi32(qb, shift), m4);
+            /* [sc_2j x8 | sc_2j+1 x8] */
+            __m256i scj = _mm256_shuffle_epi8(scv, _mm256_setr_epi8(
+                4 * j, 4 * j + 1, 4 * j, 4 * j + 1, 4 * j, 4 * j + 1, 4 * j, 4 * j + 1,
+                4 * j, 4 * j + 1, 4 * j, 4 * j + 1, 4 * j, 4 * j + 1, 4 * j, 4 * j + 1,
+                4 * j + 2, 4 * j + 3, 4 * j + 2, 4 * j + 3, 4 * j + 2, 4 * j + 3, 4 * j + 2, 4 * j + 3,
+                4 * j + 2, 4 * j + 3, 4 * j + 2, 4 * j + 3, 4 * j + 2, 4 * j + 3, 4 * j + 2, 4 * j + 3));
+#pragma GCC unroll 4
+            for (int t = 0; t < NT; t++) {
+                const uint8_t *xt = T + (size_t)t * MT_KX + 64 * j;
+                /* |lane| <= 2 * 2 * 15 * 127 */
+                __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(la, _mm256_load_si256((const __m256i *)xt)),
+                                             _mm256_maddubs_epi16(lb, _mm256_load_si256((const __m256i *)(xt + 32))));
+                ia[t] = _mm256_add_epi32(ia[t], _mm256_madd_epi16(p, scj));
+            }
+        }
+        /* mins: [mn x8 | mn x8] against [bp_t0 | bp_t1] and [bp_t2 | bp_t3] */
+        const mt_k_side *sd = side + s;
+        __m256i mn = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_unpackhi_epi64(scmn, scmn)));
+        __m256i m01 = _mm256_madd_epi16(mn, _mm256_loadu_si256((const __m256i *)sd->bp[t0]));
+        __m256i m23 = NT > 2 ? _mm256_madd_epi16(mn, _mm256_loadu_si256((const __m256i *)sd->bp[t0 + 2]))
+                             : _mm256_setzero_si256();
+        /* exact per-token sums: levels [t0 t1 t2 t3], mins [t0 t1 t2 t3] */
+        __m256i l = mt_reduce4_i32(ia[0], ia[1], ia[2], ia[3]);
+        __m128i si = _mm_add_epi32(_mm256_castsi256_si128(l), _mm256_extracti128_si256(l, 1));
+        __m256i u = _mm256_add_epi32(_mm256_unpacklo_epi32(m01, m23), _mm256_unpackhi_epi32(m01, m23));
+        u = _mm256_add_epi32(u, _mm256_shuffle_epi32(u, 0x4e)); /* [t0 t2 t0 t2 | t1 t3 t1 t3] */
+        __m128i mi = _mm_unpacklo_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
+        __m128 dxv = _mm_loadu_ps(sd->dx + t0);
         __m128 a1 = _mm_mul_ps(_mm_set1_ps(h2f(b->d)), dxv), a2 = _mm_mul_ps(_mm_set1_ps(h2f(b->dmin)), dxv);
         yv = _mm_add_ps(yv, _mm_sub_ps(_mm_mul_ps(_mm_cvtepi32_ps(si), a1), _mm_mul_ps(_mm_cvtepi32_ps(mi), a2)));
     }
@@ -404,21 +526,28 @@ AI void mt_k_row(const uint8_t *w, const uint8_t *pf, const uint8_t *x, size_t x
 
 static void mt_k(const cpu_gemm_args *a)
 {
-    const int64_t nt = a->n_tok;
-    const int ng = (int)((nt + 3) / 4);
-    for (int64_t r = 0; r < a->n_rows; r++) {
-        const uint8_t *w = a->w + r * a->w_stride;
-        const uint8_t *pf = r + 1 < a->n_rows ? w + a->w_stride : NULL;
-        for (int g = 0; g < ng; g++) {
-            int t0 = (int)(nt * g / ng), t1 = (int)(nt * (g + 1) / ng);
-            const uint8_t *x = a->x + t0 * a->x_stride;
-            float *y = a->y + t0 * a->ldy + r;
-            const uint8_t *p = g == 0 ? pf : NULL;
-            switch (t1 - t0) {
-            case 1: mt_k_row(w, p, x, a->x_stride, a->n, y, a->ldy, 1); break;
-            case 2: mt_k_row(w, p, x, a->x_stride, a->n, y, a->ldy, 2); break;
-            case 3: mt_k_row(w, p, x, a->x_stride, a->n, y, a->ldy, 3); break;
-            default: mt_k_row(w, p, x, a->x_stride, a->n, y, a->ldy, 4); break;
+    uint8_t tab[MT_MAX * MT_KCH * MT_KX] __attribute__((aligned(32))); /* 16 KiB of stack */
+    mt_k_side side[MT_KCH];
+    const int64_t ns = a->n / 256;
+    const int nt = (int)a->n_tok, ng = (nt + 3) / 4; /* token groups of <= 4 */
+    for (int64_t c0 = 0; c0 < ns; c0 += MT_KCH) {
+        int nsc = (int)(ns - c0 < MT_KCH ? ns - c0 : MT_KCH);
+        mt_k_table(a->x, a->x_stride, nt, a->n, c0, nsc, tab);
+        mt_k_sides(a->x, a->x_stride, nt, a->n, c0, nsc, side);
+        for (int64_t r = 0; r < a->n_rows; r++) {
+            const uint8_t *w = a->w + r * a->w_stride;
+            const uint8_t *pf = r + 1 < a->n_rows ? w + a->w_stride : NULL;
+            for (int g = 0; g < ng; g++) {
+                int t0 = nt * g / ng, t1 = nt * (g + 1) / ng;
+                const uint8_t *T = tab + (size_t)t0 * MT_KX;
+                float *y = a->y + t0 * a->ldy + r;
+                const uint8_t *p = g == 0 ? pf : NULL;
+                switch (t1 - t0) {
+                case 1: mt_k_row(w, p, c0, nsc, T, nt, side, t0, y, a->ldy, c0 == 0, 1); break;
+                case 2: mt_k_row(w, p, c0, nsc, T, nt, side, t0, y, a->ldy, c0 == 0, 2); break;
+                case 3: mt_k_row(w, p, c0, nsc, T, nt, side, t0, y, a->ldy, c0 == 0, 3); break;
+                default: mt_k_row(w, p, c0, nsc, T, nt, side, t0, y, a->ldy, c0 == 0, 4); break;
+                }
             }
         }
     }
