@@ -27,8 +27,8 @@
  * (up to the order of the final additions), as test_engine_shard expects.
  *
  * Bounds: Q6_K levels 0..63, Q5_K 0..31, activations |x| <= 127, so a
- * vpmaddubsw pair stays below 2 * 63 * 128 < 2^15 and a super-block's sums
- * below 2^28. */
+ * vpmaddubsw pair stays below 2 * 63 * 128 < 2^15 (no saturation) and every
+ * partial sum of a super-block below 256 * 128 * (63 + 32) * 127 < 2^31. */
 #include <immintrin.h>
 #include <stddef.h>
 #include <string.h>
