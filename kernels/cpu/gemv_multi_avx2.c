@@ -146,22 +146,21 @@ AI __m256i mt_q5_hbits(const uint8_t *qh0, const uint8_t *qh1, int hi)
 
 /* Transposed reduction of 4 rows: p_r = 16 int16 partial sums of row r
  * (lanes 0..7: block b, 8..15: block b+1) -> int32 [b: rows 0..3 | b+1:
- * rows 0..3]. wide = 0: all in 16 bits (|4 lanes| < 2^15, Q4); wide = 1:
- * pairs in 16 bits, then widened (|2 lanes| < 2^15, Q5). */
+ * rows 0..3]. The unpack order leaves the two halves of each row sum next to
+ * each other, so the last step is vpmaddwd alone. wide = 0: all in 16 bits
+ * (|4 lanes| < 2^15, Q4); wide = 1: pairs in 16 bits, then widened (|2
+ * lanes| < 2^15, Q5). */
 AI __m256i mt_reduce4_i16(__m256i p0, __m256i p1, __m256i p2, __m256i p3, const int wide)
 {
     const __m256i ones = _mm256_set1_epi16(1);
-    /* [r0 r1 r0 r1 ...] per 128-bit lane */
-    __m256i t01 = _mm256_add_epi16(_mm256_unpacklo_epi16(p0, p1), _mm256_unpackhi_epi16(p0, p1));
-    __m256i t23 = _mm256_add_epi16(_mm256_unpacklo_epi16(p2, p3), _mm256_unpackhi_epi16(p2, p3));
-    /* [r0 r1 r2 r3 r0 r1 r2 r3] per 128-bit lane */
-    const __m256i pairs = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
-                                           0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
-    __m256i ul = _mm256_unpacklo_epi32(t01, t23), uh = _mm256_unpackhi_epi32(t01, t23);
+    /* [r0 r0 r1 r1 r0 r0 r1 r1] per 128-bit lane */
+    __m256i t01 = _mm256_add_epi16(_mm256_unpacklo_epi32(p0, p1), _mm256_unpackhi_epi32(p0, p1));
+    __m256i t23 = _mm256_add_epi16(_mm256_unpacklo_epi32(p2, p3), _mm256_unpackhi_epi32(p2, p3));
+    /* [r0 r0 r1 r1 r2 r2 r3 r3] per 128-bit lane */
+    __m256i ul = _mm256_unpacklo_epi64(t01, t23), uh = _mm256_unpackhi_epi64(t01, t23);
     if (!wide)
-        return _mm256_madd_epi16(_mm256_shuffle_epi8(_mm256_add_epi16(ul, uh), pairs), ones);
-    return _mm256_add_epi32(_mm256_madd_epi16(_mm256_shuffle_epi8(ul, pairs), ones),
-                            _mm256_madd_epi16(_mm256_shuffle_epi8(uh, pairs), ones));
+        return _mm256_madd_epi16(_mm256_add_epi16(ul, uh), ones);
+    return _mm256_add_epi32(_mm256_madd_epi16(ul, ones), _mm256_madd_epi16(uh, ones));
 }
 
 /* The same in 32-bit lanes: c_r = 8 int32 of row r -> [r0 r1 r2 r3] per
@@ -197,9 +196,12 @@ AI void mt_a_kernel(const int type, const uint8_t *w0, const uint8_t *w1, const 
     for (int p = 0; p < np; p++, T += (size_t)ntt * MT_TV) {
         const size_t o = 2 * (size_t)(pb + p) * bs;
         const uint8_t *b[4] = {w0 + o, w1 + o, w2 + o, w3 + o};
-        if (pf)
-            for (int r = 0; r < 4; r++)
-                _mm_prefetch((const char *)b[r] + pf, _MM_HINT_T0);
+        if (pf) {
+            _mm_prefetch((const char *)b[0] + pf, _MM_HINT_T0);
+            _mm_prefetch((const char *)b[1] + pf, _MM_HINT_T0);
+            _mm_prefetch((const char *)b[2] + pf, _MM_HINT_T0);
+            _mm_prefetch((const char *)b[3] + pf, _MM_HINT_T0);
+        }
         __m256i lo[4], hi[4];
         __m256 dp = D[p * (1 + has_m)], mp = D[p * (1 + has_m) + has_m];
 #pragma GCC unroll 4
