@@ -55,7 +55,7 @@
 #define MT_CH 64  /* block pairs (128 blocks, 4096 elements) per K chunk, family A: rows
                    * are read in long runs (short ones cost the hardware prefetch) */
 #define MT_TV 4   /* table vectors per (block pair, token) */
-#define MT_KCH 8  /* super-blocks per K chunk, Q4_K */
+#define MT_KCH 16 /* super-blocks per K chunk, Q4_K (long runs of each row, as MT_CH) */
 
 int cpu_avx2_gemv_multi_max(int type)
 {
@@ -528,7 +528,7 @@ AI void mt_k_row(const uint8_t *w, const uint8_t *pf, int64_t s0, int nsc, const
 
 static void mt_k(const cpu_gemm_args *a)
 {
-    uint8_t tab[MT_MAX * MT_KCH * MT_KX] __attribute__((aligned(32))); /* 16 KiB of stack */
+    uint8_t tab[MT_MAX * MT_KCH * MT_KX] __attribute__((aligned(32))); /* 32 KiB of stack */
     mt_k_side side[MT_KCH];
     const int64_t ns = a->n / 256;
     const int nt = (int)a->n_tok, ng = (nt + 3) / 4; /* token groups of <= 4 */
