@@ -151,10 +151,12 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: caravan mkmodel -o OUT.gguf --vocab-from VOCAB.gguf [--arch llama|qwen2]\n"
             "         --n-layer L --n-embd E --n-head H [--n-head-kv K] --n-ff F [--n-ctx C]\n"
-            "         [--type Q4_K] [--tied] [--seed S] [--rope-base B] [--rms-eps X]\n"
+            "         [--type Q4_K|Q4_K_M|...] [--tied] [--seed S] [--rope-base B] [--rms-eps X]\n"
             "         [--name NAME] [-t THREADS] [--pool-blocks N]\n"
             "Writes a random-weight model of that shape; matrices in --type (default F16;\n"
-            "rows that a block size does not divide fall back to Q8_0/F16), norms in F32.\n"
+            "rows that a block size does not divide fall back to Q8_0/F16), norms in F32;\n"
+            "Q4_K_M / Q5_K_M: that base type with Q6_K for the output head and for attn_v\n"
+            "and ffn_down of the first and last eighth of the layers and every third between.\n"
             "--pool-blocks N: draw quantized blocks from a pool of N per tensor (fast for\n"
             "multi-GB models); 0 quantizes every element, so the same --seed in F32 and in\n"
             "a quantized type gives the same underlying weights. Default: 0 up to 256M\n"
@@ -250,6 +252,17 @@ int cmd_mkmodel(int argc, char **argv)
                 (long long)head_dim);
         return 2;
     }
+    /* Q4_K_M / Q5_K_M: the mixes of that name in llama.cpp-made files - the
+     * base type, Q6_K for the output head and for attn_v and ffn_down of the
+     * first and last eighth of the layers and every third layer between */
+    int mix = 0;
+    char base_name[16];
+    size_t tl = strlen(type_name);
+    if (tl == 6 && (!strcmp(type_name, "Q4_K_M") || !strcmp(type_name, "Q5_K_M"))) {
+        snprintf(base_name, sizeof base_name, "%.4s", type_name);
+        type_name = base_name;
+        mix = 1;
+    }
     int type = dtype_from_name(type_name);
     if (type < 0 || !dtype_get(type)->can_quantize) {
         fprintf(stderr, "caravan mkmodel: type '%s' has no quantizer (supported:", type_name);
@@ -299,14 +312,16 @@ int cmd_mkmodel(int argc, char **argv)
     ADD("token_embd.weight", type, 2, n_embd, n_vocab, 1.0f, 0.0f);
     ADD("output_norm.weight", DT_F32, 1, n_embd, 1, 0.5f, 1.0f);
     if (!tied)
-        ADD("output.weight", type, 2, n_embd, n_vocab, 3.0f * s_in, 0.0f);
+        ADD("output.weight", mix ? DT_Q6_K : type, 2, n_embd, n_vocab, 3.0f * s_in, 0.0f);
     for (int64_t l = 0; l < n_layer; l++) {
         char nm[96];
+        int more = mix && (l < n_layer / 8 || l >= 7 * n_layer / 8 || (l - n_layer / 8) % 3 == 2);
+        int vd_type = more ? DT_Q6_K : type; /* attn_v, ffn_down */
 #define LNAME(suffix) (snprintf(nm, sizeof nm, "blk.%lld.%s", (long long)l, suffix), nm)
         ADD(LNAME("attn_norm.weight"), DT_F32, 1, n_embd, 1, 0.5f, 1.0f);
         ADD(LNAME("attn_q.weight"), type, 2, n_embd, n_head * head_dim, s_in, 0.0f);
         ADD(LNAME("attn_k.weight"), type, 2, n_embd, n_head_kv * head_dim, s_in, 0.0f);
-        ADD(LNAME("attn_v.weight"), type, 2, n_embd, n_head_kv * head_dim, s_in, 0.0f);
+        ADD(LNAME("attn_v.weight"), vd_type, 2, n_embd, n_head_kv * head_dim, s_in, 0.0f);
         if (is_qwen) {
             ADD(LNAME("attn_q.bias"), DT_F32, 1, n_head * head_dim, 1, 0.1f, 0.0f);
             ADD(LNAME("attn_k.bias"), DT_F32, 1, n_head_kv * head_dim, 1, 0.1f, 0.0f);
@@ -317,7 +332,7 @@ int cmd_mkmodel(int argc, char **argv)
         ADD(LNAME("ffn_norm.weight"), DT_F32, 1, n_embd, 1, 0.5f, 1.0f);
         ADD(LNAME("ffn_gate.weight"), type, 2, n_embd, n_ff, s_in, 0.0f);
         ADD(LNAME("ffn_up.weight"), type, 2, n_embd, n_ff, s_in, 0.0f);
-        ADD(LNAME("ffn_down.weight"), type, 2, n_ff, n_embd,
+        ADD(LNAME("ffn_down.weight"), vd_type, 2, n_ff, n_embd,
             s_res * sqrtf((float)n_embd / (float)n_ff) * 2.0f, 0.0f);
 #undef LNAME
     }
@@ -345,9 +360,10 @@ int cmd_mkmodel(int argc, char **argv)
         snprintf(gname, sizeof gname, "%s", name);
     else
         snprintf(gname, sizeof gname, "caravan-random-%s-%lldL-%lld-%s", arch, (long long)n_layer,
-                 (long long)n_embd, dtype_name(type));
+                 (long long)n_embd, mix ? (type == DT_Q4_K ? "Q4_K_M" : "Q5_K_M") : dtype_name(type));
     gguf_writer_set_str(w, "general.name", gname, strlen(gname));
-    gguf_writer_set_u32(w, "general.file_type", (uint32_t)file_type_of(type));
+    gguf_writer_set_u32(w, "general.file_type",
+                        (uint32_t)(mix ? (type == DT_Q4_K ? 15 : 17) : file_type_of(type)));
     gguf_writer_set_u32(w, "general.quantization_version", 2);
     gguf_writer_set_u32(w, "general.alignment", GGUF_DEFAULT_ALIGNMENT);
     gguf_writer_set_u32(w, K("context_length"), (uint32_t)n_ctx);
@@ -470,7 +486,8 @@ int cmd_mkmodel(int argc, char **argv)
                 "caravan mkmodel: wrote %s: %s, %lld layers, n_embd %lld, %lld/%lld heads, n_ff "
                 "%lld, vocab %lld, %s, %d tensors, %.1f MiB of weights in %.1f s\n",
                 out_path, arch, (long long)n_layer, (long long)n_embd, (long long)n_head,
-                (long long)n_head_kv, (long long)n_ff, (long long)n_vocab, dtype_name(type), nt,
+                (long long)n_head_kv, (long long)n_ff, (long long)n_vocab,
+                mix ? (type == DT_Q4_K ? "Q4_K_M" : "Q5_K_M") : dtype_name(type), nt,
                 (double)total / (1024.0 * 1024.0), secs);
     else
         unlink(out_path);

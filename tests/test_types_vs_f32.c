@@ -1,6 +1,6 @@
 /* test_types_vs_f32.c - issue 2 acceptance 5: mkmodel writes the same
  * random model (same seed and shape: n_embd 256, 4 layers, 8 heads, 4 KV
- * heads) in F32 and in F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K; each loads
+ * heads) in F32 and in F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, Q4_K_M; each loads
  * and generates, and its logits over 64 positions are compared with the F32
  * model's: mean cosine similarity and top-1 agreement, each with a floor per
  * type. Prints one line per type (the figures in the README). */
@@ -82,7 +82,9 @@ int main(void)
     } types[] = {/* floors: a little below what the scalar path measured (README) */
                  {"F32", 1.0, 1.0},     {"F16", 0.9999, 0.95}, {"BF16", 0.9995, 0.90},
                  {"Q8_0", 0.999, 0.85}, {"Q6_K", 0.996, 0.75}, {"Q5_K", 0.99, 0.65},
-                 {"Q4_K", 0.96, 0.45},  {"Q4_0", 0.955, 0.45}};
+                 {"Q4_K", 0.96, 0.45},  {"Q4_0", 0.955, 0.45},
+                 /* the mix: Q4_K with Q6_K head, attn_v and ffn_down in some layers */
+                 {"Q4_K_M", 0.965, 0.50}};
     float *ref = NULL;
     int64_t nv = 0;
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
