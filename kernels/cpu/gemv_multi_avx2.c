@@ -189,8 +189,8 @@ AI void mt_a_kernel(const int type, const uint8_t *w0, const uint8_t *w1, const 
     const int q5 = type == DT_Q5_0 || type == DT_Q5_1, has_m = type == DT_Q4_1 || type == DT_Q5_1;
     const int q8 = type == DT_Q8_0, off = type == DT_Q4_0 || type == DT_Q5_0;
     const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
-    __m256 acc[4];
-#pragma GCC unroll 4
+    __m256 acc[MT_MAX];
+#pragma GCC unroll 8
     for (int t = 0; t < NT; t++)
         acc[t] = _mm256_setzero_ps();
     for (int p = 0; p < np; p++, T += (size_t)ntt * MT_TV) {
@@ -221,7 +221,7 @@ AI void mt_a_kernel(const int type, const uint8_t *w0, const uint8_t *w1, const 
                 }
             }
         }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int t = 0; t < NT; t++) {
             const __m256 *Tt = T + t * MT_TV;
             __m256i xl = _mm256_castps_si256(Tt[0]), xh = _mm256_castps_si256(Tt[1]);
@@ -255,7 +255,7 @@ AI void mt_a_kernel(const int type, const uint8_t *w0, const uint8_t *w1, const 
                 acc[t] = _mm256_fmadd_ps(dp, _mm256_mul_ps(sf, Tt[2]), _mm256_fmadd_ps(mp, Tt[3], acc[t]));
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < NT; t++) {
         __m128 v = _mm_add_ps(_mm256_castps256_ps128(acc[t]), _mm256_extractf128_ps(acc[t], 1));
         float *yt = y + t * ldy;
@@ -332,7 +332,8 @@ typedef void (*mt_a_fn)(const uint8_t *, const uint8_t *, const uint8_t *, const
         case 1: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, D, y, ldy, nr, first, 1); break; \
         case 2: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, D, y, ldy, nr, first, 2); break; \
         case 3: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, D, y, ldy, nr, first, 3); break; \
-        default: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, D, y, ldy, nr, first, 4); break; \
+        case 4: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, D, y, ldy, nr, first, 4); break; \
+        default: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, D, y, ldy, nr, first, 8); break; \
         }                                                                                          \
     }
 MT_A_DISPATCH(Q4_0)
@@ -349,7 +350,8 @@ static void mt_a(const cpu_gemm_args *a)
     const int type = a->type;
     const size_t bs = mt_bs(type), ws = a->w_stride;
     const int64_t n = a->n, nb = n / 32, npairs = nb / 2, nrows = a->n_rows;
-    const int nt = (int)a->n_tok, ng = (nt + 3) / 4; /* token groups of <= 4 */
+    /* token groups of <= 4 (8 tokens: one group, the levels decoded once) */
+    const int nt = (int)a->n_tok, ng = nt == 8 ? 1 : (nt + 3) / 4;
     const int has_m = type == DT_Q4_1 || type == DT_Q5_1;
     mt_a_fn kern = type == DT_Q4_0 ? mt_a_Q4_0 : type == DT_Q4_1 ? mt_a_Q4_1
                  : type == DT_Q5_0 ? mt_a_Q5_0 : type == DT_Q5_1 ? mt_a_Q5_1 : mt_a_Q8_0;
@@ -461,13 +463,12 @@ AI void mt_k_row(const uint8_t *w, const uint8_t *pf, int64_t s0, int nsc, const
 {
     const __m256i m4 = _mm256_set1_epi8(15);
     const __m256i shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
-    __m128 yv = _mm_setzero_ps(); /* lane t: token t */
-    if (!first) {
-        float in[4] = {0, 0, 0, 0};
+    const int NQ = (NT + 3) / 4; /* quads of tokens */
+    float io[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (!first)
         for (int t = 0; t < NT; t++)
-            in[t] = y[t * ldy];
-        yv = _mm_loadu_ps(in);
-    }
+            io[t] = y[t * ldy];
+    __m128 yv[2] = {_mm_loadu_ps(io), _mm_loadu_ps(io + 4)}; /* lane t: token 4 q + t */
     for (int s = 0; s < nsc; s++, T += (size_t)ntt * MT_KX) {
         const dt_block_q4_k *b = (const dt_block_q4_k *)w + s0 + s;
         if (pf)
@@ -476,9 +477,9 @@ AI void mt_k_row(const uint8_t *w, const uint8_t *pf, int64_t s0, int nsc, const
         __m128i scmn = mt_q4k_scales(b->scales);
         __m128i sc8 = _mm_cvtepu8_epi16(scmn); /* scales as int16 */
         __m256i scv = _mm256_broadcastsi128_si256(sc8);
-        __m256i ia[4];
-#pragma GCC unroll 4
-        for (int t = 0; t < 4; t++)
+        __m256i ia[8];
+#pragma GCC unroll 8
+        for (int t = 0; t < 4 * NQ; t++)
             ia[t] = _mm256_setzero_si256();
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
@@ -494,7 +495,7 @@ AI void mt_k_row(const uint8_t *w, const uint8_t *pf, int64_t s0, int nsc, const
                 4 * j, 4 * j + 1, 4 * j, 4 * j + 1, 4 * j, 4 * j + 1, 4 * j, 4 * j + 1,
                 4 * j + 2, 4 * j + 3, 4 * j + 2, 4 * j + 3, 4 * j + 2, 4 * j + 3, 4 * j + 2, 4 * j + 3,
                 4 * j + 2, 4 * j + 3, 4 * j + 2, 4 * j + 3, 4 * j + 2, 4 * j + 3, 4 * j + 2, 4 * j + 3));
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int t = 0; t < NT; t++) {
                 const uint8_t *xt = T + (size_t)t * MT_KX + 64 * j;
                 /* |lane| <= 2 * 2 * 15 * 127 */
@@ -506,24 +507,30 @@ AI void mt_k_row(const uint8_t *w, const uint8_t *pf, int64_t s0, int nsc, const
         /* mins: [mn x8 | mn x8] against [bp_t0 | bp_t1] and [bp_t2 | bp_t3] */
         const mt_k_side *sd = side + s;
         __m256i mn = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_unpackhi_epi64(scmn, scmn)));
-        __m256i m01 = _mm256_madd_epi16(mn, _mm256_loadu_si256((const __m256i *)sd->bp[t0]));
-        __m256i m23 = NT > 2 ? _mm256_madd_epi16(mn, _mm256_loadu_si256((const __m256i *)sd->bp[t0 + 2]))
-                             : _mm256_setzero_si256();
-        /* exact per-token sums: levels [t0 t1 t2 t3], mins [t0 t1 t2 t3] */
-        __m256i l = mt_reduce4_i32(ia[0], ia[1], ia[2], ia[3]);
-        __m128i si = _mm_add_epi32(_mm256_castsi256_si128(l), _mm256_extracti128_si256(l, 1));
-        __m256i u = _mm256_add_epi32(_mm256_unpacklo_epi32(m01, m23), _mm256_unpackhi_epi32(m01, m23));
-        u = _mm256_add_epi32(u, _mm256_shuffle_epi32(u, 0x4e)); /* [t0 t2 t0 t2 | t1 t3 t1 t3] */
-        __m128i mi = _mm_unpacklo_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
-        __m128 dxv = _mm_loadu_ps(sd->dx + t0);
-        __m128 a1 = _mm_mul_ps(_mm_set1_ps(h2f(b->d)), dxv), a2 = _mm_mul_ps(_mm_set1_ps(h2f(b->dmin)), dxv);
-        yv = _mm_add_ps(yv, _mm_sub_ps(_mm_mul_ps(_mm_cvtepi32_ps(si), a1), _mm_mul_ps(_mm_cvtepi32_ps(mi), a2)));
+        __m128 dd = _mm_set1_ps(h2f(b->d)), dm = _mm_set1_ps(h2f(b->dmin));
+#pragma GCC unroll 2
+        for (int q = 0; q < NQ; q++) {
+            const int tq = t0 + 4 * q;
+            __m256i m01 = _mm256_madd_epi16(mn, _mm256_loadu_si256((const __m256i *)sd->bp[tq]));
+            __m256i m23 = NT - 4 * q > 2 ? _mm256_madd_epi16(mn, _mm256_loadu_si256((const __m256i *)sd->bp[tq + 2]))
+                                         : _mm256_setzero_si256();
+            /* exact per-token sums: levels [t0 t1 t2 t3], mins [t0 t1 t2 t3] */
+            __m256i l = mt_reduce4_i32(ia[4 * q], ia[4 * q + 1], ia[4 * q + 2], ia[4 * q + 3]);
+            __m128i si = _mm_add_epi32(_mm256_castsi256_si128(l), _mm256_extracti128_si256(l, 1));
+            __m256i u = _mm256_add_epi32(_mm256_unpacklo_epi32(m01, m23), _mm256_unpackhi_epi32(m01, m23));
+            u = _mm256_add_epi32(u, _mm256_shuffle_epi32(u, 0x4e)); /* [t0 t2 t0 t2 | t1 t3 t1 t3] */
+            __m128i mi = _mm_unpacklo_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
+            __m128 dxv = _mm_loadu_ps(sd->dx + tq);
+            __m128 a1 = _mm_mul_ps(dd, dxv), a2 = _mm_mul_ps(dm, dxv);
+            yv[q] = _mm_add_ps(yv[q], _mm_sub_ps(_mm_mul_ps(_mm_cvtepi32_ps(si), a1),
+                                                 _mm_mul_ps(_mm_cvtepi32_ps(mi), a2)));
+        }
     }
-    float out[4];
-    _mm_storeu_ps(out, yv);
-#pragma GCC unroll 4
+    _mm_storeu_ps(io, yv[0]);
+    _mm_storeu_ps(io + 4, yv[1]);
+#pragma GCC unroll 8
     for (int t = 0; t < NT; t++)
-        y[t * ldy] = out[t];
+        y[t * ldy] = io[t];
 }
 
 static void mt_k(const cpu_gemm_args *a)
@@ -531,7 +538,8 @@ static void mt_k(const cpu_gemm_args *a)
     uint8_t tab[MT_MAX * MT_KCH * MT_KX] __attribute__((aligned(32))); /* 32 KiB of stack */
     mt_k_side side[MT_KCH];
     const int64_t ns = a->n / 256;
-    const int nt = (int)a->n_tok, ng = (nt + 3) / 4; /* token groups of <= 4 */
+    /* token groups of <= 4 (8 tokens: one group, the levels decoded once) */
+    const int nt = (int)a->n_tok, ng = nt == 8 ? 1 : (nt + 3) / 4;
     for (int64_t c0 = 0; c0 < ns; c0 += MT_KCH) {
         int nsc = (int)(ns - c0 < MT_KCH ? ns - c0 : MT_KCH);
         mt_k_table(a->x, a->x_stride, nt, a->n, c0, nsc, tab);
@@ -548,7 +556,8 @@ static void mt_k(const cpu_gemm_args *a)
                 case 1: mt_k_row(w, p, c0, nsc, T, nt, side, t0, y, a->ldy, c0 == 0, 1); break;
                 case 2: mt_k_row(w, p, c0, nsc, T, nt, side, t0, y, a->ldy, c0 == 0, 2); break;
                 case 3: mt_k_row(w, p, c0, nsc, T, nt, side, t0, y, a->ldy, c0 == 0, 3); break;
-                default: mt_k_row(w, p, c0, nsc, T, nt, side, t0, y, a->ldy, c0 == 0, 4); break;
+                case 4: mt_k_row(w, p, c0, nsc, T, nt, side, t0, y, a->ldy, c0 == 0, 4); break;
+                default: mt_k_row(w, p, c0, nsc, T, nt, side, t0, y, a->ldy, c0 == 0, 8); break;
                 }
             }
         }
