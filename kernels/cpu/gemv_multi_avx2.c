@@ -122,13 +122,8 @@ static void mt_a_table(int type, const uint8_t *x, size_t xs, int nt, int64_t n,
             __m256i x0 = _mm256_load_si256((const __m256i *)(xq + 32 * b));
             __m256i x1 = _mm256_load_si256((const __m256i *)(xq + 32 * b + 32));
             __m256 *T = tab + ((size_t)p * nt + t) * MT_TV;
-            if (type == DT_Q8_0) {
-                T[0] = _mm256_castsi256_ps(x0);
-                T[1] = _mm256_castsi256_ps(x1);
-            } else {
-                T[0] = _mm256_castsi256_ps(_mm256_permute2x128_si256(x0, x1, 0x20));
-                T[1] = _mm256_castsi256_ps(_mm256_permute2x128_si256(x0, x1, 0x31));
-            }
+            T[0] = _mm256_castsi256_ps(_mm256_permute2x128_si256(x0, x1, 0x20));
+            T[1] = _mm256_castsi256_ps(_mm256_permute2x128_si256(x0, x1, 0x31));
             T[2] = _mm256_set_m128(_mm_set1_ps(dx[b + 1]), _mm_set1_ps(dx[b]));
             T[3] = _mm256_set_m128(_mm_set1_ps(k * sx[b + 1]), _mm_set1_ps(k * sx[b]));
         }
@@ -202,17 +197,22 @@ AI void mt_a_kernel(const int type, const uint8_t *w0, const uint8_t *w1, const 
             _mm_prefetch((const char *)b[2] + pf, _MM_HINT_T0);
             _mm_prefetch((const char *)b[3] + pf, _MM_HINT_T0);
         }
-        __m256i lo[4], hi[4];
+        __m256i lo[4], hi[4], sg[4][2];
         __m256 dp = D[p * (1 + has_m)], mp = D[p * (1 + has_m) + has_m];
 #pragma GCC unroll 4
         for (int r = 0; r < 4; r++) {
+            /* elements 0..15 of blocks b and b+1 in one register (Q8_0: and 16..31 in another) */
+            __m256i v = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(b[r] + qo))),
+                _mm_loadu_si128((const __m128i *)(b[r] + bs + qo)), 1);
             if (q8) { /* |levels|; the signs are applied to the activations */
-                lo[r] = _mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)(b[r] + qo)));
-                hi[r] = _mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)(b[r] + bs + qo)));
+                sg[r][0] = v;
+                sg[r][1] = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(b[r] + qo + 16))),
+                    _mm_loadu_si128((const __m128i *)(b[r] + bs + qo + 16)), 1);
+                lo[r] = _mm256_abs_epi8(sg[r][0]);
+                hi[r] = _mm256_abs_epi8(sg[r][1]);
             } else {
-                __m256i v = _mm256_inserti128_si256(
-                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(b[r] + qo))),
-                    _mm_loadu_si128((const __m128i *)(b[r] + bs + qo)), 1);
                 lo[r] = _mm256_and_si256(v, m4);
                 hi[r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
                 if (q5) {
@@ -227,18 +227,13 @@ AI void mt_a_kernel(const int type, const uint8_t *w0, const uint8_t *w1, const 
             __m256i xl = _mm256_castps_si256(Tt[0]), xh = _mm256_castps_si256(Tt[1]);
             __m256i s;
             if (q8) {
-                __m256i c0[4], c1[4];
+                __m256i c[4];
 #pragma GCC unroll 4
-                for (int r = 0; r < 4; r++) {
-                    /* |16-bit lane| <= 2 * 127 * 127: widened at once */
-                    __m256i q0 = _mm256_loadu_si256((const __m256i *)(b[r] + qo));
-                    __m256i q1 = _mm256_loadu_si256((const __m256i *)(b[r] + bs + qo));
-                    c0[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(lo[r], _mm256_sign_epi8(xl, q0)), ones);
-                    c1[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(hi[r], _mm256_sign_epi8(xh, q1)), ones);
-                }
-                __m256i s0 = mt_reduce4_i32(c0[0], c0[1], c0[2], c0[3]); /* block b, 2 halves */
-                __m256i s1 = mt_reduce4_i32(c1[0], c1[1], c1[2], c1[3]); /* block b+1 */
-                s = _mm256_add_epi32(_mm256_blend_epi32(s0, s1, 0xf0), _mm256_permute2x128_si256(s0, s1, 0x21));
+                for (int r = 0; r < 4; r++) /* |16-bit lane| <= 2 * 127 * 127: widened at once */
+                    c[r] = _mm256_add_epi32(
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(lo[r], _mm256_sign_epi8(xl, sg[r][0])), ones),
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(hi[r], _mm256_sign_epi8(xh, sg[r][1])), ones));
+                s = mt_reduce4_i32(c[0], c[1], c[2], c[3]);
             } else {
                 __m256i pr[4];
 #pragma GCC unroll 4
