@@ -8,38 +8,43 @@
  * cpu_avx2_gemv_multi_max(type) here instead of to gemm_avx2.c.
  *
  * These kernels are compute-bound (the weights of a step are read once), so
- * the work per (row, token, block) is what counts. On this core class the
- * integer multiplies (vpmaddubsw, vpmaddwd) share two pipes with the FMA and
- * the convert, shuffles and unpacks have two others, and vphaddd costs two
- * cycles: the kernels below keep the multiply pipes for the products and do
- * the reductions with unpacks and adds.
+ * the work per (row, token, block) is what counts. Measured on this machine
+ * (AMD Zen 3): vpmaddubsw and vpmaddwd share two pipes, the FMA and the
+ * convert each take one of them too, unpacks and shuffles run on two others
+ * and vphaddd costs two cycles; so the products keep the multiply pipes and
+ * the reductions use unpacks and adds.
  *
  * Family A (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, act "q8b"): 4 rows at a time (rows
  * past the end repeat the last row and are not stored), the K axis cut into
- * chunks of MT_CH block pairs. Per chunk a table holds for every block pair
- * and token the activations in the lane order of the weights (Q4/Q5: two
- * blocks' low nibbles in one register against [x_b 0..15 | x_b+1 0..15]),
- * dx as [b x4 | b+1 x4] and the offset term k sx the same way. Per block
- * pair the levels of the 4 rows are decoded once; per token, 2 vpmaddubsw +
- * 1 add per row, then a "transposed" reduction of the 4 rows (unpacks and
- * adds in 16-bit lanes where the bounds allow it, one vpmaddwd) gives the
- * integer sums [b: rows 0..3 | b+1: rows 0..3], and one convert + 2 FMA (3
- * products for Q4_1/Q5_1) apply the row scales [b: d x4 rows | b+1: ...]
- * and the token's table. Q8_0 keeps |levels| in registers and signs the
- * activations per row (vpsignb), 2 vpmaddubsw + 2 vpmaddwd per row and token.
+ * chunks of MT_CH block pairs, the tokens in groups of up to 4 (8 tokens:
+ * one group). Per chunk a table holds for every block pair and token the
+ * activations in the lane order of the weights ([x_b 0..15 | x_b+1 0..15],
+ * [x_b 16..31 | x_b+1 16..31]), dx as [b x4 | b+1 x4] and the offset term
+ * k sx the same way; per row group and chunk a small table holds the row
+ * scales [b: d rows 0..3 | b+1: ...] (gathered in general registers). Per
+ * block pair the levels of the 4 rows are decoded once (Q4/Q5: one register
+ * of low and one of high nibbles of both blocks; Q8_0: |levels| of elements
+ * 0..15 and 16..31 of both blocks, the signs applied to the activations with
+ * vpsignb per row and token); per token, 2 vpmaddubsw + 1 add per row (Q8_0:
+ * + 2 vpsignb, 2 vpmaddwd), then a "transposed" reduction of the 4 rows
+ * (unpacks and adds in 16-bit lanes where the bounds allow it, then one
+ * vpmaddwd) gives the integer sums [b: rows 0..3 | b+1: rows 0..3], and one
+ * convert + 2 FMA (Q4_1/Q5_1: 3 products) apply the row scales and the
+ * token's table. The next row group is prefetched into L1 while one computes.
  *
- * Family K (Q4_K, act "q8kb"): one row at a time with up to 4 tokens (a
- * later token group finds the row in L1). Per chunk of MT_KCH super-blocks
- * a table holds each token's activations reordered so that one vpmaddubsw
- * covers 16 elements of each of two 32-element groups ([x 0..15 of group 2j
- * | x 0..15 of group 2j+1] and the same for 16..31): per token and 64
- * elements 2 vpmaddubsw + 1 add + 1 vpmaddwd (group scales [sc_2j x8 |
- * sc_2j+1 x8]) + 1 add into an integer accumulator. Per super-block the
- * integer sums of the tokens (levels and mins) are reduced exactly and one
- * float per token, (sum * d dx - mins * dmin dx), is added in order to the
- * token's running sum (carried in y across chunks), so tensor-parallel
- * column slices on super-block boundaries sum to the same floats as the
- * whole row (test_engine_shard's Q4_K layout compares them to 1e-4).
+ * Family K (Q4_K, act "q8kb"): one row at a time with up to 4 tokens (8
+ * tokens: all at once; a later token group finds the row in L1). Per chunk
+ * of MT_KCH super-blocks a table holds each token's activations reordered so
+ * that one vpmaddubsw covers 16 elements of each of two 32-element groups
+ * ([x 0..15 of group 2j | x 0..15 of group 2j+1] and the same for 16..31):
+ * per token and 64 elements 2 vpmaddubsw + 1 add + 1 vpmaddwd (group scales
+ * [sc_2j x8 | sc_2j+1 x8]) + 1 add into an integer accumulator. Per
+ * super-block the integer sums of the tokens (levels and mins) are reduced
+ * exactly and one float per token, (sum * d dx - mins * dmin dx), is added
+ * in order to the token's running sum (carried in y across chunks), so
+ * tensor-parallel column slices on super-block boundaries sum to the same
+ * floats as the whole row (test_engine_shard's Q4_K layout compares them to
+ * 1e-4).
  *
  * Odd block counts (family A): the last block is done in scalar code. */
 #include <immintrin.h>
@@ -51,7 +56,7 @@
 #include "avx2_common.h"
 #include "cpu_kernels.h"
 
-#define MT_MAX 8  /* most tokens per call */
+#define MT_MAX 8  /* most tokens per call (and per kernel pass) */
 #define MT_CH 64  /* block pairs (128 blocks, 4096 elements) per K chunk, family A: rows
                    * are read in long runs (short ones cost the hardware prefetch) */
 #define MT_TV 4   /* table vectors per (block pair, token) */
