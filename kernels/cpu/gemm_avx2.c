@@ -1,6 +1,8 @@
 /* gemm_avx2.c - AVX2 prefill GEMM (n_tok >= 2) for Q4_0, Q4_1, Q5_0, Q5_1,
- * Q8_0, Q4_K and Q5_K weights against 8-bit activations ("P" layout,
+ * Q8_0, Q4_K, Q5_K and Q6_K weights against 8-bit activations ("P" layout,
  * cpu_kernels.h), register-blocked GEMM_RR rows x up to GEMM_RT tokens.
+ * Q6_K (signed 6-bit levels, 16 scales per super-block) has its own tile,
+ * micro6: see the comment above it.
  *
  * The K dimension is permuted inside each super-block of 256 elements
  * (8 blocks of 32) so that 4-byte lane j of every 32-byte vector belongs to
@@ -118,9 +120,12 @@ void cpu_avx2_quant_p16(const float *x, uint8_t *xq, int64_t n)
     }
 }
 
-/* one scale per 256 elements as quantize_row_q8_k (n % 256 == 0) */
-void cpu_avx2_quant_p8k(const float *x, uint8_t *xq, int64_t n)
+/* one scale per 256 elements as quantize_row_q8_k (n % 256 == 0); flip:
+ * levels stored as x + 128 (unsigned 1..255, the Q6_K GEMM's first
+ * vpmaddubsw operand), the same bytes otherwise */
+AI void quant_p8k_any(const float *x, uint8_t *xq, int64_t n, int flip)
 {
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
     int64_t nsb = n / 256;
     for (int64_t s = 0; s < nsb; s++) {
         const float *xs = x + 256 * s;
@@ -132,12 +137,18 @@ void cpu_avx2_quant_p8k(const float *x, uint8_t *xq, int64_t n)
             __m256i i[4];
             q8_round32(xs + 32 * j, vid, i);
             int32_t sum = hsum256i(_mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3])));
-            perm_store((uint32_t *)sb, 8, j, q8_pack(i[0], i[1], i[2], i[3]));
+            __m256i q = q8_pack(i[0], i[1], i[2], i[3]);
+            perm_store((uint32_t *)sb, 8, j, flip ? _mm256_xor_si256(q, bias) : q);
             da[j] = d;
             c[j] = d * (float)sum;
         }
     }
 }
+
+void cpu_avx2_quant_p8k(const float *x, uint8_t *xq, int64_t n) { quant_p8k_any(x, xq, n, 0); }
+
+/* P8K with unsigned levels x + 128 (Q6_K weights, see micro6) */
+static void quant_p8k_u(const float *x, uint8_t *xq, int64_t n) { quant_p8k_any(x, xq, n, 1); }
 
 /* ---- weight packing ------------------------------------------------------------ */
 
@@ -176,6 +187,35 @@ static void pack_sb(int type, const uint8_t *w, int64_t n, int64_t s, uint8_t *p
             perm16_store(q, vs, j, lv);
             dw[j] = d, mw[j] = 0.0f;
         }
+        return;
+    }
+    if (type == DT_Q6_K) { /* signed levels q - 32, int16 scales, see micro6 */
+        const dt_block_q6_k *b = (const dt_block_q6_k *)w + s;
+        uint8_t *tail = p + RR * 256 + r * 64;
+        const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
+        int32_t corr = 0;
+        for (int j = 0; j < 8; j++) { /* block j: h = j/4, k = j%4 (dtype_blocks.h) */
+            int h = j / 4, k = j % 4;
+            __m256i lo = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32 * (k % 2)));
+            __m256i hi = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+            lo = _mm256_and_si256(_mm256_srli_epi16(lo, 4 * (k / 2)), m4);
+            hi = _mm256_and_si256(_mm256_srli_epi16(hi, 2 * k), m3);
+            __m256i lv = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)); /* 0..63 */
+            /* sums of the unsigned levels of elements 0..15 (qwords 0, 1) and 16..31 */
+            __m256i sad = _mm256_sad_epu8(lv, _mm256_setzero_si256());
+            int64_t s4[4];
+            _mm256_storeu_si256((__m256i *)s4, sad);
+            corr += b->scales[2 * j] * (int32_t)(s4[0] + s4[1] - 16 * 32) +
+                    b->scales[2 * j + 1] * (int32_t)(s4[2] + s4[3] - 16 * 32);
+            perm_store(q, vs, j, _mm256_sub_epi8(lv, off));
+        }
+        _mm256_storeu_si256((__m256i *)tail,
+                            _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales)));
+        int32_t c32 = -128 * corr;
+        float d = h2f(b->d);
+        memset(tail + 32, 0, 32);
+        memcpy(tail + 32, &c32, 4);
+        memcpy(tail + 36, &d, 4);
         return;
     }
     float *dw = (float *)(p + RR * 256 + r * 64), *mw = dw + 8;
@@ -466,6 +506,151 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
             }
 }
 
+/* ---- Q6_K (micro6) ----------------------------------------------------------
+ * Weights are packed as signed levels w = q - 32 in [-32, 31] (panel layout
+ * as above), and the activations as unsigned u = x + 128 in [1, 255]
+ * (quant_p8k_u; x in [-127, 127]), so vpmaddubsw(u, w) takes the weights as
+ * its signed operand and sum u*w = sum x*w + 128 * sum w: the second term
+ * depends on the weights only and is removed at pack time. Per row and
+ * super-block the 64-byte tail holds | sc[16] int16 | corr int32 | d f32 |
+ * 0[6] | with corr = -128 * sum_g sc[g] * sum_{k in g} w_k. int16 lane 2j of
+ * a vpmaddubsw product holds elements 2v, 2v+1 of block j (sub-block 2j, the
+ * elements 0..15 of the block) and lane 2j+1 elements 16+2v, 17+2v (sub-block
+ * 2j+1), so lane i belongs to sub-block i and vpmaddwd with sc[0..15] applies
+ * the 16 scales in place.
+ * Bounds: one vpmaddubsw int16 lane = 2 products, |.| <= 2*255*32 = 16320
+ * (no saturation); the sum of two vectors (one pair) |.| <= 32640 < 32767,
+ * so the int16 sums are flushed every 2 vectors (a third would overflow);
+ * vpmaddwd of a pair with the scales |.| <= 2*32640*128 = 8.4e6 per int32
+ * lane, 4 pairs per super-block 3.3e7, plus |corr| <= 128*16*128*512 =
+ * 1.3e8 in lane 0: far below 2^31. The int32 sums are exact; per
+ * super-block one cvt + FMA with d * da. */
+#if GEMM_RR == 2 && GEMM_RT == 4
+/* token XR of one pair: xa, xb its two vectors at XA, XB (offsets) */
+#define Q6_TOK(XR, XA, XB, A0, A1)                                                                 \
+    "vmovdqa " XA "(%[" XR "]), %[xa]\n\t"                                                         \
+    "vmovdqa " XB "(%[" XR "]), %[xb]\n\t"                                                         \
+    "vpmaddubsw %[w0a], %[xa], %[t0]\n\t"                                                          \
+    "vpmaddubsw %[w0b], %[xb], %[t1]\n\t"                                                          \
+    "vpaddw %[t1], %[t0], %[t0]\n\t"                                                               \
+    "vpmaddubsw %[w1a], %[xa], %[t1]\n\t"                                                          \
+    "vpmaddwd (%[sc]), %[t0], %[t0]\n\t"                                                           \
+    "vpmaddubsw %[w1b], %[xb], %[xa]\n\t"                                                          \
+    "vpaddd %[t0], %[" A0 "], %[" A0 "]\n\t"                                                       \
+    "vpaddw %[xa], %[t1], %[t1]\n\t"                                                               \
+    "vpmaddwd 64(%[sc]), %[t1], %[t1]\n\t"                                                         \
+    "vpaddd %[t1], %[" A1 "], %[" A1 "]\n\t"
+/* pair p: panel vectors 2p, 2p+1 of rows 0, 1 at W (= 128p), tokens at X (= 64p) */
+#define Q6_PAIR(W0A, W1A, W0B, W1B, XA, XB)                                                        \
+    "vmovdqa " W0A "(%[w]), %[w0a]\n\t"                                                            \
+    "vmovdqa " W1A "(%[w]), %[w1a]\n\t"                                                            \
+    "vmovdqa " W0B "(%[w]), %[w0b]\n\t"                                                            \
+    "vmovdqa " W1B "(%[w]), %[w1b]\n\t"                                                            \
+    Q6_TOK("x0", XA, XB, "a00", "a10") Q6_TOK("x1", XA, XB, "a01", "a11")                          \
+    Q6_TOK("x2", XA, XB, "a02", "a12") Q6_TOK("x3", XA, XB, "a03", "a13")
+
+/* one super-block of the full tile: int32 sums (scaled by sc) into ai */
+AI void q6_sb_asm(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
+                  const uint8_t *x3, __m256i ai[RR][GEMM_RT])
+{
+    __m256i w0a, w1a, w0b, w1b, xa, xb, t0, t1;
+    __asm__(Q6_PAIR("0", "32", "64", "96", "0", "32") Q6_PAIR("128", "160", "192", "224", "64", "96")
+                Q6_PAIR("256", "288", "320", "352", "128", "160")
+                    Q6_PAIR("384", "416", "448", "480", "192", "224")
+            : [a00] "+x"(ai[0][0]), [a01] "+x"(ai[0][1]), [a02] "+x"(ai[0][2]), [a03] "+x"(ai[0][3]),
+              [a10] "+x"(ai[1][0]), [a11] "+x"(ai[1][1]), [a12] "+x"(ai[1][2]), [a13] "+x"(ai[1][3]),
+              [w0a] "=&x"(w0a), [w1a] "=&x"(w1a), [w0b] "=&x"(w0b), [w1b] "=&x"(w1b),
+              [xa] "=&x"(xa), [xb] "=&x"(xb), [t0] "=&x"(t0), [t1] "=&x"(t1)
+            : [w] "r"(w), [sc] "r"(w + RR * 256), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2),
+              [x3] "r"(x3)
+            : "memory");
+}
+#endif
+
+/* micro for Q6_K panels and quant_p8k_u activations; same contract */
+AI void micro6(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc, float *y, int64_t ldy,
+               int nr, int acc_y, const int RT)
+{
+    float facc[RR][GEMM_RT][8] __attribute__((aligned(32)));
+#pragma GCC unroll 4
+    for (int r = 0; r < RR; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < RT; t++)
+            _mm256_store_ps(facc[r][t], _mm256_setzero_ps());
+    for (int64_t s = 0; s < nsc; s++) {
+        const uint8_t *ps = pg + s * PANB(4);
+        const uint8_t *xs = x + s * PSB;
+        __m256i ai[RR][GEMM_RT];
+#pragma GCC unroll 4
+        for (int r = 0; r < RR; r++)
+#pragma GCC unroll 4
+            for (int t = 0; t < RT; t++)
+                ai[r][t] = _mm256_setzero_si256();
+#if GEMM_RR == 2 && GEMM_RT == 4
+        if (RT == GEMM_RT) {
+            q6_sb_asm(ps, xs, xs + x_stride, xs + 2 * x_stride, xs + 3 * x_stride, ai);
+        } else
+#endif
+        {
+            __m256i sc[RR];
+#pragma GCC unroll 4
+            for (int r = 0; r < RR; r++)
+                sc[r] = _mm256_load_si256((const __m256i *)(ps + RR * 256 + r * 64));
+            for (int v = 0; v < 8; v += 2) {
+                __m256i wa[RR], wb[RR];
+#pragma GCC unroll 4
+                for (int r = 0; r < RR; r++) {
+                    wa[r] = _mm256_load_si256((const __m256i *)(ps + (v * RR + r) * 32));
+                    wb[r] = _mm256_load_si256((const __m256i *)(ps + ((v + 1) * RR + r) * 32));
+                }
+#pragma GCC unroll 4
+                for (int t = 0; t < RT; t++) {
+                    __m256i xa = _mm256_load_si256((const __m256i *)(xs + t * x_stride + v * 32));
+                    __m256i xb = _mm256_load_si256((const __m256i *)(xs + t * x_stride + v * 32 + 32));
+#pragma GCC unroll 4
+                    for (int r = 0; r < RR; r++) {
+                        __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(xa, wa[r]),
+                                                     _mm256_maddubs_epi16(xb, wb[r]));
+                        ai[r][t] = _mm256_add_epi32(ai[r][t], _mm256_madd_epi16(p, sc[r]));
+                    }
+                }
+            }
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < RR; r++) {
+            const uint8_t *tail = ps + RR * 256 + r * 64;
+            /* corr in lane 0; lane 1 holds d's bits: masked off */
+            __m256i corr = _mm256_blend_epi32(_mm256_load_si256((const __m256i *)(tail + 32)),
+                                              _mm256_setzero_si256(), 0x02);
+            __m256 dv = _mm256_broadcast_ss((const float *)(tail + 36));
+#pragma GCC unroll 4
+            for (int t = 0; t < RT; t++) {
+                __m256 da = _mm256_broadcast_ss((const float *)(xs + t * x_stride + 256));
+                __m256 a = _mm256_load_ps(facc[r][t]);
+                a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(ai[r][t], corr)), _mm256_mul_ps(dv, da), a);
+                _mm256_store_ps(facc[r][t], a);
+            }
+        }
+        __asm__ volatile("" ::: "memory"); /* keep facc in memory, registers for the loop */
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < RT; t++)
+#pragma GCC unroll 4
+        for (int r = 0; r < RR; r++)
+            if (r < nr) {
+                float v = hsum256(_mm256_load_ps(facc[r][t]));
+                y[t * ldy + r] = acc_y ? y[t * ldy + r] + v : v;
+            }
+}
+
+#define MICRO6()                                                                                   \
+    switch (rt) {                                                                                  \
+    case 1: micro6(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, 1); break;                     \
+    case 2: micro6(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, 2); break;                     \
+    case 3: micro6(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, 3); break;                     \
+    default: micro6(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, GEMM_RT); break;              \
+    }
+
 #define MICRO_BITS(BITS)                                                                           \
     switch (rt) {                                                                                  \
     case 1: micro(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, 1, BITS); break;                \
@@ -479,6 +664,7 @@ static int type_bits(int type)
     switch (type) {
     case DT_Q4_0: case DT_Q4_1: case DT_Q4_K: return 4;
     case DT_Q5_0: case DT_Q5_1: case DT_Q5_K: return 5;
+    case DT_Q6_K: return 6;
     case DT_Q8_0: return 16;
     }
     return 0;
@@ -513,7 +699,9 @@ void cpu_avx2_gemm_p(const cpu_gemm_args *a)
                 const uint8_t *pg = a->scratch + (g / RR) * nsc * PANB(bits);
                 float *yt = a->y + t0 * a->ldy + g;
                 int nr = (int)(a->n_rows - g < RR ? a->n_rows - g : RR);
-                if (bits == 4) {
+                if (bits == 6) {
+                    MICRO6()
+                } else if (bits == 4) {
                     MICRO_BITS(4)
                 } else if (bits == 5) {
                     MICRO_BITS(5)
@@ -537,6 +725,9 @@ cpu_kernel cpu_kernel_avx2_gemm(int type)
         break;
     case DT_Q4_K: case DT_Q5_K:
         k.act = CPU_ACT_P8K, k.quantize = cpu_avx2_quant_p8k, k.gemm = cpu_avx2_gemm_p;
+        break;
+    case DT_Q6_K: /* P8K-sized rows, levels stored as x + 128 */
+        k.act = CPU_ACT_P8K, k.quantize = quant_p8k_u, k.gemm = cpu_avx2_gemm_p;
         break;
     }
     return k;
