@@ -1,8 +1,8 @@
 /* gemm_avx2.c - AVX2 prefill GEMM (n_tok >= 2) for Q4_0, Q4_1, Q5_0, Q5_1,
- * Q8_0, Q4_K, Q5_K and Q6_K weights against 8-bit activations ("P" layout,
- * cpu_kernels.h), register-blocked GEMM_RR rows x up to GEMM_RT tokens.
- * Q6_K (signed 6-bit levels, 16 scales per super-block) has its own tile,
- * micro6: see the comment above it.
+ * Q8_0, Q4_K, Q5_K, Q3_K and Q6_K weights against 8-bit activations ("P"
+ * layout, cpu_kernels.h), register-blocked GEMM_RR rows x up to GEMM_RT
+ * tokens. Q3_K and Q6_K (signed levels, 16 scales per super-block) have
+ * their own tile, micro6: see the comment above it.
  *
  * The K dimension is permuted inside each super-block of 256 elements
  * (8 blocks of 32) so that 4-byte lane j of every 32-byte vector belongs to
@@ -187,6 +187,35 @@ static void pack_sb(int type, const uint8_t *w, int64_t n, int64_t s, uint8_t *p
             perm16_store(q, vs, j, lv);
             dw[j] = d, mw[j] = 0.0f;
         }
+        return;
+    }
+    if (type == DT_Q3_K) { /* signed levels -4..3, int16 scales, see micro6 */
+        const dt_block_q3_k *b = (const dt_block_q3_k *)w + s;
+        uint8_t *tail = p + RR * 256 + r * 64;
+        int8_t sc[16];
+        for (int g = 0; g < 16; g++)
+            sc[g] = (int8_t)((((b->scales[g % 8] >> (4 * (g / 8))) & 15) |
+                              (((b->scales[8 + g % 4] >> (2 * (g / 4))) & 3) << 4)) - 32);
+        const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), off = _mm256_set1_epi8(4);
+        const __m256i hm = _mm256_loadu_si256((const __m256i *)b->hmask);
+        int32_t corr = 0;
+        for (int j = 0; j < 8; j++) { /* block j: low 2 bits qs[32(j/4) + l] >> 2(j%4), high hmask[l] >> j */
+            __m256i lo = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * (j / 4)));
+            lo = _mm256_and_si256(_mm256_srli_epi16(lo, 2 * (j % 4)), m3);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(hm, j), one);
+            __m256i lv = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 2)); /* q + 4 in 0..7 */
+            __m256i sad = _mm256_sad_epu8(lv, _mm256_setzero_si256());
+            int64_t s4[4];
+            _mm256_storeu_si256((__m256i *)s4, sad);
+            corr += sc[2 * j] * (int32_t)(s4[0] + s4[1] - 16 * 4) + sc[2 * j + 1] * (int32_t)(s4[2] + s4[3] - 16 * 4);
+            perm_store(q, vs, j, _mm256_sub_epi8(lv, off));
+        }
+        _mm256_storeu_si256((__m256i *)tail, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc)));
+        int32_t c32 = -128 * corr;
+        float d = h2f(b->d);
+        memset(tail + 32, 0, 32);
+        memcpy(tail + 32, &c32, 4);
+        memcpy(tail + 36, &d, 4);
         return;
     }
     if (type == DT_Q6_K) { /* signed levels q - 32, int16 scales, see micro6 */
@@ -549,6 +578,46 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
     Q6_TOK("x0", XA, XB, "a00", "a10") Q6_TOK("x1", XA, XB, "a01", "a11")                          \
     Q6_TOK("x2", XA, XB, "a02", "a12") Q6_TOK("x3", XA, XB, "a03", "a13")
 
+/* Q3_K: as U_STEP with the vpmaddubsw operands swapped (x unsigned, w signed);
+ * int16 sums over all 8 vectors of a super-block */
+#define S_STEP(WO0, WO1, XO)                                                                       \
+    "vmovdqa " WO0 "(%[w]), %[w0]\n\t"                                                             \
+    "vmovdqa " WO1 "(%[w]), %[w1]\n\t"                                                             \
+    "vmovdqa " XO "(%[x0]), %[xv]\n\t"                                                             \
+    "vpmaddubsw %[w0], %[xv], %[t0]\n\t"                                                           \
+    "vpmaddubsw %[w1], %[xv], %[t1]\n\t"                                                           \
+    "vmovdqa " XO "(%[x1]), %[xv]\n\t"                                                             \
+    "vpaddw %[t0], %[a00], %[a00]\n\t"                                                             \
+    "vpaddw %[t1], %[a10], %[a10]\n\t"                                                             \
+    "vpmaddubsw %[w0], %[xv], %[t0]\n\t"                                                           \
+    "vpmaddubsw %[w1], %[xv], %[t1]\n\t"                                                           \
+    "vmovdqa " XO "(%[x2]), %[xv]\n\t"                                                             \
+    "vpaddw %[t0], %[a01], %[a01]\n\t"                                                             \
+    "vpaddw %[t1], %[a11], %[a11]\n\t"                                                             \
+    "vpmaddubsw %[w0], %[xv], %[t0]\n\t"                                                           \
+    "vpmaddubsw %[w1], %[xv], %[t1]\n\t"                                                           \
+    "vmovdqa " XO "(%[x3]), %[xv]\n\t"                                                             \
+    "vpaddw %[t0], %[a02], %[a02]\n\t"                                                             \
+    "vpaddw %[t1], %[a12], %[a12]\n\t"                                                             \
+    "vpmaddubsw %[w0], %[xv], %[t0]\n\t"                                                           \
+    "vpmaddubsw %[w1], %[xv], %[t1]\n\t"                                                           \
+    "vpaddw %[t0], %[a03], %[a03]\n\t"                                                             \
+    "vpaddw %[t1], %[a13], %[a13]\n\t"
+
+AI void q3_sb_asm(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
+                  const uint8_t *x3, __m256i ai[RR][GEMM_RT])
+{
+    __m256i w0, w1, xv, t0, t1;
+    __asm__(S_STEP("0", "32", "0") S_STEP("64", "96", "32") S_STEP("128", "160", "64")
+                S_STEP("192", "224", "96") S_STEP("256", "288", "128") S_STEP("320", "352", "160")
+                    S_STEP("384", "416", "192") S_STEP("448", "480", "224")
+            : [a00] "+x"(ai[0][0]), [a01] "+x"(ai[0][1]), [a02] "+x"(ai[0][2]), [a03] "+x"(ai[0][3]),
+              [a10] "+x"(ai[1][0]), [a11] "+x"(ai[1][1]), [a12] "+x"(ai[1][2]), [a13] "+x"(ai[1][3]),
+              [w0] "=&x"(w0), [w1] "=&x"(w1), [xv] "=&x"(xv), [t0] "=&x"(t0), [t1] "=&x"(t1)
+            : [w] "r"(w), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3)
+            : "memory");
+}
+
 /* one super-block of the full tile: int32 sums (scaled by sc) into ai */
 AI void q6_sb_asm(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
                   const uint8_t *x3, __m256i ai[RR][GEMM_RT])
@@ -567,9 +636,13 @@ AI void q6_sb_asm(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const 
 }
 #endif
 
-/* micro for Q6_K panels and quant_p8k_u activations; same contract */
+/* micro for Q6_K (bits 6) and Q3_K (bits 3) panels and quant_p8k_u
+ * activations; same contract as micro. Q3_K levels |w| <= 4: int16 lane
+ * sums over all 8 vectors |.| <= 8*2*255*4 = 16320, one vpmaddwd with the
+ * scales (|sc| <= 32) per super-block: |.| <= 2*16320*32 = 1.1e6 per int32
+ * lane, |corr| <= 128*16*32*64 = 4.2e6. */
 AI void micro6(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc, float *y, int64_t ldy,
-               int nr, int acc_y, const int RT)
+               int nr, int acc_y, const int RT, const int bits)
 {
     float facc[RR][GEMM_RT][8] __attribute__((aligned(32)));
 #pragma GCC unroll 4
@@ -587,8 +660,17 @@ AI void micro6(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc
             for (int t = 0; t < RT; t++)
                 ai[r][t] = _mm256_setzero_si256();
 #if GEMM_RR == 2 && GEMM_RT == 4
-        if (RT == GEMM_RT) {
+        if (RT == GEMM_RT && bits == 6) {
             q6_sb_asm(ps, xs, xs + x_stride, xs + 2 * x_stride, xs + 3 * x_stride, ai);
+        } else if (RT == GEMM_RT && bits == 3) {
+            q3_sb_asm(ps, xs, xs + x_stride, xs + 2 * x_stride, xs + 3 * x_stride, ai);
+#pragma GCC unroll 4
+            for (int r = 0; r < RR; r++) {
+                __m256i sc = _mm256_load_si256((const __m256i *)(ps + RR * 256 + r * 64));
+#pragma GCC unroll 4
+                for (int t = 0; t < RT; t++)
+                    ai[r][t] = _mm256_madd_epi16(ai[r][t], sc);
+            }
         } else
 #endif
         {
@@ -596,7 +678,24 @@ AI void micro6(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc
 #pragma GCC unroll 4
             for (int r = 0; r < RR; r++)
                 sc[r] = _mm256_load_si256((const __m256i *)(ps + RR * 256 + r * 64));
-            for (int v = 0; v < 8; v += 2) {
+            for (int v = 0; v < 8 && bits == 3; v++) {
+#pragma GCC unroll 4
+                for (int t = 0; t < RT; t++) {
+                    __m256i xv = _mm256_load_si256((const __m256i *)(xs + t * x_stride + v * 32));
+#pragma GCC unroll 4
+                    for (int r = 0; r < RR; r++)
+                        ai[r][t] = _mm256_add_epi16(ai[r][t], _mm256_maddubs_epi16(xv,
+                                       _mm256_load_si256((const __m256i *)(ps + (v * RR + r) * 32))));
+                }
+            }
+            if (bits == 3) {
+#pragma GCC unroll 4
+                for (int r = 0; r < RR; r++)
+#pragma GCC unroll 4
+                    for (int t = 0; t < RT; t++)
+                        ai[r][t] = _mm256_madd_epi16(ai[r][t], sc[r]);
+            }
+            for (int v = 0; v < 8 && bits == 6; v += 2) {
                 __m256i wa[RR], wb[RR];
 #pragma GCC unroll 4
                 for (int r = 0; r < RR; r++) {
@@ -643,12 +742,12 @@ AI void micro6(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc
             }
 }
 
-#define MICRO6()                                                                                   \
+#define MICRO6(BITS)                                                                               \
     switch (rt) {                                                                                  \
-    case 1: micro6(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, 1); break;                     \
-    case 2: micro6(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, 2); break;                     \
-    case 3: micro6(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, 3); break;                     \
-    default: micro6(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, GEMM_RT); break;              \
+    case 1: micro6(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, 1, BITS); break;               \
+    case 2: micro6(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, 2, BITS); break;               \
+    case 3: micro6(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, 3, BITS); break;               \
+    default: micro6(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, GEMM_RT, BITS); break;        \
     }
 
 #define MICRO_BITS(BITS)                                                                           \
@@ -665,6 +764,7 @@ static int type_bits(int type)
     case DT_Q4_0: case DT_Q4_1: case DT_Q4_K: return 4;
     case DT_Q5_0: case DT_Q5_1: case DT_Q5_K: return 5;
     case DT_Q6_K: return 6;
+    case DT_Q3_K: return 3;
     case DT_Q8_0: return 16;
     }
     return 0;
@@ -700,7 +800,9 @@ void cpu_avx2_gemm_p(const cpu_gemm_args *a)
                 float *yt = a->y + t0 * a->ldy + g;
                 int nr = (int)(a->n_rows - g < RR ? a->n_rows - g : RR);
                 if (bits == 6) {
-                    MICRO6()
+                    MICRO6(6)
+                } else if (bits == 3) {
+                    MICRO6(3)
                 } else if (bits == 4) {
                     MICRO_BITS(4)
                 } else if (bits == 5) {
@@ -726,7 +828,7 @@ cpu_kernel cpu_kernel_avx2_gemm(int type)
     case DT_Q4_K: case DT_Q5_K:
         k.act = CPU_ACT_P8K, k.quantize = cpu_avx2_quant_p8k, k.gemm = cpu_avx2_gemm_p;
         break;
-    case DT_Q6_K: /* P8K-sized rows, levels stored as x + 128 */
+    case DT_Q3_K: case DT_Q6_K: /* P8K-sized rows, levels stored as x + 128 */
         k.act = CPU_ACT_P8K, k.quantize = quant_p8k_u, k.gemm = cpu_avx2_gemm_p;
         break;
     }
