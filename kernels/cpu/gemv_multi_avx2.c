@@ -20,15 +20,15 @@
  * one group). Per chunk a table holds for every block pair and token the
  * activations in the lane order of the weights ([x_b 0..15 | x_b+1 0..15],
  * [x_b 16..31 | x_b+1 16..31]), dx as [b x4 | b+1 x4] and the offset term
- * k sx the same way; per row group and chunk a small table holds the row
- * scales [b: d rows 0..3 | b+1: ...] (gathered in general registers). Per
- * block pair the levels of the 4 rows are decoded once (Q4/Q5: one register
- * of low and one of high nibbles of both blocks; Q8_0: |levels| of elements
- * 0..15 and 16..31 of both blocks, the signs applied to the activations with
- * vpsignb per row and token); per token, 2 vpmaddubsw + 1 add per row (Q8_0:
- * + 2 vpsignb, 2 vpmaddwd), then a "transposed" reduction of the 4 rows
- * (unpacks and adds in 16-bit lanes where the bounds allow it, then one
- * vpmaddwd) gives the integer sums [b: rows 0..3 | b+1: rows 0..3], and one
+ * k sx the same way. Per block pair the row scales [b: d rows 0..3 | b+1:
+ * ...] are gathered in general registers and the levels of the 4 rows are
+ * decoded once (Q4/Q5: one register of low and one of high nibbles of both
+ * blocks; Q8_0: |levels| of elements 0..15 and 16..31 of both blocks, the
+ * signs applied to the activations with vpsignb per row and token); per
+ * token, 2 vpmaddubsw + 1 add per row (Q8_0: + 2 vpsignb, 2 vpmaddwd), then
+ * a "transposed" reduction of the 4 rows (unpacks and adds in 16-bit lanes
+ * where the bounds allow it, then one vpmaddwd) gives the integer sums [b:
+ * rows 0..3 | b+1: rows 0..3], and one
  * convert + 2 FMA (Q4_1/Q5_1: 3 products) apply the row scales and the
  * token's table. The next row group is prefetched into L1 while one computes.
  *
@@ -179,7 +179,7 @@ AI __m256i mt_reduce4_i32(__m256i c0, __m256i c1, __m256i c2, __m256i c3)
  * group's first row (walked linearly, one line per pair), or NULL. */
 AI void mt_a_kernel(const int type, const uint8_t *w0, const uint8_t *w1, const uint8_t *w2,
                     const uint8_t *w3, size_t pf, int64_t pb, int np, const __m256 *T, int ntt,
-                    const __m256 *D, float *y, int64_t ldy, int nr, int first, const int NT)
+                    float *y, int64_t ldy, int nr, int first, const int NT)
 {
     const size_t bs = mt_bs(type);
     const size_t qo = type == DT_Q4_0 ? offsetof(dt_block_q4_0, qs) : type == DT_Q4_1 ? offsetof(dt_block_q4_1, qs)
@@ -203,7 +203,9 @@ AI void mt_a_kernel(const int type, const uint8_t *w0, const uint8_t *w1, const 
             _mm_prefetch((const char *)b[3] + pf, _MM_HINT_T0);
         }
         __m256i lo[4], hi[4], sg[4][2];
-        __m256 dp = D[p * (1 + has_m)], mp = D[p * (1 + has_m) + has_m];
+        __m256 dp = mt_rows4_h(b[0], b[1], b[2], b[3], bs), mp = dp;
+        if (has_m)
+            mp = mt_rows4_h(b[0] + 2, b[1] + 2, b[2] + 2, b[3] + 2, bs);
 #pragma GCC unroll 4
         for (int r = 0; r < 4; r++) {
             /* elements 0..15 of blocks b and b+1 in one register (Q8_0: and 16..31 in another) */
@@ -321,19 +323,19 @@ static float mt_a_block_scalar(int type, const uint8_t *blk, const int8_t *x, fl
 }
 
 typedef void (*mt_a_fn)(const uint8_t *, const uint8_t *, const uint8_t *, const uint8_t *, size_t,
-                        int64_t, int, const __m256 *, int, const __m256 *, float *, int64_t, int, int, int);
+                        int64_t, int, const __m256 *, int, float *, int64_t, int, int, int);
 
 #define MT_A_DISPATCH(T)                                                                           \
     static void mt_a_##T(const uint8_t *w0, const uint8_t *w1, const uint8_t *w2, const uint8_t *w3, \
-                         size_t pf, int64_t pb, int np, const __m256 *tab, int ntt, const __m256 *D,    \
-                         float *y, int64_t ldy, int nr, int first, int nt)                          \
+                         size_t pf, int64_t pb, int np, const __m256 *tab, int ntt, float *y,       \
+                         int64_t ldy, int nr, int first, int nt)                                    \
     {                                                                                              \
         switch (nt) {                                                                              \
-        case 1: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, D, y, ldy, nr, first, 1); break; \
-        case 2: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, D, y, ldy, nr, first, 2); break; \
-        case 3: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, D, y, ldy, nr, first, 3); break; \
-        case 4: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, D, y, ldy, nr, first, 4); break; \
-        default: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, D, y, ldy, nr, first, 8); break; \
+        case 1: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 1); break; \
+        case 2: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 2); break; \
+        case 3: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 3); break; \
+        case 4: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 4); break; \
+        default: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 8); break; \
         }                                                                                          \
     }
 MT_A_DISPATCH(Q4_0)
@@ -346,13 +348,11 @@ MT_A_DISPATCH(Q8_0)
 static void mt_a(const cpu_gemm_args *a)
 {
     __m256 tab[MT_MAX * MT_CH * MT_TV]; /* 64 KiB of stack */
-    __m256 dtab[2 * MT_CH];
     const int type = a->type;
     const size_t bs = mt_bs(type), ws = a->w_stride;
     const int64_t n = a->n, nb = n / 32, npairs = nb / 2, nrows = a->n_rows;
     /* token groups of <= 4 (8 tokens: one group, the levels decoded once) */
     const int nt = (int)a->n_tok, ng = nt == 8 ? 1 : (nt + 3) / 4;
-    const int has_m = type == DT_Q4_1 || type == DT_Q5_1;
     mt_a_fn kern = type == DT_Q4_0 ? mt_a_Q4_0 : type == DT_Q4_1 ? mt_a_Q4_1
                  : type == DT_Q5_0 ? mt_a_Q5_0 : type == DT_Q5_1 ? mt_a_Q5_1 : mt_a_Q8_0;
     for (int64_t c0 = 0; c0 < npairs; c0 += MT_CH) {
@@ -365,16 +365,9 @@ static void mt_a(const cpu_gemm_args *a)
                 w[r] = a->w + (r0 + (r < nr ? r : nr - 1)) * ws;
             /* the next group of rows, prefetched while this one computes */
             size_t pf = r0 + 8 <= nrows ? 4 * ws : 0;
-            /* the row scales per pair: [b: d rows 0..3 | b+1: ...] (and m) */
-            for (int p = 0; p < np; p++) {
-                size_t o = 2 * (size_t)(c0 + p) * bs;
-                dtab[p * (1 + has_m)] = mt_rows4_h(w[0] + o, w[1] + o, w[2] + o, w[3] + o, bs);
-                if (has_m)
-                    dtab[p * 2 + 1] = mt_rows4_h(w[0] + o + 2, w[1] + o + 2, w[2] + o + 2, w[3] + o + 2, bs);
-            }
             for (int g = 0; g < ng; g++) {
                 int t0 = nt * g / ng, t1 = nt * (g + 1) / ng;
-                kern(w[0], w[1], w[2], w[3], g == 0 ? pf : 0, c0, np, tab + (size_t)t0 * MT_TV, nt, dtab,
+                kern(w[0], w[1], w[2], w[3], g == 0 ? pf : 0, c0, np, tab + (size_t)t0 * MT_TV, nt,
                      a->y + t0 * a->ldy + r0, a->ldy, nr, c0 == 0, t1 - t0);
             }
         }
