@@ -28,9 +28,9 @@
  * token, 2 vpmaddubsw + 1 add per row (Q8_0: + 2 vpsignb, 2 vpmaddwd), then
  * a "transposed" reduction of the 4 rows (unpacks and adds in 16-bit lanes
  * where the bounds allow it, then one vpmaddwd) gives the integer sums [b:
- * rows 0..3 | b+1: rows 0..3], and one
- * convert + 2 FMA (Q4_1/Q5_1: 3 products) apply the row scales and the
- * token's table. The next row group is prefetched into L1 while one computes.
+ * rows 0..3 | b+1: rows 0..3], and one convert + 2 FMA (Q4_1/Q5_1: 3
+ * products) apply the row scales and the token's table. The next row group
+ * is prefetched into L1 while one computes.
  *
  * Family K (Q4_K, act "q8kb"): one row at a time with up to 4 tokens (8
  * tokens: all at once; a later token group finds the row in L1). Per chunk
