@@ -144,7 +144,7 @@ int cpu_avx2_gemv_k23_max(int type);
  * fall back to gemv_avx2.c's generic family-A kernel. */
 int cpu_avx2_gemv_a45(const cpu_gemm_args *a);
 /* AVX2 prefill GEMM (gemm_avx2.c): Q4_0, Q4_1, Q5_0, Q5_1 (act P8), Q8_0 (P16),
- * Q4_K, Q5_K, Q3_K, Q6_K (act P8K; Q3_K/Q6_K levels stored as x + 128); .gemm NULL for other types. */
+ * Q2_K..Q6_K (act P8K; Q3_K/Q6_K: levels x + 128, Q2_K: int16 group sums in c); .gemm NULL for other types. */
 cpu_kernel cpu_kernel_avx2_gemm(int type);
 void cpu_avx2_quant_p8(const float *x, uint8_t *xq, int64_t n);
 void cpu_avx2_quant_p8k(const float *x, uint8_t *xq, int64_t n);

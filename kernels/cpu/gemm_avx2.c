@@ -1,8 +1,8 @@
 /* gemm_avx2.c - AVX2 prefill GEMM (n_tok >= 2) for Q4_0, Q4_1, Q5_0, Q5_1,
- * Q8_0, Q4_K, Q5_K, Q3_K and Q6_K weights against 8-bit activations ("P"
- * layout, cpu_kernels.h), register-blocked GEMM_RR rows x up to GEMM_RT
- * tokens. Q3_K and Q6_K (signed levels, 16 scales per super-block) have
- * their own tile, micro6: see the comment above it.
+ * Q8_0, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K weights against 8-bit activations
+ * ("P" layout, cpu_kernels.h), register-blocked GEMM_RR rows x up to GEMM_RT
+ * tokens. Q2_K, Q3_K and Q6_K (16 scales per super-block) have their own
+ * tile, micro6: see the comment above it.
  *
  * The K dimension is permuted inside each super-block of 256 elements
  * (8 blocks of 32) so that 4-byte lane j of every 32-byte vector belongs to
@@ -138,9 +138,15 @@ AI void quant_p8k_any(const float *x, uint8_t *xq, int64_t n, int flip)
             q8_round32(xs + 32 * j, vid, i);
             int32_t sum = hsum256i(_mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3])));
             __m256i q = q8_pack(i[0], i[1], i[2], i[3]);
-            perm_store((uint32_t *)sb, 8, j, flip ? _mm256_xor_si256(q, bias) : q);
+            perm_store((uint32_t *)sb, 8, j, flip == 1 ? _mm256_xor_si256(q, bias) : q);
             da[j] = d;
-            c[j] = d * (float)sum;
+            if (flip == 2) { /* int16 sums of elements 0..15 and 16..31 of block j */
+                int16_t *bs = (int16_t *)c;
+                bs[2 * j] = (int16_t)hsum256i(_mm256_add_epi32(i[0], i[1]));
+                bs[2 * j + 1] = (int16_t)hsum256i(_mm256_add_epi32(i[2], i[3]));
+            } else {
+                c[j] = d * (float)sum;
+            }
         }
     }
 }
@@ -149,6 +155,10 @@ void cpu_avx2_quant_p8k(const float *x, uint8_t *xq, int64_t n) { quant_p8k_any(
 
 /* P8K with unsigned levels x + 128 (Q6_K weights, see micro6) */
 static void quant_p8k_u(const float *x, uint8_t *xq, int64_t n) { quant_p8k_any(x, xq, n, 1); }
+
+/* P8K with the c area holding int16 sums of the 16 groups of 16 (group g
+ * at int16 g; |.| <= 16*127 = 2032) instead of c[8] (Q2_K, see micro6) */
+static void quant_p8k_b(const float *x, uint8_t *xq, int64_t n) { quant_p8k_any(x, xq, n, 2); }
 
 /* ---- weight packing ------------------------------------------------------------ */
 
@@ -187,6 +197,25 @@ static void pack_sb(int type, const uint8_t *w, int64_t n, int64_t s, uint8_t *p
             perm16_store(q, vs, j, lv);
             dw[j] = d, mw[j] = 0.0f;
         }
+        return;
+    }
+    if (type == DT_Q2_K) { /* levels 0..3; tail | sc int16[16] | mn int8[16] | d | dmin |, see micro6 */
+        const dt_block_q2_k *b = (const dt_block_q2_k *)w + s;
+        uint8_t *tail = p + RR * 256 + r * 64;
+        const __m256i m3 = _mm256_set1_epi8(3);
+        for (int j = 0; j < 8; j++) { /* block j: qs[32(j/4) + l] >> 2(j%4) */
+            __m256i lv = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * (j / 4)));
+            perm_store(q, vs, j, _mm256_and_si256(_mm256_srli_epi16(lv, 2 * (j % 4)), m3));
+        }
+        __m128i sb = _mm_loadu_si128((const __m128i *)b->scales);
+        __m128i sc = _mm_and_si128(sb, _mm_set1_epi8(15));
+        __m128i mn = _mm_and_si128(_mm_srli_epi16(sb, 4), _mm_set1_epi8(15));
+        _mm256_storeu_si256((__m256i *)tail, _mm256_cvtepu8_epi16(sc));
+        _mm_storeu_si128((__m128i *)(tail + 32), mn);
+        float d = h2f(b->d), dmin = h2f(b->dmin);
+        memcpy(tail + 48, &d, 4);
+        memcpy(tail + 52, &dmin, 4);
+        memset(tail + 56, 0, 8);
         return;
     }
     if (type == DT_Q3_K) { /* signed levels -4..3, int16 scales, see micro6 */
@@ -637,10 +666,17 @@ AI void q6_sb_asm(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const 
 #endif
 
 /* micro for Q6_K (bits 6) and Q3_K (bits 3) panels and quant_p8k_u
- * activations; same contract as micro. Q3_K levels |w| <= 4: int16 lane
- * sums over all 8 vectors |.| <= 8*2*255*4 = 16320, one vpmaddwd with the
- * scales (|sc| <= 32) per super-block: |.| <= 2*16320*32 = 1.1e6 per int32
- * lane, |corr| <= 128*16*32*64 = 4.2e6. */
+ * activations, Q2_K (bits 2) and quant_p8k_b; same contract as micro.
+ * Q3_K levels |w| <= 4: int16 lane sums over all 8 vectors |.| <=
+ * 8*2*255*4 = 16320, one vpmaddwd with the scales (|sc| <= 32) per
+ * super-block: |.| <= 2*16320*32 = 1.1e6 per int32 lane, |corr| <=
+ * 128*16*32*64 = 4.2e6.
+ * Q2_K keeps the usual orientation (levels 0..3 unsigned, x signed, the
+ * U_STEP tile): int16 lane sums over 8 vectors |.| <= 8*2*3*127 = 6096,
+ * vpmaddwd with the scales 0..15: |.| <= 2*6096*15 = 1.8e5; the mins
+ * term dmin * sum_g mn[g] * (sum of x over group g) takes the activation
+ * group sums (|.| <= 2032) from quant_p8k_b: vpmaddwd |.| <= 2*2032*15 =
+ * 6.1e4, one more cvt + FMA per super-block and tile entry. */
 AI void micro6(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc, float *y, int64_t ldy,
                int nr, int acc_y, const int RT, const int bits)
 {
@@ -662,8 +698,14 @@ AI void micro6(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc
 #if GEMM_RR == 2 && GEMM_RT == 4
         if (RT == GEMM_RT && bits == 6) {
             q6_sb_asm(ps, xs, xs + x_stride, xs + 2 * x_stride, xs + 3 * x_stride, ai);
-        } else if (RT == GEMM_RT && bits == 3) {
-            q3_sb_asm(ps, xs, xs + x_stride, xs + 2 * x_stride, xs + 3 * x_stride, ai);
+        } else if (RT == GEMM_RT && bits != 6) {
+            const uint8_t *x1 = xs + x_stride, *x2 = xs + 2 * x_stride, *x3 = xs + 3 * x_stride;
+            if (bits == 3) {
+                q3_sb_asm(ps, xs, x1, x2, x3, ai);
+            } else {
+                u_steps4(ps, xs, x1, x2, x3, ai);
+                u_steps4(ps + 4 * RR * 32, xs + 128, x1 + 128, x2 + 128, x3 + 128, ai);
+            }
 #pragma GCC unroll 4
             for (int r = 0; r < RR; r++) {
                 __m256i sc = _mm256_load_si256((const __m256i *)(ps + RR * 256 + r * 64));
@@ -678,17 +720,19 @@ AI void micro6(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc
 #pragma GCC unroll 4
             for (int r = 0; r < RR; r++)
                 sc[r] = _mm256_load_si256((const __m256i *)(ps + RR * 256 + r * 64));
-            for (int v = 0; v < 8 && bits == 3; v++) {
+            for (int v = 0; v < 8 && bits != 6; v++) {
 #pragma GCC unroll 4
                 for (int t = 0; t < RT; t++) {
                     __m256i xv = _mm256_load_si256((const __m256i *)(xs + t * x_stride + v * 32));
 #pragma GCC unroll 4
-                    for (int r = 0; r < RR; r++)
-                        ai[r][t] = _mm256_add_epi16(ai[r][t], _mm256_maddubs_epi16(xv,
-                                       _mm256_load_si256((const __m256i *)(ps + (v * RR + r) * 32))));
+                    for (int r = 0; r < RR; r++) {
+                        __m256i wv = _mm256_load_si256((const __m256i *)(ps + (v * RR + r) * 32));
+                        ai[r][t] = _mm256_add_epi16(ai[r][t], bits == 3 ? _mm256_maddubs_epi16(xv, wv)
+                                                                        : _mm256_maddubs_epi16(wv, xv));
+                    }
                 }
             }
-            if (bits == 3) {
+            if (bits != 6) {
 #pragma GCC unroll 4
                 for (int r = 0; r < RR; r++)
 #pragma GCC unroll 4
@@ -716,7 +760,24 @@ AI void micro6(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc
             }
         }
 #pragma GCC unroll 4
-        for (int r = 0; r < RR; r++) {
+        for (int r = 0; r < RR && bits == 2; r++) {
+            const uint8_t *tail = ps + RR * 256 + r * 64;
+            __m256i mn = _mm256_cvtepu8_epi16(_mm_load_si128((const __m128i *)(tail + 32)));
+            __m256 dv = _mm256_broadcast_ss((const float *)(tail + 48));
+            __m256 mv = _mm256_broadcast_ss((const float *)(tail + 52));
+#pragma GCC unroll 4
+            for (int t = 0; t < RT; t++) {
+                const uint8_t *xa = xs + t * x_stride + 256;
+                __m256 da = _mm256_broadcast_ss((const float *)xa);
+                __m256i bm = _mm256_madd_epi16(_mm256_load_si256((const __m256i *)(xa + 32)), mn);
+                __m256 a = _mm256_load_ps(facc[r][t]);
+                a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ai[r][t]), _mm256_mul_ps(dv, da), a);
+                a = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(bm), _mm256_mul_ps(mv, da), a);
+                _mm256_store_ps(facc[r][t], a);
+            }
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < RR && bits != 2; r++) {
             const uint8_t *tail = ps + RR * 256 + r * 64;
             /* corr in lane 0; lane 1 holds d's bits: masked off */
             __m256i corr = _mm256_blend_epi32(_mm256_load_si256((const __m256i *)(tail + 32)),
@@ -765,6 +826,7 @@ static int type_bits(int type)
     case DT_Q5_0: case DT_Q5_1: case DT_Q5_K: return 5;
     case DT_Q6_K: return 6;
     case DT_Q3_K: return 3;
+    case DT_Q2_K: return 2;
     case DT_Q8_0: return 16;
     }
     return 0;
@@ -803,6 +865,8 @@ void cpu_avx2_gemm_p(const cpu_gemm_args *a)
                     MICRO6(6)
                 } else if (bits == 3) {
                     MICRO6(3)
+                } else if (bits == 2) {
+                    MICRO6(2)
                 } else if (bits == 4) {
                     MICRO_BITS(4)
                 } else if (bits == 5) {
@@ -830,6 +894,9 @@ cpu_kernel cpu_kernel_avx2_gemm(int type)
         break;
     case DT_Q3_K: case DT_Q6_K: /* P8K-sized rows, levels stored as x + 128 */
         k.act = CPU_ACT_P8K, k.quantize = quant_p8k_u, k.gemm = cpu_avx2_gemm_p;
+        break;
+    case DT_Q2_K: /* P8K-sized rows, group sums in the c area */
+        k.act = CPU_ACT_P8K, k.quantize = quant_p8k_b, k.gemm = cpu_avx2_gemm_p;
         break;
     }
     return k;
