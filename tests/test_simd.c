@@ -151,11 +151,12 @@ int main(void)
                     run_case(mm, type, bs == 32 ? 32 * 17 : 256 * 17, 3, 4, &rng, &st);
                 }
                 /* fused multi-token decode (gemv_multi_avx2.c): n_tok 2..8, odd row
-                 * counts (a row pair and a lone row), several K chunks of 64 blocks,
-                 * odd and even block counts */
+                 * counts (a row pair and a lone row), several K chunks (of 64 or 128
+                 * blocks; K types: 16 super-blocks, so 33 is three chunks), odd and
+                 * even block counts */
                 if (bs > 1 && lv != CPU_SCALAR)
                     for (int64_t nt = 2; nt <= 8; nt++)
-                        run_case(mm, type, bs == 32 ? 32 * (nt % 2 ? 135 : 130) : 256 * (nt % 2 ? 9 : 3),
+                        run_case(mm, type, bs == 32 ? 32 * (nt % 2 ? 135 : 130) : 256 * (nt % 2 ? 33 : 3),
                                  nt % 3 ? 5 : 19, nt, &rng, &st);
                 /* one larger case: many row chunks and token blocks across threads */
                 run_case(mm, type, bs == 1 ? 520 : (bs == 32 ? 1024 : 1024), 300, 70, &rng, &st);
