@@ -100,3 +100,69 @@ AI float q8_block32(const float *xb, __m256i *i0, __m256i *i1, __m256i *i2, __m2
     *i0 = q8_round(v0, vid), *i1 = q8_round(v1, vid), *i2 = q8_round(v2, vid), *i3 = q8_round(v3, vid);
     return d;
 }
+
+/* ---- decode helpers shared by the gemv*_avx2.c kernels ------------------- */
+
+AI uint64_t ld_u16(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return h;
+}
+
+/* The f16 at p, p + ws, p + 2 ws, p + 3 ws (one field of 4 rows) packed in 64
+ * bits. The empty asm keeps the gather in general registers: gcc otherwise
+ * builds it with a chain of vector shuffles on the busy vector pipes. */
+AI uint64_t f16_rows4(const uint8_t *p, size_t ws)
+{
+    uint64_t a = ld_u16(p), b = ld_u16(p + ws), c = ld_u16(p + 2 * ws), d = ld_u16(p + 3 * ws);
+    __asm__("" : "+r"(a), "+r"(b), "+r"(c), "+r"(d));
+    return a | b << 16 | c << 32 | d << 48;
+}
+
+/* f16 field of blocks b (at p) and b+1 (p + bs) of 4 rows -> [b: rows 0..3 | b+1: rows 0..3] */
+AI __m256 f16_rows4_blk2(const uint8_t *p, size_t ws, size_t bs)
+{
+    return _mm256_cvtph_ps(
+        _mm_set_epi64x((long long)f16_rows4(p + bs, ws), (long long)f16_rows4(p, ws)));
+}
+
+/* Per-call table of an activation vector: for each pair of blocks i,
+ * out[8i..8i+7] = k * [v[2i] x4 | v[2i+1] x4] (the lane order of the 4-row sums). */
+static inline void pair_table(const float *v, int64_t n_pairs, float k, float *out)
+{
+    for (int64_t i = 0; i < n_pairs; i++)
+        _mm256_store_ps(out + 8 * i, _mm256_set_m128(_mm_set1_ps(k * v[2 * i + 1]),
+                                                     _mm_set1_ps(k * v[2 * i])));
+}
+
+AI void prefetch_lines(const uint8_t *p, const int n_lines)
+{
+#pragma GCC unroll 9
+    for (int k = 0; k < n_lines; k++)
+        _mm_prefetch((const char *)p + 64 * k, _MM_HINT_T0);
+}
+
+/* Transposed reduction of 4 rows in 16-bit lanes: p_r holds 16 partial sums
+ * of row r (lanes 0..7: block b, 8..15: block b+1), each |.| <= 8191 (4 of
+ * them are added in 16 bits, then pairs in 32). Returns the i32 row sums
+ * [b: rows 0..3 | b+1: rows 0..3]. */
+AI __m256i reduce4_i16(__m256i p0, __m256i p1, __m256i p2, __m256i p3)
+{
+    __m256i t01 = _mm256_add_epi16(_mm256_unpacklo_epi16(p0, p1), _mm256_unpackhi_epi16(p0, p1));
+    __m256i t23 = _mm256_add_epi16(_mm256_unpacklo_epi16(p2, p3), _mm256_unpackhi_epi16(p2, p3));
+    /* [r0 r1 r2 r3 r0 r1 r2 r3] per 128-bit lane */
+    __m256i u = _mm256_add_epi16(_mm256_unpacklo_epi32(t01, t23), _mm256_unpackhi_epi32(t01, t23));
+    const __m256i pairs = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
+                                           0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
+    return _mm256_madd_epi16(_mm256_shuffle_epi8(u, pairs), _mm256_set1_epi16(1));
+}
+
+/* lanes 0..3 + lanes 4..7 of acc (rows 0..3) plus the scalar tail sums */
+AI void store_rows4(__m256 acc, const float tail[4], float *y)
+{
+    float v[4];
+    _mm_storeu_ps(v, _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1)));
+    for (int r = 0; r < 4; r++)
+        y[r] = v[r] + tail[r];
+}

@@ -36,62 +36,8 @@ AI size_t a45_om(int type) { return type == DT_Q5_0 ? 0 : 2; }
 AI size_t a45_oqh(int type) { return type == DT_Q5_0 ? 2 : type == DT_Q5_1 ? 4 : 0; }
 AI size_t a45_oqs(int type) { return type == DT_Q4_1 ? 4 : type == DT_Q5_0 ? 6 : 8; }
 
-AI uint64_t a45_ld_u16(const uint8_t *p)
-{
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return h;
-}
-
-/* The f16 at p, p + ws, p + 2 ws, p + 3 ws packed in 64 bits, built in
- * general registers (the empty asm stops gcc from doing it with vector
- * shuffles, which are the busy resource here). */
-AI uint64_t a45_f16_rows4(const uint8_t *p, size_t ws)
-{
-    uint64_t a = a45_ld_u16(p), b = a45_ld_u16(p + ws), c = a45_ld_u16(p + 2 * ws),
-             d = a45_ld_u16(p + 3 * ws);
-    __asm__("" : "+r"(a), "+r"(b), "+r"(c), "+r"(d));
-    return a | b << 16 | c << 32 | d << 48;
-}
-
-/* f16 field of blocks b (at p) and b+1 (p + bs) of 4 rows -> [b: rows 0..3 | b+1: rows 0..3] */
-AI __m256 a45_f16_rows4_blk2(const uint8_t *p, size_t ws, size_t bs)
-{
-    return _mm256_cvtph_ps(
-        _mm_set_epi64x((long long)a45_f16_rows4(p + bs, ws), (long long)a45_f16_rows4(p, ws)));
-}
-
-/* For each pair of blocks i: out[8i..8i+7] = k * [v[2i] x4 | v[2i+1] x4]
- * (the lane order of the 4-row sums). */
-static void a45_pair_table(const float *v, int64_t n_pairs, float k, float *out)
-{
-    for (int64_t i = 0; i < n_pairs; i++)
-        _mm256_store_ps(out + 8 * i, _mm256_set_m128(_mm_set1_ps(k * v[2 * i + 1]),
-                                                     _mm_set1_ps(k * v[2 * i])));
-}
-
-AI void a45_prefetch_lines(const uint8_t *p, const int n_lines)
-{
-#pragma GCC unroll 4
-    for (int k = 0; k < n_lines; k++)
-        _mm_prefetch((const char *)p + 64 * k, _MM_HINT_T0);
-}
-
-/* 4 rows in 16-bit lanes: p_r holds 16 pair sums of row r (lanes 0..7:
- * block b, 8..15: block b+1), each |.| <= 8191. Returns the i32 row sums
- * [b: rows 0..3 | b+1: rows 0..3]. */
-AI __m256i a45_reduce4_i16(__m256i p0, __m256i p1, __m256i p2, __m256i p3)
-{
-    __m256i t01 = _mm256_add_epi16(_mm256_unpacklo_epi16(p0, p1), _mm256_unpackhi_epi16(p0, p1));
-    __m256i t23 = _mm256_add_epi16(_mm256_unpacklo_epi16(p2, p3), _mm256_unpackhi_epi16(p2, p3));
-    __m256i u = _mm256_add_epi16(_mm256_unpacklo_epi32(t01, t23), _mm256_unpackhi_epi32(t01, t23));
-    const __m256i pairs = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
-                                           0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
-    return _mm256_madd_epi16(_mm256_shuffle_epi8(u, pairs), _mm256_set1_epi16(1));
-}
-
-/* The same for |each| <= 16383 (5-bit levels): one 16-bit add of two lanes
- * of the same row, then widened to 32 bits. */
+/* As reduce4_i16 (avx2_common.h), for |each| <= 16383 (5-bit levels): one
+ * 16-bit add of two lanes of the same row, then widened to 32 bits. */
 AI __m256i a45_reduce4_i16w(__m256i p0, __m256i p1, __m256i p2, __m256i p3)
 {
     const __m256i ones = _mm256_set1_epi16(1);
@@ -100,15 +46,6 @@ AI __m256i a45_reduce4_i16w(__m256i p0, __m256i p1, __m256i p2, __m256i p3)
     __m256i t23 = _mm256_add_epi16(_mm256_unpacklo_epi32(p2, p3), _mm256_unpackhi_epi32(p2, p3));
     __m256i m01 = _mm256_madd_epi16(t01, ones), m23 = _mm256_madd_epi16(t23, ones); /* [r0 r1 r0 r1] */
     return _mm256_add_epi32(_mm256_unpacklo_epi64(m01, m23), _mm256_unpackhi_epi64(m01, m23));
-}
-
-/* lanes 0..3 + lanes 4..7 of acc (rows 0..3) plus the scalar tail sums */
-AI void a45_store_rows4(__m256 acc, const float tail[4], float *y)
-{
-    float v[4];
-    _mm_storeu_ps(v, _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1)));
-    for (int r = 0; r < 4; r++)
-        y[r] = v[r] + tail[r];
 }
 
 /* 5th-bit masks (0x10 where set) of the low (el 0..15) and high (el 16..31)
@@ -145,8 +82,8 @@ AI int32_t a45_blk_dot_scalar(int type, const uint8_t *blk, const int8_t *x)
 /* Float value of one block-row: d dx si + offset (m sx, or -16 d sx for Q5_0). */
 AI float a45_blk_value(int type, const uint8_t *blk, int32_t si, float dx, float sx)
 {
-    float d = h2f((uint16_t)a45_ld_u16(blk));
-    float off = a45_om(type) ? h2f((uint16_t)a45_ld_u16(blk + a45_om(type))) * sx : -16.0f * d * sx;
+    float d = h2f((uint16_t)ld_u16(blk));
+    float off = a45_om(type) ? h2f((uint16_t)ld_u16(blk + a45_om(type))) * sx : -16.0f * d * sx;
     return d * dx * (float)si + off;
 }
 
@@ -163,7 +100,7 @@ AI void a45_dec4(const int type, const uint8_t *w, size_t ws, const uint8_t *pf,
     int64_t b = 0;
     for (; b + 2 <= nb; b += 2) {
         const uint8_t *blk = w + b * bs;
-        a45_prefetch_lines(pf + 4 * bs * b, 3); /* 160..192 bytes of the next group per step */
+        prefetch_lines(pf + 4 * bs * b, 3); /* 160..192 bytes of the next group per step */
         __m256i x0 = _mm256_load_si256((const __m256i *)(xq + 32 * b));
         __m256i x1 = _mm256_load_si256((const __m256i *)(xq + 32 * b + 32));
         __m256i xl = _mm256_permute2x128_si256(x0, x1, 0x20), xh = _mm256_permute2x128_si256(x0, x1, 0x31);
@@ -184,11 +121,11 @@ AI void a45_dec4(const int type, const uint8_t *w, size_t ws, const uint8_t *pf,
             p[r] = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh));
         }
         __m256i s = oqh ? a45_reduce4_i16w(p[0], p[1], p[2], p[3])
-                        : a45_reduce4_i16(p[0], p[1], p[2], p[3]);
-        __m256 d = a45_f16_rows4_blk2(blk, ws, bs);
+                        : reduce4_i16(p[0], p[1], p[2], p[3]);
+        __m256 d = f16_rows4_blk2(blk, ws, bs);
         if (om) {
             acc = _mm256_fmadd_ps(d, _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_load_ps(tdx + 4 * b)), acc);
-            macc = _mm256_fmadd_ps(a45_f16_rows4_blk2(blk + om, ws, bs), _mm256_load_ps(tsx + 4 * b), macc);
+            macc = _mm256_fmadd_ps(f16_rows4_blk2(blk + om, ws, bs), _mm256_load_ps(tsx + 4 * b), macc);
         } else {
             __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_load_ps(tdx + 4 * b),
                                        _mm256_load_ps(tsx + 4 * b));
@@ -204,7 +141,7 @@ AI void a45_dec4(const int type, const uint8_t *w, size_t ws, const uint8_t *pf,
             tail[r] = a45_blk_value(type, blk, a45_blk_dot_scalar(type, blk, x), dx[b], sx[b]);
         }
     }
-    a45_store_rows4(_mm256_add_ps(acc, macc), tail, y);
+    store_rows4(_mm256_add_ps(acc, macc), tail, y);
 }
 
 /* One row of `type` x one q8b activation row, block by block (the rows left
@@ -228,7 +165,7 @@ AI float a45_dec1(const int type, const uint8_t *w, const uint8_t *xq, int64_t n
         __m256i si = _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(1));
         off += a45_blk_value(type, blk, 0, dx[b], sx[b]);
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si),
-                              _mm256_set1_ps(h2f((uint16_t)a45_ld_u16(blk)) * dx[b]), acc);
+                              _mm256_set1_ps(h2f((uint16_t)ld_u16(blk)) * dx[b]), acc);
     }
     return hsum256(acc) + off;
 }
@@ -251,8 +188,8 @@ AI void a45_gemv(const int type, const cpu_gemm_args *a)
         const float *dx = (const float *)(xq + a->n), *sx = dx + cpu_pad8(nb);
         int64_t r = 0;
         if (a->n_rows >= 4) {
-            a45_pair_table(dx, nb / 2, 1.0f, tdx);
-            a45_pair_table(sx, nb / 2, type == DT_Q5_0 ? -16.0f : 1.0f, tsx);
+            pair_table(dx, nb / 2, 1.0f, tdx);
+            pair_table(sx, nb / 2, type == DT_Q5_0 ? -16.0f : 1.0f, tsx);
             for (; r + 4 <= a->n_rows; r += 4)
                 a45_dec4(type, a->w + r * a->w_stride, a->w_stride, a45_pf(a, r), xq, a->n, tdx,
                          tsx, y + r);

@@ -129,18 +129,11 @@ AI __m256i q3k_levels(__m256i q, __m256i q4, __m256i hm, const int c)
     return _mm256_or_si256(lo, hb);
 }
 
-AI uint64_t k23_u16(const uint8_t *p)
-{
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return h;
-}
-
 /* the f16 at p + r ws for rows r < RR packed in 64 bits (general registers) */
 AI uint64_t k23_f16_rows(const uint8_t *p, size_t ws, const int RR)
 {
-    uint64_t a = k23_u16(p), b = RR > 1 ? k23_u16(p + ws) : 0, c = RR > 2 ? k23_u16(p + 2 * ws) : 0,
-             d = RR > 3 ? k23_u16(p + 3 * ws) : 0;
+    uint64_t a = ld_u16(p), b = RR > 1 ? ld_u16(p + ws) : 0, c = RR > 2 ? ld_u16(p + 2 * ws) : 0,
+             d = RR > 3 ? ld_u16(p + 3 * ws) : 0;
     __asm__("" : "+r"(a), "+r"(b), "+r"(c), "+r"(d));
     return a | b << 16 | c << 32 | d << 48;
 }

@@ -62,13 +62,6 @@ AI __m256i k56_sum8(const __m256i *v)
     return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
 }
 
-AI uint64_t k56_u16(const uint8_t *p)
-{
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return h;
-}
-
 AI uint32_t k56_u32(const uint8_t *p)
 {
     uint32_t v;
@@ -80,7 +73,7 @@ AI uint32_t k56_u32(const uint8_t *p)
  * Gathered in general registers (the vector pipes are the busy ones). */
 AI __m128 k56_f16_rows4(const uint8_t *p, size_t ws)
 {
-    uint64_t a = k56_u16(p), b = k56_u16(p + ws), c = k56_u16(p + 2 * ws), d = k56_u16(p + 3 * ws);
+    uint64_t a = ld_u16(p), b = ld_u16(p + ws), c = ld_u16(p + 2 * ws), d = ld_u16(p + 3 * ws);
     __asm__("" : "+r"(a), "+r"(b), "+r"(c), "+r"(d));
     return _mm_cvtph_ps(_mm_cvtsi64_si128((long long)(a | b << 16 | c << 32 | d << 48)));
 }
