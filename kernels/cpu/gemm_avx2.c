@@ -164,7 +164,8 @@ static void quant_p8k_b(const float *x, uint8_t *xq, int64_t n) { quant_p8k_any(
 
 /* Panel of one row group: per super-block s, 8 vectors x RR rows x 32 bytes
  * (vector v of row r at (v*RR + r)*32), then per row dw[8], mw[8] floats:
- * row dot = sum_j dw[j]*da[j]*sum_k(q*xq) + mw[j]*c[j]. */
+ * row dot = sum_j dw[j]*da[j]*sum_k(q*xq) + mw[j]*c[j]. Q2_K, Q3_K and
+ * Q6_K put other 64-byte row tails there (scales, d; see micro6). */
 #define PANB(bits) (RR * (QB(bits) + 64)) /* panel bytes per super-block */
 
 static void k4_decode(const uint8_t *s, int sc[8], int mn[8])
