@@ -297,7 +297,8 @@ static void sleep_us(long us)
 
 /* Stage 0's plan broadcast from the leader (TP root 0), non-blocking on
  * every rank (blocking and non-blocking collectives do not match). */
-static int wait_polite(group *g, int n, MPI_Request *r, int *idx, MPI_Status *status);
+static int wait_polite(group *g, int n, MPI_Request *r, int *idx, MPI_Status *status,
+                       bool rung);
 static void bell_ring(group *g, int world_rank);
 static cv_status plan_bcast(group *g, void *buf, size_t n, cv_err *e)
 {
@@ -306,8 +307,8 @@ static cv_status plan_bcast(group *g, void *buf, size_t n, cv_err *e)
     if (rc == MPI_SUCCESS && g->t == 0)
         for (int t = 1; t < g->T; t++)
             bell_ring(g, world_rank_of(g, g->s, t));
-    if (rc == MPI_SUCCESS)
-        rc = wait_polite(g, 1, &rq, &idx, MPI_STATUS_IGNORE);
+    if (rc == MPI_SUCCESS) /* the root is not rung: its side completes by progress alone */
+        rc = wait_polite(g, 1, &rq, &idx, MPI_STATUS_IGNORE, g->t != 0);
     if (rc == MPI_SUCCESS && g->t != 0 && g->T > 2)
         for (int t = 1; t < g->T; t++) /* a tree: this rank may have forwarded to others */
             bell_ring(g, world_rank_of(g, g->s, t));
@@ -368,9 +369,12 @@ static void bell_sleep(group *g, uint32_t seen, long us)
  * machine whose cores are hyperthreads or shared, a spinning neighbour
  * slows the stage that computes. Poll briefly, then sleep on this rank's
  * doorbell (a peer on this node wakes it when it posts the message), or
- * without doorbells sleep with a backoff capped at 200 us (small next to a
- * step). *idx: which one completed. */
-static int wait_polite(group *g, int n, MPI_Request *r, int *idx, MPI_Status *status)
+ * without doorbells, or when no peer rings for these requests (`rung`
+ * false: a send's completion, the root's side of a broadcast), sleep with a
+ * backoff capped at 200 us (small next to a step). *idx: which one
+ * completed. */
+static int wait_polite(group *g, int n, MPI_Request *r, int *idx, MPI_Status *status,
+                       bool rung)
 {
     long us = 0;
     int short_sleeps = 0;
@@ -395,7 +399,7 @@ static int wait_polite(group *g, int n, MPI_Request *r, int *idx, MPI_Status *st
             return rc;
         if (spins < spin_limit)
             continue;
-        if (g->my_bell) {
+        if (g->my_bell && rung) {
             /* The timeout is long: a sleeper woken every 2 ms slowed the
              * stage computing on the other vCPU by ~10% here. After a ring
              * the message may take a few more MPI progress calls to
@@ -1322,7 +1326,7 @@ cv_status group_poll(group *g, step_result *r, int timeout_ms, bool *ready, cv_e
     if (timeout_ms < 0) {
         double t0 = now_s();
         trace(g, TR_WAIT0, 0);
-        rc = wait_polite(g, 2, reqs, &idx, &status);
+        rc = wait_polite(g, 2, reqs, &idx, &status, true);
         trace(g, TR_WAIT1, 0);
         g->t_wait += now_s() - t0;
         flag = rc == MPI_SUCCESS;
@@ -1387,7 +1391,10 @@ static cv_status res_send_wait(group *g, cv_err *e)
 {
     if (g->res_send == MPI_REQUEST_NULL)
         return CV_OK;
-    int idx, rc = wait_polite(g, 1, &g->res_send, &idx, MPI_STATUS_IGNORE);
+    /* nobody rings a sender: the leader's receive completing may leave this
+     * request to a later progress call, so nap briefly instead of sleeping on
+     * the bell (that sleep ran to its 50 ms timeout between pipeline steps) */
+    int idx, rc = wait_polite(g, 1, &g->res_send, &idx, MPI_STATUS_IGNORE, false);
     g->res_send = MPI_REQUEST_NULL;
     return rc == MPI_SUCCESS ? CV_OK : mpi_fail(g, rc, "sending a result to the leader", e);
 }
@@ -1424,7 +1431,7 @@ cv_status group_serve(group *g, cv_err *e)
             double t0 = now_s();
             trace(g, TR_WAIT0, 0);
             if (rc == MPI_SUCCESS)
-                rc = wait_polite(g, 1, &rq, &idx, MPI_STATUS_IGNORE);
+                rc = wait_polite(g, 1, &rq, &idx, MPI_STATUS_IGNORE, true);
             trace(g, TR_WAIT1, ((const wire_hdr *)in)->id);
             g->t_wait += now_s() - t0;
             if (rc != MPI_SUCCESS)
