@@ -1,9 +1,9 @@
-/* gemv_a45_avx2.c - AVX2 one-token decode of Q4_1, Q5_0 and Q5_1 weights,
+/* gemv_a45_avx2.c - AVX2 one-token decode of Q4_0, Q4_1, Q5_0 and Q5_1 weights,
  * four rows at a time, read straight from the weights (no unpack pass).
  * Called by gemv_avx2.c's cpu_avx2_gemv for n_tok < 2; returns 0 (caller
  * falls back to its generic family-A kernel) only without scratch.
  *
- * Same scheme as gemv_avx2.c's dec4_q4_0: per step 4 rows x 2 blocks, the
+ * Per step 4 rows x 2 blocks, the
  * 32 nibble bytes of both blocks of a row in one register (low nibbles
  * against the first activation halves, high nibbles against the second),
  * the integer sums of the 4 rows folded "transposed" into one vector
@@ -11,7 +11,8 @@
  * gathered in general registers, converted 8 at a time) is per 8
  * block-rows. The next group of 4 rows is prefetched linearly.
  *
- * Per type: Q4_1 adds the offset term m * sx (sx = dx * sum of the block's
+ * Per type: Q4_0's -8 offset is the per-block term -8 d sx, folded into the
+ * scale FMA through a pair table of -8 sx. Q4_1 adds the offset term m * sx (sx = dx * sum of the block's
  * activation levels, from the q8b row) with one more 8-wide FMA per step.
  * Q5_0/Q5_1 expand the 5th bits of both blocks from one 32-byte load that
  * starts at qh of block b (qh of block b+1 sits in its upper 128-bit lane,
@@ -31,10 +32,18 @@
 #include "cpu_kernels.h"
 
 /* Block layout per type (bytes): size, offset of m (0: none), qh (0: none), qs. */
-AI size_t a45_bs(int type) { return type == DT_Q4_1 ? 20 : type == DT_Q5_0 ? 22 : 24; }
-AI size_t a45_om(int type) { return type == DT_Q5_0 ? 0 : 2; }
+AI size_t a45_bs(int type)
+{
+    return type == DT_Q4_0 ? 18 : type == DT_Q4_1 ? 20 : type == DT_Q5_0 ? 22 : 24;
+}
+AI size_t a45_om(int type) { return type == DT_Q4_0 || type == DT_Q5_0 ? 0 : 2; }
 AI size_t a45_oqh(int type) { return type == DT_Q5_0 ? 2 : type == DT_Q5_1 ? 4 : 0; }
-AI size_t a45_oqs(int type) { return type == DT_Q4_1 ? 4 : type == DT_Q5_0 ? 6 : 8; }
+AI size_t a45_oqs(int type)
+{
+    return type == DT_Q4_0 ? 2 : type == DT_Q4_1 ? 4 : type == DT_Q5_0 ? 6 : 8;
+}
+/* Types without m: the level offset, applied per block as k * d * sx. */
+AI float a45_k(int type) { return type == DT_Q4_0 ? -8.0f : -16.0f; }
 
 /* As reduce4_i16 (avx2_common.h), for |each| <= 16383 (5-bit levels): one
  * 16-bit add of two lanes of the same row, then widened to 32 bits. */
@@ -79,17 +88,18 @@ AI int32_t a45_blk_dot_scalar(int type, const uint8_t *blk, const int8_t *x)
     return s;
 }
 
-/* Float value of one block-row: d dx si + offset (m sx, or -16 d sx for Q5_0). */
+/* Float value of one block-row: d dx si + offset (m sx, or k d sx for Q4_0/Q5_0). */
 AI float a45_blk_value(int type, const uint8_t *blk, int32_t si, float dx, float sx)
 {
     float d = h2f((uint16_t)ld_u16(blk));
-    float off = a45_om(type) ? h2f((uint16_t)ld_u16(blk + a45_om(type))) * sx : -16.0f * d * sx;
+    float off =
+        a45_om(type) ? h2f((uint16_t)ld_u16(blk + a45_om(type))) * sx : a45_k(type) * d * sx;
     return d * dx * (float)si + off;
 }
 
 /* 4 rows of `type` (ws bytes apart) x one q8b activation row; pf: the group
  * of 4 rows to prefetch (walked linearly). tdx: pair table of dx; tsx: of
- * sx (Q4_1, Q5_1) or -16 sx (Q5_0). */
+ * sx (Q4_1, Q5_1), -8 sx (Q4_0) or -16 sx (Q5_0). */
 AI void a45_dec4(const int type, const uint8_t *w, size_t ws, const uint8_t *pf,
                  const uint8_t *xq, int64_t n, const float *tdx, const float *tsx, float *y)
 {
@@ -189,7 +199,7 @@ AI void a45_gemv(const int type, const cpu_gemm_args *a)
         int64_t r = 0;
         if (a->n_rows >= 4) {
             pair_table(dx, nb / 2, 1.0f, tdx);
-            pair_table(sx, nb / 2, type == DT_Q5_0 ? -16.0f : 1.0f, tsx);
+            pair_table(sx, nb / 2, a45_om(type) ? 1.0f : a45_k(type), tsx);
             for (; r + 4 <= a->n_rows; r += 4)
                 a45_dec4(type, a->w + r * a->w_stride, a->w_stride, a45_pf(a, r), xq, a->n, tdx,
                          tsx, y + r);
@@ -199,6 +209,7 @@ AI void a45_gemv(const int type, const cpu_gemm_args *a)
     }
 }
 
+static void a45_gemv_q4_0(const cpu_gemm_args *a) { a45_gemv(DT_Q4_0, a); }
 static void a45_gemv_q4_1(const cpu_gemm_args *a) { a45_gemv(DT_Q4_1, a); }
 static void a45_gemv_q5_0(const cpu_gemm_args *a) { a45_gemv(DT_Q5_0, a); }
 static void a45_gemv_q5_1(const cpu_gemm_args *a) { a45_gemv(DT_Q5_1, a); }
@@ -210,6 +221,9 @@ int cpu_avx2_gemv_a45(const cpu_gemm_args *a)
     if (!a->scratch || a->n_tok >= 2)
         return 0;
     switch (a->type) {
+    case DT_Q4_0:
+        a45_gemv_q4_0(a);
+        return 1;
     case DT_Q4_1:
         a45_gemv_q4_1(a);
         return 1;

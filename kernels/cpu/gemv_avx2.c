@@ -5,8 +5,9 @@
  *
  * Decode streams every weight byte once per token, so these kernels must
  * cost fewer cycles per byte than memory delivers (about 3 cycles per
- * 18-byte Q4_0 block on a 3 GHz core at 16-18 GB/s). The Q4_0 and Q8_0
- * kernels take four rows at a time and reduce them "transposed": the
+ * 18-byte Q4_0 block on a 3 GHz core at 16-18 GB/s). The Q8_0 kernel here
+ * and the Q4_0/Q4_1/Q5_0/Q5_1 ones in gemv_a45_avx2.c take four rows at a
+ * time and reduce them "transposed": the
  * integer partial sums of the 4 rows x 2 blocks are folded into one vector
  * [block b: rows 0..3 | block b+1: rows 0..3] (in 16-bit lanes where the
  * bounds allow it), so the float scale work is one convert and two FMAs
@@ -135,7 +136,7 @@ AI void dec_a(int type, const uint8_t *w, size_t w_stride, const uint8_t *xq, in
         y[r] = hsum256(acc[r]) + (has_m ? 1.0f : cwk) * hsum256(oacc[r]);
 }
 
-/* ---- decode: four rows at a time (Q4_0, Q8_0) ------------------------------ */
+/* ---- decode: four rows at a time (Q8_0; Q4_0/Q4_1/Q5_0/Q5_1: gemv_a45_avx2.c) */
 
 /* The same in 32-bit lanes: c_r = [b: 4 partial sums | b+1: 4] of row r. */
 AI __m256i reduce4_i32(__m256i c0, __m256i c1, __m256i c2, __m256i c3)
@@ -143,56 +144,6 @@ AI __m256i reduce4_i32(__m256i c0, __m256i c1, __m256i c2, __m256i c3)
     __m256i t01 = _mm256_add_epi32(_mm256_unpacklo_epi32(c0, c1), _mm256_unpackhi_epi32(c0, c1));
     __m256i t23 = _mm256_add_epi32(_mm256_unpacklo_epi32(c2, c3), _mm256_unpackhi_epi32(c2, c3));
     return _mm256_add_epi32(_mm256_unpacklo_epi64(t01, t23), _mm256_unpackhi_epi64(t01, t23));
-}
-
-/* 4 Q4_0 rows (ws bytes apart) x one q8b activation row; pf: the group of 4
- * rows to prefetch (walked linearly). tdx, tsx: pair tables of dx and of -8 sx. Per 2 blocks and row: the 32 nibble bytes of
- * both blocks in one register, low/high nibbles against the matching
- * activation halves; the -8 offset is the per-block term -8 d sx. */
-AI void dec4_q4_0(const uint8_t *w, size_t ws, const uint8_t *pf, const uint8_t *xq, int64_t n,
-                  const float *tdx, const float *tsx, float *y)
-{
-    const size_t bs = 18;
-    const int64_t nb = n / 32;
-    const __m256i m4 = _mm256_set1_epi8(15);
-    __m256 acc = _mm256_setzero_ps();
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) {
-        const uint8_t *blk = w + b * bs;
-        prefetch_lines(pf + 4 * bs * b, 3); /* 144 bytes of the next group per step */
-        __m256i x0 = _mm256_load_si256((const __m256i *)(xq + 32 * b));
-        __m256i x1 = _mm256_load_si256((const __m256i *)(xq + 32 * b + 32));
-        __m256i xl = _mm256_permute2x128_si256(x0, x1, 0x20), xh = _mm256_permute2x128_si256(x0, x1, 0x31);
-        __m256i p[4];
-#pragma GCC unroll 4
-        for (int r = 0; r < 4; r++) {
-            const uint8_t *q = blk + r * ws + 2;
-            __m256i v = _mm256_inserti128_si256(
-                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)q)),
-                _mm_loadu_si128((const __m128i *)(q + bs)), 1);
-            __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-            /* |each| <= 2 * (15 * 127) * 2 = 7620 */
-            p[r] = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh));
-        }
-        __m256i s = reduce4_i16(p[0], p[1], p[2], p[3]);
-        __m256 d = f16_rows4_blk2(blk, ws, bs);
-        __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_load_ps(tdx + 4 * b),
-                                   _mm256_load_ps(tsx + 4 * b));
-        acc = _mm256_fmadd_ps(d, t, acc);
-    }
-    float tail[4] = {0, 0, 0, 0};
-    if (b < nb) { /* odd block count: the last block, scalar */
-        const int8_t *x = (const int8_t *)xq + 32 * b;
-        const float *dx = (const float *)(xq + n), *sx = dx + cpu_pad8(nb);
-        for (int r = 0; r < 4; r++) {
-            const dt_block_q4_0 *q = (const dt_block_q4_0 *)(w + r * ws) + b;
-            int32_t si = 0;
-            for (int i = 0; i < 16; i++)
-                si += (q->qs[i] & 15) * x[i] + (q->qs[i] >> 4) * x[i + 16];
-            tail[r] = h2f(q->d) * (dx[b] * (float)si - 8.0f * sx[b]);
-        }
-    }
-    store_rows4(acc, tail, y);
 }
 
 /* 4 Q8_0 rows x one q8b activation row (tdx: pair table of dx). The 16-bit
@@ -252,25 +203,16 @@ static inline const uint8_t *gemv_pf(const cpu_gemm_args *a, int64_t r)
 static void gemv_a(const cpu_gemm_args *a)
 {
     int64_t nb = a->n / 32;
-    int four = (a->type == DT_Q4_0 || a->type == DT_Q8_0) && a->scratch && nb >= 2;
-    float *tdx = (float *)a->scratch, *tsx = tdx + 8 * (nb / 2);
+    int four = a->type == DT_Q8_0 && a->scratch && nb >= 2;
+    float *tdx = (float *)a->scratch;
     for (int64_t t = 0; t < a->n_tok; t++) {
         const uint8_t *xq = a->x + t * a->x_stride;
         float *y = a->y + t * a->ldy;
         int64_t r = 0;
         if (four) {
-            const float *dx = (const float *)(xq + a->n), *sx = dx + cpu_pad8(nb);
-            pair_table(dx, nb / 2, 1.0f, tdx);
-            if (a->type == DT_Q4_0) {
-                pair_table(sx, nb / 2, -8.0f, tsx);
-                for (; r + 4 <= a->n_rows; r += 4)
-                    dec4_q4_0(a->w + r * a->w_stride, a->w_stride, gemv_pf(a, r), xq, a->n, tdx,
-                              tsx, y + r);
-            } else {
-                for (; r + 4 <= a->n_rows; r += 4)
-                    dec4_q8_0(a->w + r * a->w_stride, a->w_stride, gemv_pf(a, r), xq, a->n, tdx,
-                              y + r);
-            }
+            pair_table((const float *)(xq + a->n), nb / 2, 1.0f, tdx);
+            for (; r + 4 <= a->n_rows; r += 4)
+                dec4_q8_0(a->w + r * a->w_stride, a->w_stride, gemv_pf(a, r), xq, a->n, tdx, y + r);
         }
         switch (a->type) {
 #define DEC_CASE(T)                                                                                \
