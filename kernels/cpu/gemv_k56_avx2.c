@@ -69,13 +69,11 @@ AI uint32_t k56_u32(const uint8_t *p)
     return v;
 }
 
-/* The f16 at p, p + ws, p + 2 ws, p + 3 ws (one field of 4 rows) -> 4 floats.
- * Gathered in general registers (the vector pipes are the busy ones). */
+/* The f16 at p, p + ws, p + 2 ws, p + 3 ws (one field of 4 rows) -> 4 floats
+ * (gathered in general registers by f16_rows4, avx2_common.h). */
 AI __m128 k56_f16_rows4(const uint8_t *p, size_t ws)
 {
-    uint64_t a = ld_u16(p), b = ld_u16(p + ws), c = ld_u16(p + 2 * ws), d = ld_u16(p + 3 * ws);
-    __asm__("" : "+r"(a), "+r"(b), "+r"(c), "+r"(d));
-    return _mm_cvtph_ps(_mm_cvtsi64_si128((long long)(a | b << 16 | c << 32 | d << 48)));
+    return _mm_cvtph_ps(_mm_cvtsi64_si128((long long)f16_rows4(p, ws)));
 }
 
 AI void k56_prefetch(const uint8_t *p, const int n_lines)
