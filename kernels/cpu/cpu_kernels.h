@@ -139,9 +139,9 @@ int cpu_avx2_gemv_k56(const cpu_gemm_args *a);
 int cpu_avx2_gemv_k56_max(int type);
 int cpu_avx2_gemv_k23(const cpu_gemm_args *a);
 int cpu_avx2_gemv_k23_max(int type);
-/* AVX2 one-token decode of Q4_1, Q5_0 and Q5_1 rows, several rows at a time
- * (gemv_a45_avx2.c); q8b activations. Returns 1 when it computed a->y, 0 to
- * fall back to gemv_avx2.c's generic family-A kernel. */
+/* AVX2 one-token decode of Q4_0, Q4_1, Q5_0 and Q5_1 rows, four rows at a
+ * time (gemv_a45_avx2.c); q8b activations. Returns 1 when it computed a->y,
+ * 0 for another type or n_tok >= 2. */
 int cpu_avx2_gemv_a45(const cpu_gemm_args *a);
 /* AVX2 prefill GEMM (gemm_avx2.c): Q4_0, Q4_1, Q5_0, Q5_1 (act P8), Q8_0 (P16),
  * Q2_K..Q6_K (act P8K; Q3_K/Q6_K: levels x + 128, Q2_K: int16 group sums in c); .gemm NULL for other types. */

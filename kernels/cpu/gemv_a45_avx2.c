@@ -1,11 +1,12 @@
 /* gemv_a45_avx2.c - AVX2 one-token decode of Q4_0, Q4_1, Q5_0 and Q5_1 weights,
  * four rows at a time, read straight from the weights (no unpack pass).
- * Called by gemv_avx2.c's cpu_avx2_gemv for n_tok < 2; returns 0 (caller
- * falls back to its generic family-A kernel) only without scratch.
+ * Called by gemv_avx2.c's cpu_avx2_gemv for n_tok < 2 (these types' only
+ * one-token kernel; without scratch for the pair tables every row goes
+ * through the one-row kernel).
  *
- * Per step 4 rows x 2 blocks, the
- * 32 nibble bytes of both blocks of a row in one register (low nibbles
- * against the first activation halves, high nibbles against the second),
+ * Per step 4 rows x 2 blocks, the 32 nibble bytes of both blocks of a row
+ * in one register (low nibbles against the first activation halves, high
+ * nibbles against the second),
  * the integer sums of the 4 rows folded "transposed" into one vector
  * [block b: rows 0..3 | block b+1: rows 0..3], so the float work (scales
  * gathered in general registers, converted 8 at a time) is per 8
@@ -197,7 +198,7 @@ AI void a45_gemv(const int type, const cpu_gemm_args *a)
         float *y = a->y + t * a->ldy;
         const float *dx = (const float *)(xq + a->n), *sx = dx + cpu_pad8(nb);
         int64_t r = 0;
-        if (a->n_rows >= 4) {
+        if (a->n_rows >= 4 && a->scratch) { /* the pair tables live in the scratch */
             pair_table(dx, nb / 2, 1.0f, tdx);
             pair_table(sx, nb / 2, a45_om(type) ? 1.0f : a45_k(type), tsx);
             for (; r + 4 <= a->n_rows; r += 4)
@@ -218,7 +219,7 @@ static void a45_gemv_q5_1(const cpu_gemm_args *a) { a45_gemv(DT_Q5_1, a); }
  * scratch (cpu_scratch_bytes: far more than 32 bytes per block). */
 int cpu_avx2_gemv_a45(const cpu_gemm_args *a)
 {
-    if (!a->scratch || a->n_tok >= 2)
+    if (a->n_tok >= 2)
         return 0;
     switch (a->type) {
     case DT_Q4_0:

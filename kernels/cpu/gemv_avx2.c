@@ -7,8 +7,8 @@
  * cost fewer cycles per byte than memory delivers (about 3 cycles per
  * 18-byte Q4_0 block on a 3 GHz core at 16-18 GB/s). The Q8_0 kernel here
  * and the Q4_0/Q4_1/Q5_0/Q5_1 ones in gemv_a45_avx2.c take four rows at a
- * time and reduce them "transposed": the
- * integer partial sums of the 4 rows x 2 blocks are folded into one vector
+ * time and reduce them "transposed": the integer partial sums of the 4
+ * rows x 2 blocks are folded into one vector
  * [block b: rows 0..3 | block b+1: rows 0..3] (in 16-bit lanes where the
  * bounds allow it), so the float scale work is one convert and two FMAs
  * per 8 block-rows instead of per block-row. The per-block f16 scales of
@@ -25,43 +25,7 @@
 #include "avx2_common.h"
 #include "cpu_kernels.h"
 
-/* ---- decode (one token): family A without the unpack pass ------------------ */
-
-/* one block of `type` -> 32 levels (u8; s8 for Q8_0), its scale d and offset coefficient cw */
-AI __m256i blk_a_levels(int type, const uint8_t *blk, float *d, float *cw)
-{
-    switch (type) {
-    case DT_Q4_0: {
-        const dt_block_q4_0 *b = (const void *)blk;
-        *d = h2f(b->d), *cw = -8.0f * *d;
-        return nibbles16(b->qs);
-    }
-    case DT_Q4_1: {
-        const dt_block_q4_1 *b = (const void *)blk;
-        *d = h2f(b->d), *cw = h2f(b->m);
-        return nibbles16(b->qs);
-    }
-    case DT_Q5_0: {
-        const dt_block_q5_0 *b = (const void *)blk;
-        uint32_t qh;
-        memcpy(&qh, b->qh, 4);
-        *d = h2f(b->d), *cw = -16.0f * *d;
-        return _mm256_or_si256(nibbles16(b->qs), bits_to_0x10(qh));
-    }
-    case DT_Q5_1: {
-        const dt_block_q5_1 *b = (const void *)blk;
-        uint32_t qh;
-        memcpy(&qh, b->qh, 4);
-        *d = h2f(b->d), *cw = h2f(b->m);
-        return _mm256_or_si256(nibbles16(b->qs), bits_to_0x10(qh));
-    }
-    default: {
-        const dt_block_q8_0 *b = (const void *)blk;
-        *d = h2f(b->d), *cw = 0.0f;
-        return _mm256_loadu_si256((const __m256i *)b->qs);
-    }
-    }
-}
+/* ---- decode (one token): Q8_0 rows without the unpack pass ---------------- */
 
 /* f16 field at byte offset `off` of 8 consecutive blocks of `bs` bytes -> 8 floats */
 AI __m256 f16x8(const uint8_t *blk, size_t bs, size_t off)
@@ -73,59 +37,42 @@ AI __m256 f16x8(const uint8_t *blk, size_t bs, size_t off)
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
 }
 
-/* RR rows of `type` (straight from the weights) x one q8b activation row.
- * Scales are converted 8 blocks at a time; the offset term (cw * sx) is one
- * 8-wide FMA per 8 blocks. */
-AI void dec_a(int type, const uint8_t *w, size_t w_stride, const uint8_t *xq, int64_t n, float *y,
-              const int RR)
+/* RR (1, 2) Q8_0 rows (straight from the weights) x one q8b activation row:
+ * the rows left over after dec4_q8_0's groups of 4. Scales are converted 8
+ * blocks at a time. */
+AI void dec_q8_0(const uint8_t *w, size_t w_stride, const uint8_t *xq, int64_t n, float *y,
+                 const int RR)
 {
-    const size_t bs = type == DT_Q4_0 ? 18 : type == DT_Q4_1 ? 20 : type == DT_Q5_0 ? 22
-                    : type == DT_Q5_1 ? 24 : 34;
-    const int sgn = type == DT_Q8_0, has_m = type == DT_Q4_1 || type == DT_Q5_1;
-    const float cwk = type == DT_Q4_0 ? -8.0f : type == DT_Q5_0 ? -16.0f : 0.0f;
-    int64_t nb = n / 32, nbp = cpu_pad8(nb), nb8 = nb & ~(int64_t)7;
-    const float *dx = (const float *)(xq + n), *sx = dx + nbp;
-    __m256 acc[2], oacc[2];
+    const size_t bs = sizeof(dt_block_q8_0);
+    int64_t nb = n / 32, nb8 = nb & ~(int64_t)7;
+    const float *dx = (const float *)(xq + n);
+    __m256 acc[2];
     float ds[2][8] __attribute__((aligned(32)));
 #pragma GCC unroll 2
     for (int r = 0; r < RR; r++)
-        acc[r] = _mm256_setzero_ps(), oacc[r] = _mm256_setzero_ps();
+        acc[r] = _mm256_setzero_ps();
     const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t b0 = 0; b0 < nb; b0 += 8) {
         int m = b0 < nb8 ? 8 : (int)(nb - b0);
         if (m == 8) {
-            __m256 dx8 = _mm256_loadu_ps(dx + b0), sx8 = _mm256_loadu_ps(sx + b0);
+            __m256 dx8 = _mm256_loadu_ps(dx + b0);
 #pragma GCC unroll 2
-            for (int r = 0; r < RR; r++) {
-                const uint8_t *blk = w + r * w_stride + b0 * bs;
-                __m256 d8 = f16x8(blk, bs, 0);
-                _mm256_store_ps(ds[r], _mm256_mul_ps(d8, dx8));
-                if (has_m)
-                    oacc[r] = _mm256_fmadd_ps(f16x8(blk, bs, 2), sx8, oacc[r]);
-                else if (cwk != 0.0f)
-                    oacc[r] = _mm256_fmadd_ps(d8, sx8, oacc[r]);
-            }
+            for (int r = 0; r < RR; r++)
+                _mm256_store_ps(ds[r], _mm256_mul_ps(f16x8(w + r * w_stride + b0 * bs, bs, 0), dx8));
         } else {
             for (int r = 0; r < RR; r++)
-                for (int j = 0; j < m; j++) {
-                    const uint8_t *blk = w + r * w_stride + (b0 + j) * bs;
-                    float d, cw;
-                    blk_a_levels(type, blk, &d, &cw);
-                    ds[r][j] = d * dx[b0 + j];
-                    oacc[r] = _mm256_add_ps(oacc[r], _mm256_setr_ps(has_m ? cw * sx[b0 + j] : (cwk != 0.0f ? d * sx[b0 + j] : 0.0f), 0, 0, 0, 0, 0, 0, 0));
-                }
+                for (int j = 0; j < m; j++)
+                    ds[r][j] = h2f((uint16_t)ld_u16(w + r * w_stride + (b0 + j) * bs)) * dx[b0 + j];
         }
         for (int j = 0; j < m; j++) {
             int64_t b = b0 + j;
             __m256i x = _mm256_load_si256((const __m256i *)(xq + 32 * b));
 #pragma GCC unroll 2
             for (int r = 0; r < RR; r++) {
-                const uint8_t *blk = w + r * w_stride + b * bs;
+                const dt_block_q8_0 *blk = (const dt_block_q8_0 *)(w + r * w_stride) + b;
                 _mm_prefetch((const char *)blk + 1024, _MM_HINT_T0);
-                float d, cw;
-                __m256i q = blk_a_levels(type, blk, &d, &cw);
-                __m256i p = sgn ? _mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(x, q))
-                                : _mm256_maddubs_epi16(q, x);
+                __m256i q = _mm256_loadu_si256((const __m256i *)blk->qs);
+                __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(x, q));
                 acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)),
                                          _mm256_broadcast_ss(&ds[r][j]), acc[r]);
             }
@@ -133,7 +80,7 @@ AI void dec_a(int type, const uint8_t *w, size_t w_stride, const uint8_t *xq, in
     }
 #pragma GCC unroll 2
     for (int r = 0; r < RR; r++)
-        y[r] = hsum256(acc[r]) + (has_m ? 1.0f : cwk) * hsum256(oacc[r]);
+        y[r] = hsum256(acc[r]);
 }
 
 /* ---- decode: four rows at a time (Q8_0; Q4_0/Q4_1/Q5_0/Q5_1: gemv_a45_avx2.c) */
@@ -200,10 +147,10 @@ static inline const uint8_t *gemv_pf(const cpu_gemm_args *a, int64_t r)
     return a->w + (r + 8 <= a->n_rows ? r + 4 : r) * a->w_stride;
 }
 
-static void gemv_a(const cpu_gemm_args *a)
+static void gemv_q8_0(const cpu_gemm_args *a)
 {
     int64_t nb = a->n / 32;
-    int four = a->type == DT_Q8_0 && a->scratch && nb >= 2;
+    int four = a->scratch && nb >= 2;
     float *tdx = (float *)a->scratch;
     for (int64_t t = 0; t < a->n_tok; t++) {
         const uint8_t *xq = a->x + t * a->x_stride;
@@ -214,21 +161,10 @@ static void gemv_a(const cpu_gemm_args *a)
             for (; r + 4 <= a->n_rows; r += 4)
                 dec4_q8_0(a->w + r * a->w_stride, a->w_stride, gemv_pf(a, r), xq, a->n, tdx, y + r);
         }
-        switch (a->type) {
-#define DEC_CASE(T)                                                                                \
-    case T:                                                                                        \
-        for (; r + 2 <= a->n_rows; r += 2)                                                         \
-            dec_a(T, a->w + r * a->w_stride, a->w_stride, xq, a->n, y + r, 2);                     \
-        for (; r < a->n_rows; r++)                                                                 \
-            dec_a(T, a->w + r * a->w_stride, a->w_stride, xq, a->n, y + r, 1);                     \
-        break;
-            DEC_CASE(DT_Q4_0)
-            DEC_CASE(DT_Q4_1)
-            DEC_CASE(DT_Q5_0)
-            DEC_CASE(DT_Q5_1)
-            DEC_CASE(DT_Q8_0)
-#undef DEC_CASE
-        }
+        for (; r + 2 <= a->n_rows; r += 2)
+            dec_q8_0(a->w + r * a->w_stride, a->w_stride, xq, a->n, y + r, 2);
+        for (; r < a->n_rows; r++)
+            dec_q8_0(a->w + r * a->w_stride, a->w_stride, xq, a->n, y + r, 1);
     }
 }
 
@@ -339,12 +275,9 @@ int cpu_avx2_gemv(const cpu_gemm_args *a)
     case DT_Q4_1:
     case DT_Q5_0:
     case DT_Q5_1:
-        if (cpu_avx2_gemv_a45(a)) /* several rows at a time (gemv_a45_avx2.c) */
-            return 1;
-        gemv_a(a);
-        return 1;
+        return cpu_avx2_gemv_a45(a); /* gemv_a45_avx2.c */
     case DT_Q8_0:
-        gemv_a(a);
+        gemv_q8_0(a);
         return 1;
     case DT_Q4_K:
         gemv_k4(a);
