@@ -900,15 +900,17 @@ extern "C" cv_status backend_cuda_create(int device, backend **out, cv_err *e)
         if (ch && atoll(ch) > 0)
             cb->gemm_chunk_el = atoll(ch);
     }
-    cb->mmv_var = 1;
+    /* defaults from the H200 run of 2026-11-26 (kernels/cuda/NOTES.md): v2
+     * at 2 tasks per lane was the fastest decode for every type */
+    cb->mmv_var = 2;
     {
         const char *v = getenv("CARAVAN_CUDA_MMV");
-        if (v && (!strcmp(v, "v2") || !strcmp(v, "2")))
-            cb->mmv_var = 2;
-        else if (v && *v && strcmp(v, "v1") && strcmp(v, "1"))
-            log_warn("cuda:%d: CARAVAN_CUDA_MMV=%s is not v1 or v2; using v1", device, v);
+        if (v && (!strcmp(v, "v1") || !strcmp(v, "1")))
+            cb->mmv_var = 1;
+        else if (v && *v && strcmp(v, "v2") && strcmp(v, "2"))
+            log_warn("cuda:%d: CARAVAN_CUDA_MMV=%s is not v1 or v2; using v2", device, v);
         const char *u = getenv("CARAVAN_CUDA_MMV_U");
-        cb->mmv_u = u && atoi(u) == 2 ? 2 : 4;
+        cb->mmv_u = u && atoi(u) == 4 ? 4 : 2;
         const char *f = getenv("CARAVAN_CUDA_FUSE");
         cb->fuse = cb->mmv_var == 2 && !(f && !strcmp(f, "0"));
     }

@@ -46,7 +46,7 @@ typedef struct cuda_backend {
     int64_t gemm_chunk_el; /* GEMM_CHUNK_EL, or CARAVAN_CUDA_GEMM_CHUNK (tests: force several chunks) */
     void *stage[2];   /* pinned host staging for uploads */
     cudaEvent_t stage_ev[2];
-    int mmv_var;      /* decode matvec variant: 1 (default) or 2 (CARAVAN_CUDA_MMV=v2) */
+    int mmv_var;      /* decode matvec variant: 2 (default) or 1 (CARAVAN_CUDA_MMV=v1) */
     uint8_t *xq;      /* v2: activations quantized to int8 blocks (cuda_mmv2.cuh) */
     size_t xq_cap;
     const float *xq_src; /* the x that xq holds (NULL: none); any op but matmul clears it */
@@ -62,7 +62,7 @@ typedef struct cuda_backend {
     } mm;
     bool int_weights;           /* an integer-type matrix was uploaded: v2 ops quantize their outputs */
     bool fuse;                  /* v2 and not CARAVAN_CUDA_FUSE=0: group matmuls, fuse small ops */
-    int mmv_u;                  /* v2 unroll at one token: 4, or 2 (CARAVAN_CUDA_MMV_U=2) */
+    int mmv_u;                  /* v2 unroll at one token: 2 (default), or 4 (CARAVAN_CUDA_MMV_U=4) */
     struct {                    /* fuse: an add waiting for the rmsnorm that reads its output */
         bool on;
         float *y;
@@ -77,7 +77,7 @@ typedef struct cuda_backend {
         const int32_t *pos;
         rope_params rp;
     } prope;
-    struct cuda_graphs *graphs; /* CARAVAN_CUDA_GRAPHS=1: decode steps as CUDA graphs (cuda_graph.cu) */
+    struct cuda_graphs *graphs; /* decode steps as CUDA graphs (default; CARAVAN_CUDA_GRAPHS=0: NULL) (cuda_graph.cu) */
     cv_status err;    /* first error (sticky) */
     char err_msg[CV_ERR_MSG_MAX];
 } cuda_backend;
@@ -157,7 +157,7 @@ typedef void (*deq_f16_fn)(__half *, int64_t, const uint8_t *, size_t, int64_t, 
 deq_f32_fn deq_f32_get(int type); /* dequant_cuda.cu */
 deq_f16_fn deq_f16_get(int type);
 
-/* cuda_graph.cu: decode steps as CUDA graphs (CARAVAN_CUDA_GRAPHS=1) */
+/* cuda_graph.cu: decode steps as CUDA graphs (default; off with CARAVAN_CUDA_GRAPHS=0) */
 typedef struct cuda_graphs cuda_graphs;
 void cg_init(cuda_backend *cb);    /* reads the environment; cb->graphs stays NULL when off */
 void cg_destroy(cuda_backend *cb);

@@ -1,6 +1,7 @@
 /* cuda_mmv2.cuh - decode matrix-vector kernels "v2" (CARAVAN_CUDA_MMV=v2),
- * designed for HBM bandwidth; v1 (cuda_mmv.cuh) stays the default until a
- * GPU run shows v2 correct and faster. Instantiated by mmv2_basic.cu and
+ * designed for HBM bandwidth; the default since the H200 run of 2026-11-26
+ * showed it correct in every configuration and 2.3-4.8x faster per matvec
+ * than v1 (cuda_mmv.cuh, still there: CARAVAN_CUDA_MMV=v1). Instantiated by mmv2_basic.cu and
  * mmv2_k.cu; the __host__ __device__ parts are also run on the CPU by
  * tests/gpu/test_cuda_emul.cu against the scalar oracle.
  *
@@ -579,7 +580,7 @@ QT_UNROLL
 }
 
 /* unroll (tasks or chunks in flight per lane) by tokens per launch (one
- * token: 4, or 2 with CARAVAN_CUDA_MMV_U=2) */
+ * token: 2, or 4 with CARAVAN_CUDA_MMV_U=4) */
 template <int NT> struct mmv2_u {
     static constexpr int U = NT == 1 ? 4 : NT == 2 ? 2 : 1;
 };
@@ -677,7 +678,7 @@ static __global__ void k_mmv2_quant(uint8_t *__restrict__ xq, size_t xq_pitch,
         mmv2_quant_task(xq, xq_pitch, x, ldx, ne0, b);
 }
 
-/* u: tasks (chunks) in flight per lane at one token, 4 or 2 (CARAVAN_CUDA_MMV_U) */
+/* u: tasks (chunks) in flight per lane at one token, 2 (default) or 4 (CARAVAN_CUDA_MMV_U=4) */
 template <int T> static inline mmv2_q_fn mmv2_pick_q(int nt, int u)
 {
     switch (nt) {

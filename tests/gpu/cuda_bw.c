@@ -11,7 +11,7 @@
  *   cuda_bw [DEVICE [D2D_GB_S [TYPES]]]: with D2D_GB_S (an earlier run's
  *   figure) the copy probe is skipped; TYPES (e.g. Q8_0,Q4_K) limits the
  *   types (for a profiler run). The matvec variant is CARAVAN_CUDA_MMV's
- *   (printed with "u2" appended under CARAVAN_CUDA_MMV_U=2). */
+ *   (default v2; printed with "u4" appended under CARAVAN_CUDA_MMV_U=4). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,7 +84,7 @@ int main(int argc, char **argv)
     }
     const char *vv = getenv("CARAVAN_CUDA_MMV"), *vu = getenv("CARAVAN_CUDA_MMV_U");
     char var[16];
-    snprintf(var, sizeof var, "%s%s", vv && *vv ? vv : "v1", vu && !strcmp(vu, "2") ? "u2" : "");
+    snprintf(var, sizeof var, "%s%s", vv && *vv ? vv : "v2", vu && !strcmp(vu, "4") ? "u4" : "");
     fflush(stdout);
 
     backend *be;

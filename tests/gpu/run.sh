@@ -14,7 +14,7 @@
 #   stage shard  two ranks on the one GPU, host-staged, PP2 and TP2 = one rank
 #                (threads in one process), v1 and v2+graphs
 #   stage kern   the decode kernel alone (cuda_bw: 14336x4096 per type), v1, v2
-#                and v2 with 2 tasks in flight per lane (CARAVAN_CUDA_MMV_U=2)
+#                and v2 with 4 tasks in flight per lane (CARAVAN_CUDA_MMV_U=4; default 2)
 #   stage bench  caravan mkmodel Llama-3.1-8B-shaped models (Q8_0, F16, Q4_K),
 #                caravan bench -p 512 -n 128 on cuda:0 per config (-r 3 for the
 #                first two configs, -r 1 for the others), against the measured
@@ -183,10 +183,10 @@ exit $fail'
 run_stage kern 90 '
 set -o pipefail
 fail=0
-"$T/cuda_bw" 0 | tee "$MODELS_TMP/bw.txt" || fail=$((fail + 1))
+CARAVAN_CUDA_MMV=v1 "$T/cuda_bw" 0 | tee "$MODELS_TMP/bw.txt" || fail=$((fail + 1))
 BW=$(grep -o "d2d_gb_s=[0-9.]*" "$MODELS_TMP/bw.txt" | cut -d= -f2)
 CARAVAN_CUDA_MMV=v2 "$T/cuda_bw" 0 "${BW:-0}" | tee -a "$MODELS_TMP/bw.txt" || fail=$((fail + 1))
-CARAVAN_CUDA_MMV=v2 CARAVAN_CUDA_MMV_U=2 "$T/cuda_bw" 0 "${BW:-0}" | tee -a "$MODELS_TMP/bw.txt" || fail=$((fail + 1))
+CARAVAN_CUDA_MMV=v2 CARAVAN_CUDA_MMV_U=4 "$T/cuda_bw" 0 "${BW:-0}" | tee -a "$MODELS_TMP/bw.txt" || fail=$((fail + 1))
 exit $fail'
 mv "$OUT/kern.log" "$OUT/bench.log" 2>/dev/null
 
@@ -311,10 +311,10 @@ fi
   BW=$(grep -o 'd2d_gb_s=[0-9.]*' "$MODELS_TMP/bw.txt" 2>/dev/null | head -1 | cut -d= -f2)
   echo
   echo "decode kernel alone (14336x4096, n_tok 1; d2d copy ${BW:-?} GB/s read+write):"
-  printf '  %-4s' type; for v in v1 v2 v2u2; do printf ' %9s %6s' "$v us" "%d2d"; done; echo
+  printf '  %-4s' type; for v in v1 v2 v2u4; do printf ' %9s %6s' "$v us" "%d2d"; done; echo
   for ty in F16 BF16 Q8_0 Q4_0 Q4_K Q5_K Q6_K Q2_K Q3_K; do
     printf '  %-4s' $ty
-    for v in v1 v2 v2u2; do
+    for v in v1 v2 v2u4; do
       l=$(grep "^kernel=matvec var=$v type=$ty " "$MODELS_TMP/bw.txt" 2>/dev/null | head -1)
       us=$(echo "$l" | grep -o ' us=[0-9.]*' | cut -d= -f2)
       pc=$(echo "$l" | grep -o 'pct_d2d=[0-9.]*' | cut -d= -f2)
