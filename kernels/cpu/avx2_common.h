@@ -166,3 +166,12 @@ AI void store_rows4(__m256 acc, const float tail[4], float *y)
     for (int r = 0; r < 4; r++)
         y[r] = v[r] + tail[r];
 }
+
+/* The same with row r stored at y[r * ys] (rows a quarter of a chunk apart) */
+AI void store_rows4s(__m256 acc, const float tail[4], float *y, size_t ys)
+{
+    float v[4];
+    _mm_storeu_ps(v, _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1)));
+    for (int r = 0; r < 4; r++)
+        y[r * ys] = v[r] + tail[r];
+}

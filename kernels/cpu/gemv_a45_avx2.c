@@ -10,7 +10,9 @@
  * the integer sums of the 4 rows folded "transposed" into one vector
  * [block b: rows 0..3 | block b+1: rows 0..3], so the float work (scales
  * gathered in general registers, converted 8 at a time) is per 8
- * block-rows. The next group of 4 rows is prefetched linearly.
+ * block-rows. The 4 rows of a group are row i of each quarter of the
+ * call's rows: 4 long sequential streams that the hardware prefetchers
+ * follow (no software prefetch; see gemv_avx2.c's head comment).
  *
  * Per type: Q4_0's -8 offset is the per-block term -8 d sx, folded into the
  * scale FMA through a pair table of -8 sx. Q4_1 adds the offset term m * sx (sx = dx * sum of the block's
@@ -98,11 +100,11 @@ AI float a45_blk_value(int type, const uint8_t *blk, int32_t si, float dx, float
     return d * dx * (float)si + off;
 }
 
-/* 4 rows of `type` (ws bytes apart) x one q8b activation row; pf: the group
- * of 4 rows to prefetch (walked linearly). tdx: pair table of dx; tsx: of
- * sx (Q4_1, Q5_1), -8 sx (Q4_0) or -16 sx (Q5_0). */
-AI void a45_dec4(const int type, const uint8_t *w, size_t ws, const uint8_t *pf,
-                 const uint8_t *xq, int64_t n, const float *tdx, const float *tsx, float *y)
+/* 4 rows of `type` (ws bytes apart; row r's result to y[r * ys]) x one q8b
+ * activation row. tdx: pair table of dx; tsx: of sx (Q4_1, Q5_1), -8 sx
+ * (Q4_0) or -16 sx (Q5_0). */
+AI void a45_dec4(const int type, const uint8_t *w, size_t ws, const uint8_t *xq, int64_t n,
+                 const float *tdx, const float *tsx, float *y, size_t ys)
 {
     const size_t bs = a45_bs(type), om = a45_om(type), oqh = a45_oqh(type), oqs = a45_oqs(type);
     const int64_t nb = n / 32;
@@ -111,7 +113,6 @@ AI void a45_dec4(const int type, const uint8_t *w, size_t ws, const uint8_t *pf,
     int64_t b = 0;
     for (; b + 2 <= nb; b += 2) {
         const uint8_t *blk = w + b * bs;
-        prefetch_lines(pf + 4 * bs * b, 3); /* 160..192 bytes of the next group per step */
         __m256i x0 = _mm256_load_si256((const __m256i *)(xq + 32 * b));
         __m256i x1 = _mm256_load_si256((const __m256i *)(xq + 32 * b + 32));
         __m256i xl = _mm256_permute2x128_si256(x0, x1, 0x20), xh = _mm256_permute2x128_si256(x0, x1, 0x31);
@@ -152,7 +153,7 @@ AI void a45_dec4(const int type, const uint8_t *w, size_t ws, const uint8_t *pf,
             tail[r] = a45_blk_value(type, blk, a45_blk_dot_scalar(type, blk, x), dx[b], sx[b]);
         }
     }
-    store_rows4(_mm256_add_ps(acc, macc), tail, y);
+    store_rows4s(_mm256_add_ps(acc, macc), tail, y, ys);
 }
 
 /* One row of `type` x one q8b activation row, block by block (the rows left
@@ -181,14 +182,6 @@ AI float a45_dec1(const int type, const uint8_t *w, const uint8_t *xq, int64_t n
     return hsum256(acc) + off;
 }
 
-/* What the 4-row group at row r prefetches: the next group of this call's
- * rows; the last group prefetches itself (a no-op), since the rows after the
- * call's chunk may be another thread's. */
-static inline const uint8_t *a45_pf(const cpu_gemm_args *a, int64_t r)
-{
-    return a->w + (r + 8 <= a->n_rows ? r + 4 : r) * a->w_stride;
-}
-
 AI void a45_gemv(const int type, const cpu_gemm_args *a)
 {
     const int64_t nb = a->n / 32;
@@ -201,9 +194,12 @@ AI void a45_gemv(const int type, const cpu_gemm_args *a)
         if (a->n_rows >= 4 && a->scratch) { /* the pair tables live in the scratch */
             pair_table(dx, nb / 2, 1.0f, tdx);
             pair_table(sx, nb / 2, a45_om(type) ? 1.0f : a45_k(type), tsx);
-            for (; r + 4 <= a->n_rows; r += 4)
-                a45_dec4(type, a->w + r * a->w_stride, a->w_stride, a45_pf(a, r), xq, a->n, tdx,
-                         tsx, y + r);
+            /* 4 row streams: group i takes row i of each quarter of the rows */
+            const int64_t q = a->n_rows / 4;
+            for (int64_t i = 0; i < q; i++)
+                a45_dec4(type, a->w + i * a->w_stride, (size_t)q * a->w_stride, xq, a->n, tdx, tsx,
+                         y + i, (size_t)q);
+            r = 4 * q;
         }
         for (; r < a->n_rows; r++)
             y[r] = a45_dec1(type, a->w + r * a->w_stride, xq, a->n);
