@@ -13,7 +13,12 @@
  * one vpmaddwd + cvt + 2 FMA per super-block turn the 8 block sums into
  * floats with the 8 per-block scales at once. Per 32 elements and tile entry
  * that is vpmaddubsw + vpaddw (+ 5/8 of a flush) instead of the usual
- * maddubs + madd + cvt + fma. Q8_0 levels are signed 8-bit: they and the
+ * maddubs + madd + cvt + fma. Q4_0 and Q5_0 are packed as signed levels
+ * w = q - 8 (q - 16) against activations stored as u = x + 128 (quant_p8_u),
+ * and each int16 sum starts at -128 * (sum of its 16 levels), precomputed at
+ * pack time, so it ends at sum x*w exactly: no offset term per block in the
+ * flush (one FMA fewer per super-block and tile entry), and Q5_0 needs no
+ * half flush (bounds above micro). Q8_0 levels are signed 8-bit: they and the
  * activations are widened to int16 (layout P16: vector u, lane j = elements
  * u, u+16 of block j) and multiplied with vpmaddwd, 2 multiplies + 2 adds
  * per 32 elements (vpsignb + vpmaddubsw + vpmaddwd + vpaddd measured slower:
@@ -78,6 +83,31 @@ void cpu_avx2_quant_p8(const float *x, uint8_t *xq, int64_t n)
             perm_store((uint32_t *)sb, 8, j, q8_pack(i0, i1, i2, i3));
             da[j] = d;
             c[j] = d * (float)sum;
+        }
+    }
+}
+
+/* P8 with unsigned levels x + 128 (Q4_0/Q5_0 weights as signed levels, see
+ * micro); c unused (the levels' offset term is removed at pack time) */
+static void quant_p8_u(const float *x, uint8_t *xq, int64_t n)
+{
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
+    int64_t nb = n / 32, nsb = (nb + 7) / 8;
+    for (int64_t s = 0; s < nsb; s++) {
+        uint8_t *sb = xq + s * PSB;
+        float *da = (float *)(sb + 256), *c = da + 8;
+        for (int j = 0; j < 8; j++) {
+            int64_t b = 8 * s + j;
+            if (b >= nb) { /* padding: any level (the weights there are 0), da = 0 */
+                perm_store((uint32_t *)sb, 8, j, _mm256_setzero_si256());
+                da[j] = c[j] = 0.0f;
+                continue;
+            }
+            __m256i i0, i1, i2, i3;
+            float d = q8_block32(x + 32 * b, &i0, &i1, &i2, &i3);
+            perm_store((uint32_t *)sb, 8, j, _mm256_xor_si256(q8_pack(i0, i1, i2, i3), bias));
+            da[j] = d;
+            c[j] = 0.0f;
         }
     }
 }
@@ -310,30 +340,42 @@ static void pack_sb(int type, const uint8_t *w, int64_t n, int64_t s, uint8_t *p
         return;
     }
     int64_t nb = n / 32;
+    if (type == DT_Q4_0 || type == DT_Q5_0) { /* signed levels, see micro (bits 8) */
+        int16_t *init = (int16_t *)mw;
+        for (int j = 0; j < 8; j++) {
+            int64_t b = 8 * s + j;
+            __m256i lv = _mm256_setzero_si256();
+            int off = 0;
+            float d = 0.0f;
+            if (b < nb && type == DT_Q4_0) {
+                const dt_block_q4_0 *bk = (const dt_block_q4_0 *)w + b;
+                lv = nibbles16(bk->qs), off = 8, d = h2f(bk->d);
+            } else if (b < nb) {
+                const dt_block_q5_0 *bk = (const dt_block_q5_0 *)w + b;
+                uint32_t qh;
+                memcpy(&qh, bk->qh, 4);
+                lv = _mm256_or_si256(nibbles16(bk->qs), bits_to_0x10(qh)), off = 16, d = h2f(bk->d);
+            }
+            /* -128 * (sum of the signed levels of elements 0..15, 16..31), mod 2^16 */
+            int64_t s4[4];
+            _mm256_storeu_si256((__m256i *)s4, _mm256_sad_epu8(lv, _mm256_setzero_si256()));
+            init[2 * j] = (int16_t)(uint16_t)(-128 * (int32_t)(s4[0] + s4[1] - 16 * off));
+            init[2 * j + 1] = (int16_t)(uint16_t)(-128 * (int32_t)(s4[2] + s4[3] - 16 * off));
+            perm_store(q, vs, j, _mm256_sub_epi8(lv, _mm256_set1_epi8((char)off)));
+            dw[j] = d;
+        }
+        return;
+    }
     for (int j = 0; j < 8; j++) {
         int64_t b = 8 * s + j;
         __m256i lv = _mm256_setzero_si256();
         float d = 0.0f, m = 0.0f;
         if (b < nb) {
             switch (type) {
-            case DT_Q4_0: {
-                const dt_block_q4_0 *bk = (const dt_block_q4_0 *)w + b;
-                lv = nibbles16(bk->qs);
-                d = h2f(bk->d), m = -8.0f * d;
-                break;
-            }
             case DT_Q4_1: {
                 const dt_block_q4_1 *bk = (const dt_block_q4_1 *)w + b;
                 lv = nibbles16(bk->qs);
                 d = h2f(bk->d), m = h2f(bk->m);
-                break;
-            }
-            case DT_Q5_0: {
-                const dt_block_q5_0 *bk = (const dt_block_q5_0 *)w + b;
-                uint32_t qh;
-                memcpy(&qh, bk->qh, 4);
-                lv = _mm256_or_si256(nibbles16(bk->qs), bits_to_0x10(qh));
-                d = h2f(bk->d), m = -16.0f * d;
                 break;
             }
             case DT_Q5_1: {
@@ -456,13 +498,60 @@ AI void w_steps4(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const u
             : [w] "r"(w), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3)
             : "memory");
 }
+/* Q3_K, Q4_0, Q5_0: as U_STEP with the vpmaddubsw operands swapped (x unsigned,
+ * w signed); int16 sums over all 8 vectors of a super-block */
+#define S_STEP(WO0, WO1, XO)                                                                       \
+    "vmovdqa " WO0 "(%[w]), %[w0]\n\t"                                                             \
+    "vmovdqa " WO1 "(%[w]), %[w1]\n\t"                                                             \
+    "vmovdqa " XO "(%[x0]), %[xv]\n\t"                                                             \
+    "vpmaddubsw %[w0], %[xv], %[t0]\n\t"                                                           \
+    "vpmaddubsw %[w1], %[xv], %[t1]\n\t"                                                           \
+    "vmovdqa " XO "(%[x1]), %[xv]\n\t"                                                             \
+    "vpaddw %[t0], %[a00], %[a00]\n\t"                                                             \
+    "vpaddw %[t1], %[a10], %[a10]\n\t"                                                             \
+    "vpmaddubsw %[w0], %[xv], %[t0]\n\t"                                                           \
+    "vpmaddubsw %[w1], %[xv], %[t1]\n\t"                                                           \
+    "vmovdqa " XO "(%[x2]), %[xv]\n\t"                                                             \
+    "vpaddw %[t0], %[a01], %[a01]\n\t"                                                             \
+    "vpaddw %[t1], %[a11], %[a11]\n\t"                                                             \
+    "vpmaddubsw %[w0], %[xv], %[t0]\n\t"                                                           \
+    "vpmaddubsw %[w1], %[xv], %[t1]\n\t"                                                           \
+    "vmovdqa " XO "(%[x3]), %[xv]\n\t"                                                             \
+    "vpaddw %[t0], %[a02], %[a02]\n\t"                                                             \
+    "vpaddw %[t1], %[a12], %[a12]\n\t"                                                             \
+    "vpmaddubsw %[w0], %[xv], %[t0]\n\t"                                                           \
+    "vpmaddubsw %[w1], %[xv], %[t1]\n\t"                                                           \
+    "vpaddw %[t0], %[a03], %[a03]\n\t"                                                             \
+    "vpaddw %[t1], %[a13], %[a13]\n\t"
+
+AI void q3_sb_asm(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
+                  const uint8_t *x3, __m256i ai[RR][GEMM_RT])
+{
+    __m256i w0, w1, xv, t0, t1;
+    __asm__(S_STEP("0", "32", "0") S_STEP("64", "96", "32") S_STEP("128", "160", "64")
+                S_STEP("192", "224", "96") S_STEP("256", "288", "128") S_STEP("320", "352", "160")
+                    S_STEP("384", "416", "192") S_STEP("448", "480", "224")
+            : [a00] "+x"(ai[0][0]), [a01] "+x"(ai[0][1]), [a02] "+x"(ai[0][2]), [a03] "+x"(ai[0][3]),
+              [a10] "+x"(ai[1][0]), [a11] "+x"(ai[1][1]), [a12] "+x"(ai[1][2]), [a13] "+x"(ai[1][3]),
+              [w0] "=&x"(w0), [w1] "=&x"(w1), [xv] "=&x"(xv), [t0] "=&x"(t0), [t1] "=&x"(t1)
+            : [w] "r"(w), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3)
+            : "memory");
+}
+
 #define HAVE_ASM_TILE 1
 #else
 #define HAVE_ASM_TILE 0
 #endif
 
 /* RR panel rows x RT tokens over nsc super-blocks; bits: 4 or 5 (unsigned
- * levels, int16 sums over 8 resp. 4 vectors) or 8 (signed Q8_0 levels).
+ * levels, int16 sums over 8 resp. 4 vectors), 8 (Q4_0/Q5_0 signed levels
+ * vs x + 128) or 16 (Q8_0 as int16).
+ * bits 8: a vpmaddubsw pair is u1*w1 + u2*w2 with u <= 255, |w| <= 16:
+ * |.| <= 8160, no saturation; vpaddw wraps mod 2^16 and the int16 lane
+ * (16 elements of one block) ends at sum x*w, |.| <= 16*127*16 = 32512 for
+ * Q5_0 (16*127*8 for Q4_0), so the wrapped sum is exact whatever the
+ * partial sums (the start value -128 * sum w is stored mod 2^16).
+ * Panel tail per row for bits 8: | dw[8] f32 | start int16[16] |.
  * y[t*ldy + r] = (acc ? y : 0) + dot, for r < nr. */
 AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc, float *y, int64_t ldy,
               int nr, int acc_y, const int RT, const int bits)
@@ -484,10 +573,21 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
 #pragma GCC unroll 4
             for (int t = 0; t < RT; t++)
                 ai[r][t] = _mm256_setzero_si256();
+        if (bits == 8) { /* int16 sums start at the levels' offset term */
+#pragma GCC unroll 4
+            for (int r = 0; r < RR; r++) {
+                __m256i init = _mm256_load_si256((const __m256i *)(ps + RR * 256 + r * 64 + 32));
+#pragma GCC unroll 4
+                for (int t = 0; t < RT; t++)
+                    ai[r][t] = init;
+            }
+        }
 #if HAVE_ASM_TILE
         if (RT == GEMM_RT) {
             const uint8_t *x1 = xs + x_stride, *x2 = xs + 2 * x_stride, *x3 = xs + 3 * x_stride;
-            if (bits == 16) {
+            if (bits == 8) {
+                q3_sb_asm(ps, xs, x1, x2, x3, ai);
+            } else if (bits == 16) {
                 for (int u = 0; u < 16; u += 4)
                     w_steps4(ps + u * RR * 32, xs + u * 32, x1 + u * 32, x2 + u * 32, x3 + u * 32, ai);
             } else {
@@ -518,6 +618,8 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
                 for (int r = 0; r < RR; r++) {
                     if (bits == 16) {
                         ai[r][t] = _mm256_add_epi32(ai[r][t], _mm256_madd_epi16(w[r], xv));
+                    } else if (bits == 8) {
+                        ai[r][t] = _mm256_add_epi16(ai[r][t], _mm256_maddubs_epi16(xv, w[r]));
                     } else {
                         ai[r][t] = _mm256_add_epi16(ai[r][t], _mm256_maddubs_epi16(w[r], xv));
                     }
@@ -548,7 +650,7 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
                     is = _mm256_add_epi32(is, half[r][t]);
                 __m256 a = _mm256_load_ps(facc[r][t]);
                 a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dw, _mm256_load_ps(da)), a);
-                if (bits != 16)
+                if (bits != 16 && bits != 8)
                     a = _mm256_fmadd_ps(mw, _mm256_load_ps(da + 8), a);
                 _mm256_store_ps(facc[r][t], a);
             }
@@ -607,46 +709,6 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
     "vmovdqa " W1B "(%[w]), %[w1b]\n\t"                                                            \
     Q6_TOK("x0", XA, XB, "a00", "a10") Q6_TOK("x1", XA, XB, "a01", "a11")                          \
     Q6_TOK("x2", XA, XB, "a02", "a12") Q6_TOK("x3", XA, XB, "a03", "a13")
-
-/* Q3_K: as U_STEP with the vpmaddubsw operands swapped (x unsigned, w signed);
- * int16 sums over all 8 vectors of a super-block */
-#define S_STEP(WO0, WO1, XO)                                                                       \
-    "vmovdqa " WO0 "(%[w]), %[w0]\n\t"                                                             \
-    "vmovdqa " WO1 "(%[w]), %[w1]\n\t"                                                             \
-    "vmovdqa " XO "(%[x0]), %[xv]\n\t"                                                             \
-    "vpmaddubsw %[w0], %[xv], %[t0]\n\t"                                                           \
-    "vpmaddubsw %[w1], %[xv], %[t1]\n\t"                                                           \
-    "vmovdqa " XO "(%[x1]), %[xv]\n\t"                                                             \
-    "vpaddw %[t0], %[a00], %[a00]\n\t"                                                             \
-    "vpaddw %[t1], %[a10], %[a10]\n\t"                                                             \
-    "vpmaddubsw %[w0], %[xv], %[t0]\n\t"                                                           \
-    "vpmaddubsw %[w1], %[xv], %[t1]\n\t"                                                           \
-    "vmovdqa " XO "(%[x2]), %[xv]\n\t"                                                             \
-    "vpaddw %[t0], %[a01], %[a01]\n\t"                                                             \
-    "vpaddw %[t1], %[a11], %[a11]\n\t"                                                             \
-    "vpmaddubsw %[w0], %[xv], %[t0]\n\t"                                                           \
-    "vpmaddubsw %[w1], %[xv], %[t1]\n\t"                                                           \
-    "vmovdqa " XO "(%[x3]), %[xv]\n\t"                                                             \
-    "vpaddw %[t0], %[a02], %[a02]\n\t"                                                             \
-    "vpaddw %[t1], %[a12], %[a12]\n\t"                                                             \
-    "vpmaddubsw %[w0], %[xv], %[t0]\n\t"                                                           \
-    "vpmaddubsw %[w1], %[xv], %[t1]\n\t"                                                           \
-    "vpaddw %[t0], %[a03], %[a03]\n\t"                                                             \
-    "vpaddw %[t1], %[a13], %[a13]\n\t"
-
-AI void q3_sb_asm(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
-                  const uint8_t *x3, __m256i ai[RR][GEMM_RT])
-{
-    __m256i w0, w1, xv, t0, t1;
-    __asm__(S_STEP("0", "32", "0") S_STEP("64", "96", "32") S_STEP("128", "160", "64")
-                S_STEP("192", "224", "96") S_STEP("256", "288", "128") S_STEP("320", "352", "160")
-                    S_STEP("384", "416", "192") S_STEP("448", "480", "224")
-            : [a00] "+x"(ai[0][0]), [a01] "+x"(ai[0][1]), [a02] "+x"(ai[0][2]), [a03] "+x"(ai[0][3]),
-              [a10] "+x"(ai[1][0]), [a11] "+x"(ai[1][1]), [a12] "+x"(ai[1][2]), [a13] "+x"(ai[1][3]),
-              [w0] "=&x"(w0), [w1] "=&x"(w1), [xv] "=&x"(xv), [t0] "=&x"(t0), [t1] "=&x"(t1)
-            : [w] "r"(w), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3)
-            : "memory");
-}
 
 /* one super-block of the full tile: int32 sums (scaled by sc) into ai */
 AI void q6_sb_asm(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
@@ -823,8 +885,9 @@ AI void micro6(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc
 static int type_bits(int type)
 {
     switch (type) {
-    case DT_Q4_0: case DT_Q4_1: case DT_Q4_K: return 4;
-    case DT_Q5_0: case DT_Q5_1: case DT_Q5_K: return 5;
+    case DT_Q4_1: case DT_Q4_K: return 4;
+    case DT_Q5_1: case DT_Q5_K: return 5;
+    case DT_Q4_0: case DT_Q5_0: return 8; /* signed levels */
     case DT_Q6_K: return 6;
     case DT_Q3_K: return 3;
     case DT_Q2_K: return 2;
@@ -872,6 +935,8 @@ void cpu_avx2_gemm_p(const cpu_gemm_args *a)
                     MICRO_BITS(4)
                 } else if (bits == 5) {
                     MICRO_BITS(5)
+                } else if (bits == 8) {
+                    MICRO_BITS(8)
                 } else {
                     MICRO_BITS(16)
                 }
@@ -884,8 +949,11 @@ cpu_kernel cpu_kernel_avx2_gemm(int type)
 {
     cpu_kernel k = {CPU_ACT_F32, NULL, NULL};
     switch (type) {
-    case DT_Q4_0: case DT_Q4_1: case DT_Q5_0: case DT_Q5_1:
+    case DT_Q4_1: case DT_Q5_1:
         k.act = CPU_ACT_P8, k.quantize = cpu_avx2_quant_p8, k.gemm = cpu_avx2_gemm_p;
+        break;
+    case DT_Q4_0: case DT_Q5_0: /* P8-sized rows, levels stored as x + 128 */
+        k.act = CPU_ACT_P8, k.quantize = quant_p8_u, k.gemm = cpu_avx2_gemm_p;
         break;
     case DT_Q8_0:
         k.act = CPU_ACT_P16, k.quantize = cpu_avx2_quant_p16, k.gemm = cpu_avx2_gemm_p;
