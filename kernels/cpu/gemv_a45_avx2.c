@@ -34,6 +34,8 @@
 #include "avx2_common.h"
 #include "cpu_kernels.h"
 
+#define A45_TAB 128 /* bytes of a45_table per pair of blocks */
+
 /* Block layout per type (bytes): size, offset of m (0: none), qh (0: none), qs. */
 AI size_t a45_bs(int type)
 {
@@ -104,18 +106,17 @@ AI float a45_blk_value(int type, const uint8_t *blk, int32_t si, float dx, float
  * activation row. tdx: pair table of dx; tsx: of sx (Q4_1, Q5_1), -8 sx
  * (Q4_0) or -16 sx (Q5_0). */
 AI void a45_dec4(const int type, const uint8_t *w, size_t ws, const uint8_t *xq, int64_t n,
-                 const float *tdx, const float *tsx, float *y, size_t ys)
+                 const uint8_t *tab, float *y, size_t ys)
 {
     const size_t bs = a45_bs(type), om = a45_om(type), oqh = a45_oqh(type), oqs = a45_oqs(type);
     const int64_t nb = n / 32;
     const __m256i m4 = _mm256_set1_epi8(15);
     __m256 acc = _mm256_setzero_ps(), macc = _mm256_setzero_ps();
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) {
-        const uint8_t *blk = w + b * bs;
-        __m256i x0 = _mm256_load_si256((const __m256i *)(xq + 32 * b));
-        __m256i x1 = _mm256_load_si256((const __m256i *)(xq + 32 * b + 32));
-        __m256i xl = _mm256_permute2x128_si256(x0, x1, 0x20), xh = _mm256_permute2x128_si256(x0, x1, 0x31);
+    const uint8_t *blk = w, *const end = w + (nb & ~(int64_t)1) * bs;
+    for (; blk < end; blk += 2 * bs, tab += A45_TAB) {
+        const __m256i xl = _mm256_load_si256((const __m256i *)tab);
+        const __m256i xh = _mm256_load_si256((const __m256i *)(tab + 32));
+        const float *tdx = (const float *)(tab + 64), *tsx = (const float *)(tab + 96);
         __m256i p[4];
 #pragma GCC unroll 4
         for (int r = 0; r < 4; r++) {
@@ -136,21 +137,21 @@ AI void a45_dec4(const int type, const uint8_t *w, size_t ws, const uint8_t *xq,
                         : reduce4_i16(p[0], p[1], p[2], p[3]);
         __m256 d = f16_rows4_blk2(blk, ws, bs);
         if (om) {
-            acc = _mm256_fmadd_ps(d, _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_load_ps(tdx + 4 * b)), acc);
-            macc = _mm256_fmadd_ps(f16_rows4_blk2(blk + om, ws, bs), _mm256_load_ps(tsx + 4 * b), macc);
+            acc = _mm256_fmadd_ps(d, _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_load_ps(tdx)), acc);
+            macc = _mm256_fmadd_ps(f16_rows4_blk2(blk + om, ws, bs), _mm256_load_ps(tsx), macc);
         } else {
-            __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_load_ps(tdx + 4 * b),
-                                       _mm256_load_ps(tsx + 4 * b));
+            __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_load_ps(tdx), _mm256_load_ps(tsx));
             acc = _mm256_fmadd_ps(d, t, acc);
         }
     }
     float tail[4] = {0, 0, 0, 0};
-    if (b < nb) { /* odd block count: the last block, scalar */
+    const int64_t b = nb - 1;
+    if (nb & 1) { /* odd block count: the last block, scalar */
         const int8_t *x = (const int8_t *)xq + 32 * b;
         const float *dx = (const float *)(xq + n), *sx = dx + cpu_pad8(nb);
         for (int r = 0; r < 4; r++) {
-            const uint8_t *blk = w + r * ws + b * bs;
-            tail[r] = a45_blk_value(type, blk, a45_blk_dot_scalar(type, blk, x), dx[b], sx[b]);
+            const uint8_t *br = w + r * ws + b * bs;
+            tail[r] = a45_blk_value(type, br, a45_blk_dot_scalar(type, br, x), dx[b], sx[b]);
         }
     }
     store_rows4s(_mm256_add_ps(acc, macc), tail, y, ys);
@@ -182,23 +183,40 @@ AI float a45_dec1(const int type, const uint8_t *w, const uint8_t *xq, int64_t n
     return hsum256(acc) + off;
 }
 
+/* Per-call table of the activation row, one record of A45_TAB bytes per pair
+ * of blocks b, b+1: the levels as the 4-row kernel multiplies them
+ * ([x_b 0..15 | x_b+1 0..15], [x_b 16..31 | x_b+1 16..31]), then
+ * [dx_b x4 | dx_b+1 x4] and [k sx_b x4 | k sx_b+1 x4] (k: a45_gemv's offset factor). */
+static void a45_table(const uint8_t *xq, int64_t n, float k, uint8_t *tab)
+{
+    const int64_t nb = n / 32;
+    const float *dx = (const float *)(xq + n), *sx = dx + cpu_pad8(nb);
+    for (int64_t i = 0; i < nb / 2; i++, tab += A45_TAB) {
+        __m256i x0 = _mm256_load_si256((const __m256i *)(xq + 64 * i));
+        __m256i x1 = _mm256_load_si256((const __m256i *)(xq + 64 * i + 32));
+        _mm256_store_si256((__m256i *)tab, _mm256_permute2x128_si256(x0, x1, 0x20));
+        _mm256_store_si256((__m256i *)(tab + 32), _mm256_permute2x128_si256(x0, x1, 0x31));
+        _mm256_store_ps((float *)(tab + 64), _mm256_set_m128(_mm_set1_ps(dx[2 * i + 1]),
+                                                             _mm_set1_ps(dx[2 * i])));
+        _mm256_store_ps((float *)(tab + 96), _mm256_set_m128(_mm_set1_ps(k * sx[2 * i + 1]),
+                                                             _mm_set1_ps(k * sx[2 * i])));
+    }
+}
+
 AI void a45_gemv(const int type, const cpu_gemm_args *a)
 {
-    const int64_t nb = a->n / 32;
-    float *tdx = (float *)a->scratch, *tsx = tdx + 8 * (nb / 2);
+    uint8_t *tab = a->scratch;
     for (int64_t t = 0; t < a->n_tok; t++) {
         const uint8_t *xq = a->x + t * a->x_stride;
         float *y = a->y + t * a->ldy;
-        const float *dx = (const float *)(xq + a->n), *sx = dx + cpu_pad8(nb);
         int64_t r = 0;
-        if (a->n_rows >= 4 && a->scratch) { /* the pair tables live in the scratch */
-            pair_table(dx, nb / 2, 1.0f, tdx);
-            pair_table(sx, nb / 2, a45_om(type) ? 1.0f : a45_k(type), tsx);
+        if (a->n_rows >= 4 && a->scratch) { /* the activation table lives in the scratch */
+            a45_table(xq, a->n, a45_om(type) ? 1.0f : a45_k(type), tab);
             /* 4 row streams: group i takes row i of each quarter of the rows */
             const int64_t q = a->n_rows / 4;
             for (int64_t i = 0; i < q; i++)
-                a45_dec4(type, a->w + i * a->w_stride, (size_t)q * a->w_stride, xq, a->n, tdx, tsx,
-                         y + i, (size_t)q);
+                a45_dec4(type, a->w + i * a->w_stride, (size_t)q * a->w_stride, xq, a->n, tab, y + i,
+                         (size_t)q);
             r = 4 * q;
         }
         for (; r < a->n_rows; r++)
@@ -211,8 +229,8 @@ static void a45_gemv_q4_1(const cpu_gemm_args *a) { a45_gemv(DT_Q4_1, a); }
 static void a45_gemv_q5_0(const cpu_gemm_args *a) { a45_gemv(DT_Q5_0, a); }
 static void a45_gemv_q5_1(const cpu_gemm_args *a) { a45_gemv(DT_Q5_1, a); }
 
-/* The pair tables (2 x 8 floats per 2 blocks) live in the per-thread
- * scratch (cpu_scratch_bytes: far more than 32 bytes per block). */
+/* The activation table (A45_TAB = 128 bytes per 2 blocks: 2n bytes) lives in
+ * the per-thread scratch (cpu_scratch_bytes: more than 4n bytes). */
 int cpu_avx2_gemv_a45(const cpu_gemm_args *a)
 {
     if (a->n_tok >= 2)
