@@ -73,6 +73,9 @@ if(CARAVAN_HAVE_MPI)
   # Issue item: mpirun -np N caravan run --tp T --pp P == one process (scheduler-driven).
   cv_add_script_test(NAME group_run_cli COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/run_group.sh
                      TIMEOUT 300 LABELS mpi)
+  # Sampling split between the last stage and the leader (group.c): same tokens.
+  cv_add_script_test(NAME group_sample_split COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/sample_split.sh
+                     TIMEOUT 300 LABELS mpi)
 endif()
 
 if(CARAVAN_HAVE_MPI)

@@ -13,7 +13,20 @@
  *   from the leader (no hidden states).
  *
  *   result message, last stage TP rank 0 -> leader, tag TAG_RESULT:
- *   | wire_res (64) | step_seq_result[n_results] | logits f32[n_rows x n_vocab] (tests) |
+ *   | wire_res (64) | step_seq_result[n_results] | logits f32[n_rows x n_vocab] |
+ *   Sampling is split between the last stage and the leader: the last
+ *   stage samples the first wire_hdr.n_last_samples outputs of a step and
+ *   sends the logits rows of the rest unsampled (seq_id set; rows for the
+ *   last n_rows results, all of them when the leader wants logits for
+ *   tests); the leader samples those with the plan it kept in its send
+ *   buffer and its own copy of the token history. Sampling costs ~2 ms per
+ *   sequence at a 128K vocabulary (the log-softmax for the reported
+ *   logprob); all of it on the last stage, which also holds the output
+ *   head, left stage 0 idle ~20% of the time with 8 sequences over PP2. The
+ *   leader moves the split one output at a time towards the stage that
+ *   waits more (wire_res.idle_ms: the last stage's wait for activations
+ *   since its previous result; see split_adjust). CARAVAN_GROUP_SAMPLE=last
+ *   or =leader fixes the split.
  *
  *   error message, any rank -> leader, tag TAG_ERROR: | char[CV_ERR_MSG_MAX] |
  *   so that the leader's wait names the failed rank; the CLI then aborts
@@ -66,7 +79,8 @@ typedef struct wire_hdr {
     int64_t n_tok;
     uint64_t plan_bytes;
     uint32_t want_logits;
-    uint32_t pad[5];
+    int32_t n_last_samples; /* the last stage samples this many outputs, the leader the rest */
+    uint32_t pad[4];
 } wire_hdr;
 _Static_assert(sizeof(wire_hdr) == 64, "wire_hdr is 64 bytes");
 
@@ -81,10 +95,11 @@ typedef struct wire_res {
     int32_t status;
     uint64_t id;
     int32_t n_results;
-    int32_t pad0;
-    int64_t n_rows;  /* logits rows that follow (want_logits) */
+    float idle_ms;   /* the last stage's wait for activations since its previous result */
+    int64_t n_rows;  /* logits rows that follow: of the last n_rows results */
     int64_t n_vocab;
-    uint8_t pad[24];
+    int32_t n_last;  /* results sampled by the last stage (the first n_last) */
+    uint8_t pad[20];
 } wire_res;
 _Static_assert(sizeof(wire_res) == 64, "wire_res is 64 bytes");
 
@@ -130,11 +145,19 @@ struct group {
     float *logits_gather;   /* TP rank 0: max_out x n_vocab in rank blocks */
     float *logits_all;      /* TP rank 0: max_out x n_vocab rows */
     size_t *g_counts, *g_displs;
-    int32_t *hist;          /* sampler rank: n_slots x n_ctx tokens fed */
+    int32_t *hist;          /* sampler rank (and the leader): n_slots x n_ctx tokens fed */
     int64_t *hist_len;
     void *samp_scratch;
     uint8_t *res_buf;       /* result message (sampler rank builds, leader receives) */
     size_t res_cap;
+
+    /* sampling split (see the head) */
+    int split_mode;         /* leader: 0 auto, 1 all on the last stage, 2 all on the leader */
+    int32_t n_last;         /* leader: outputs per step the last stage samples */
+    double split_bal;       /* leader: running (leader idle - last stage idle), ms */
+    double samp_ms;         /* leader: running cost of one sample, ms (0: not measured) */
+    int split_hold;         /* leader: results to wait after a move before the next */
+    double idle_acc;        /* seconds waited since the last result (leader, last stage) */
 
     /* leader */
     int inflight;
@@ -163,9 +186,9 @@ struct group {
 
 /* ---- timeline (CARAVAN_GROUP_TRACE) ----------------------------------------- */
 
-enum { TR_SUBMIT = 1, TR_FWD0, TR_FWD1, TR_SENT, TR_WAIT0, TR_WAIT1, TR_SAMPLED };
+enum { TR_SUBMIT = 1, TR_FWD0, TR_FWD1, TR_SENT, TR_WAIT0, TR_WAIT1, TR_SAMPLED, TR_SAMPLE0 };
 static const char *const trace_names[] = {"", "submit", "fwd0", "fwd1", "sent", "wait0", "wait1",
-                                          "sampled"};
+                                          "sampled", "sample0"};
 #define TRACE_MAX 65536
 typedef struct trace_ev {
     double t;
@@ -536,7 +559,8 @@ static cv_status logits_gather_and_sample(group *g, const plan_view *v, int64_t 
 static cv_status stage_run(group *g, const plan_view *v, float *hidden_out, cv_err *e)
 {
     const wire_hdr *h = v->h;
-    bool sampler = g->m->shard.has_head && g->t == 0;
+    /* the token history for penalties: kept where sampling may happen */
+    bool sampler = g->hist != NULL;
     for (int32_t i = 0; i < h->n_released; i++) {
         model_slot_clear(g->m, v->released[i]);
         if (sampler)
@@ -635,16 +659,29 @@ static cv_status logits_gather_and_sample(group *g, const plan_view *v, int64_t 
     wr->magic = RES_MAGIC;
     wr->id = v->h->id;
     step_seq_result *res = (step_seq_result *)(g->res_buf + sizeof *wr);
+    int64_t n_last = g->P > 1 && v->h->n_last_samples < n_out ? v->h->n_last_samples : n_out;
+    if (n_last < 0)
+        n_last = 0;
     for (int64_t k = 0; k < n_out; k++) {
         const wire_seq *q = &v->seqs[g->seq_of_out[k]];
         int64_t end = (int64_t)q->pos + q->n_tokens; /* the position being generated */
         res[k].seq_id = q->seq_id;
-        sampler_sample(rows + k * V, V, &q->sp, end, g->hist + (int64_t)q->slot * g->n_ctx, end,
-                       g->samp_scratch, &res[k].r);
+        if (k >= n_last) /* the leader's */
+            memset(&res[k].r, 0, sizeof res[k].r);
+        else
+            sampler_sample(rows + k * V, V, &q->sp, end, g->hist + (int64_t)q->slot * g->n_ctx,
+                           end, g->samp_scratch, &res[k].r);
     }
     wr->n_results = (int32_t)n_out;
+    wr->n_last = (int32_t)n_last;
     wr->n_vocab = V;
-    if (v->h->want_logits) {
+    wr->idle_ms = (float)(g->idle_acc * 1e3);
+    g->idle_acc = 0;
+    if (!v->h->want_logits && n_last < n_out) {
+        wr->n_rows = n_out - n_last;
+        memcpy(g->res_buf + sizeof *wr + (size_t)n_out * sizeof *res, rows + n_last * V,
+               (size_t)(wr->n_rows * V) * sizeof(float));
+    } else if (v->h->want_logits) {
         wr->n_rows = n_out;
         memcpy(g->res_buf + sizeof *wr + (size_t)n_out * sizeof *res, rows,
                (size_t)(n_out * V) * sizeof(float));
@@ -719,8 +756,10 @@ static cv_status alloc_buffers(group *g, cv_err *e)
     g->seq_of_out = malloc((size_t)B * sizeof(int32_t));
     if (!g->recv_buf || !g->tokens || !g->pos || !g->slot || !g->out_idx || !g->seq_of_out)
         goto nomem;
+    /* logits rows: for tests, and for the leader to sample from (P > 1; the
+     * pages of rows never sent are never touched) */
     g->res_cap = sizeof(wire_res) + (size_t)g->max_out * sizeof(step_seq_result) +
-                 (g->want_logits ? (size_t)(g->max_out * g->n_vocab) * sizeof(float) : 0);
+                 (g->want_logits || g->P > 1 ? (size_t)(g->max_out * g->n_vocab) * sizeof(float) : 0);
     if (g->rank == 0 || (g->m->shard.has_head && g->t == 0))
         if (!(g->res_buf = calloc(1, g->res_cap)))
             goto nomem;
@@ -748,6 +787,13 @@ static cv_status alloc_buffers(group *g, cv_err *e)
         g->slot_len = calloc((size_t)g->n_slots, sizeof(int64_t));
         if (!g->slot_len)
             goto nomem;
+        if (g->P > 1 && !g->hist) { /* the leader's share of the sampling */
+            g->hist = calloc((size_t)(g->n_slots * g->n_ctx), sizeof(int32_t));
+            g->hist_len = calloc((size_t)g->n_slots, sizeof(int64_t));
+            g->samp_scratch = malloc(sampler_scratch_bytes(g->n_vocab));
+            if (!g->hist || !g->hist_len || !g->samp_scratch)
+                goto nomem;
+        }
     }
     return CV_OK;
 nomem:
@@ -845,6 +891,10 @@ cv_status group_create(MPI_Comm mc, const group_config *cfg, group **out, cv_err
     g->want_logits = cfg->want_logits;
     g->T = cfg->tp > 0 ? cfg->tp : 1;
     g->P = cfg->pp > 0 ? cfg->pp : g->size / g->T;
+    {
+        const char *sv = getenv("CARAVAN_GROUP_SAMPLE"); /* only the leader's is used */
+        g->split_mode = sv && !strcmp(sv, "last") ? 1 : sv && !strcmp(sv, "leader") ? 2 : 0;
+    }
     if (g->P * g->T != g->size) {
         /* every rank sees the same numbers: no need to agree */
         st = cv_err_set(e, CV_EINVAL,
@@ -980,6 +1030,7 @@ cv_status group_create(MPI_Comm mc, const group_config *cfg, group **out, cv_err
         g->n_vocab = g->m->cfg.n_vocab;
         g->n_embd = g->m->cfg.n_embd;
         g->max_out = g->max_batch < g->n_slots ? g->max_batch : g->n_slots;
+        g->n_last = g->split_mode == 2 ? 0 : (int32_t)g->max_out;
         st = alloc_buffers(g, e);
         if (g->be->ops->host_memory || g->T > 1 || g->P > 1)
             drop_header_pages(g->m->gguf);
@@ -1229,6 +1280,7 @@ cv_status group_submit(group *g, const step *s, cv_err *e)
     h->n_tok = n_tok;
     h->plan_bytes = plan_bytes_for(s->n_seqs, n_tok, s->n_released);
     h->want_logits = g->want_logits;
+    h->n_last_samples = g->n_last;
     wire_seq *ws = (wire_seq *)(buf + sizeof *h);
     int32_t *tk = (int32_t *)(ws + s->n_seqs);
     for (int32_t i = 0; i < s->n_seqs; i++) {
@@ -1277,13 +1329,98 @@ cv_status group_submit(group *g, const step *s, cv_err *e)
     return CV_OK;
 }
 
+/* Leader: sample the results the last stage left unsampled (the last
+ * n_rows, or those from n_last when every row came for the tests), from the
+ * plan of their step (still in the send buffer that carried it: a buffer is
+ * reused only after its step's result is taken) and the leader's token
+ * history. */
+static cv_status leader_sample(group *g, wire_res *wr, cv_err *e)
+{
+    if (wr->n_last == wr->n_results)
+        return CV_OK;
+    const wire_hdr *h = NULL;
+    for (int k = 0; k < g->nsend && !h; k++) {
+        const wire_hdr *c = (const wire_hdr *)g->send_buf[k];
+        if (c->magic == WIRE_MAGIC && c->kind == KIND_STEP && c->id == wr->id)
+            h = c;
+    }
+    int64_t base = wr->n_results - wr->n_rows; /* result of the first row */
+    if (!h || wr->n_last < 0 || wr->n_last > wr->n_results || base < 0 || base > wr->n_last ||
+        wr->n_vocab != g->n_vocab)
+        return cv_err_set(e, CV_EFORMAT, "leader: result of step %llu: %s (%d results, %d sampled "
+                          "by the last stage, %lld rows)", (unsigned long long)wr->id,
+                          h ? "rows do not match" : "no such step in flight", wr->n_results,
+                          wr->n_last, (long long)wr->n_rows);
+    const wire_seq *seqs = (const wire_seq *)((const uint8_t *)h + sizeof *h);
+    step_seq_result *res = (step_seq_result *)((uint8_t *)wr + sizeof *wr);
+    const float *rows = (const float *)(res + wr->n_results);
+    int32_t k = 0;
+    double t0 = now_s();
+    for (int32_t i = 0; i < h->n_seqs; i++) {
+        const wire_seq *q = &seqs[i];
+        if (!q->want_sample)
+            continue;
+        if (k >= wr->n_results || res[k].seq_id != q->seq_id)
+            return cv_err_set(e, CV_EFORMAT, "leader: result of step %llu: result %d is not for "
+                              "sequence %lld", (unsigned long long)wr->id, k, (long long)q->seq_id);
+        int64_t end = (int64_t)q->pos + q->n_tokens; /* the position being generated */
+        if (k >= wr->n_last)
+            sampler_sample(rows + (k - base) * g->n_vocab, g->n_vocab, &q->sp, end,
+                           g->hist + (int64_t)q->slot * g->n_ctx, end, g->samp_scratch, &res[k].r);
+        k++;
+    }
+    if (k != wr->n_results)
+        return cv_err_set(e, CV_EFORMAT, "leader: result of step %llu: %d results for %d sampled "
+                          "sequences", (unsigned long long)wr->id, wr->n_results, k);
+    double ms = (now_s() - t0) * 1e3 / (wr->n_results - wr->n_last);
+    g->samp_ms = g->samp_ms > 0 ? 0.8 * g->samp_ms + 0.2 * ms : ms;
+    return CV_OK;
+}
+
+/* Leader, after each result with outputs: move one output of the next
+ * steps' sampling towards the stage that waited more, when the difference
+ * (smoothed) is over one sample's cost; after a move, wait for the steps in
+ * flight to show its effect. */
+static void split_adjust(group *g, const wire_res *wr)
+{
+    double idle0 = g->idle_acc * 1e3;
+    g->idle_acc = 0;
+    if (g->split_mode || wr->n_results == 0)
+        return;
+    g->split_bal = 0.7 * g->split_bal + 0.3 * (idle0 - wr->idle_ms);
+    if (g->split_hold > 0) {
+        g->split_hold--;
+        return;
+    }
+    double dead = g->samp_ms > 0.5 ? g->samp_ms : 0.5;
+    int32_t n_last = g->n_last < wr->n_results ? g->n_last : wr->n_results; /* in effect */
+    if (g->split_bal > dead && n_last > 0)
+        g->n_last = n_last - 1; /* the leader waits more: it takes one more */
+    else if (g->split_bal < -dead && g->n_last < g->max_out)
+        g->n_last = n_last + 1;
+    else
+        return;
+    g->split_bal = 0;
+    g->split_hold = g->max_inflight;
+}
+
 static cv_status result_take(group *g, step_result *r, cv_err *e)
 {
-    const wire_res *wr = (const wire_res *)g->res_buf;
+    wire_res *wr = (wire_res *)g->res_buf;
     if (wr->magic != RES_MAGIC || wr->n_results < 0 || wr->n_results > g->max_out ||
-        wr->n_rows < 0 || wr->n_rows > g->max_out || (wr->n_rows && !g->want_logits))
+        wr->n_rows < 0 || wr->n_rows > wr->n_results || (wr->n_rows && !g->want_logits && g->P == 1))
         return cv_err_set(e, CV_EFORMAT, "leader: bad result message (magic 0x%08x, %d results)",
                           wr->magic, wr->n_results);
+    if (g->P > 1) {
+        trace(g, TR_SAMPLE0, wr->id);
+        cv_status st = leader_sample(g, wr, e);
+        trace(g, TR_SAMPLED, wr->id);
+        if (st)
+            return st;
+        split_adjust(g, wr);
+        if (!g->want_logits)
+            wr->n_rows = 0;
+    }
     r->id = wr->id;
     r->n_results = wr->n_results;
     memcpy(r->results, g->res_buf + sizeof *wr, (size_t)wr->n_results * sizeof *r->results);
@@ -1329,10 +1466,12 @@ cv_status group_poll(group *g, step_result *r, int timeout_ms, bool *ready, cv_e
         rc = wait_polite(g, 2, reqs, &idx, &status, true);
         trace(g, TR_WAIT1, 0);
         g->t_wait += now_s() - t0;
+        g->idle_acc += now_s() - t0;
         flag = rc == MPI_SUCCESS;
     } else {
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
+        double idle0 = g->idle_acc;
         for (;;) {
             uint32_t seen = bell_read(g);
             rc = MPI_Testany(2, reqs, &idx, &flag, &status);
@@ -1340,6 +1479,7 @@ cv_status group_poll(group *g, step_result *r, int timeout_ms, bool *ready, cv_e
                 break;
             clock_gettime(CLOCK_MONOTONIC, &t1);
             double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+            g->idle_acc = idle0 + ms * 1e-3;
             if (ms >= timeout_ms)
                 break;
             if (g->my_bell) {
@@ -1434,6 +1574,7 @@ cv_status group_serve(group *g, cv_err *e)
                 rc = wait_polite(g, 1, &rq, &idx, MPI_STATUS_IGNORE, true);
             trace(g, TR_WAIT1, ((const wire_hdr *)in)->id);
             g->t_wait += now_s() - t0;
+            g->idle_acc += now_s() - t0;
             if (rc != MPI_SUCCESS)
                 return report_failure(
                     g, mpi_fail(g, rc, "receiving activations from the previous stage", e), e);
