@@ -6,6 +6,10 @@ add_executable(bench_kernels bench/bench_kernels.c)
 target_link_libraries(bench_kernels PRIVATE cv_kernels cv_core)
 target_include_directories(bench_kernels PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/tests)
 cv_add_test(NAME test_simd_golden SOURCES test_simd_golden.c TIMEOUT 600 LABELS simd model)
+# Fused few-token decode vs one token (T1/T2/T4/T8, fit d + n p; not a ctest).
+add_executable(bench_multi bench/bench_multi.c)
+target_link_libraries(bench_multi PRIVATE cv_kernels cv_core)
+target_include_directories(bench_multi PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/tests)
 # One-token decode of a Llama-1B-shaped matvec chain, GB/s per tensor shape vs a read probe (not a ctest).
 add_executable(bench_decode_shapes bench/bench_decode_shapes.c)
 target_link_libraries(bench_decode_shapes PRIVATE cv_kernels cv_core)
