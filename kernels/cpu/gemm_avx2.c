@@ -418,6 +418,49 @@ __attribute__((noinline)) static void pack_panels(int type, const uint8_t *w, si
     }
 }
 
+/* y[t*ldy + r] = (acc_y ? y : 0) + sum of the 8 lanes of facc[r][t], r < nr.
+ * The full 2 x 4 tile reduces its 8 vectors together with the same adds in
+ * the same order as hsum256 (halves, then lanes 0+2 / 1+3, then the two), so
+ * the results are bit-identical to the one-vector-at-a-time path. */
+AI void tile_store(float facc[RR][GEMM_RT][8], float *y, int64_t ldy, int nr, int acc_y, const int RT)
+{
+#if GEMM_RR == 2 && GEMM_RT == 4
+    if (RT == 4 && nr == 2) {
+        __m256 s[4];
+#pragma GCC unroll 4
+        for (int t = 0; t < 4; t++) { /* lo half: row 0's lo+hi, hi half: row 1's */
+            __m256 a = _mm256_load_ps(facc[0][t]), b = _mm256_load_ps(facc[1][t]);
+            s[t] = _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+        }
+        /* per half: lanes (0+2, 1+3) of token t, then of token t+1 */
+        __m256 t01 = _mm256_add_ps(_mm256_shuffle_ps(s[0], s[1], 0x44), _mm256_shuffle_ps(s[0], s[1], 0xee));
+        __m256 t23 = _mm256_add_ps(_mm256_shuffle_ps(s[2], s[3], 0x44), _mm256_shuffle_ps(s[2], s[3], 0xee));
+        /* lo half: row 0, tokens 0..3; hi half: row 1 */
+        __m256 r = _mm256_add_ps(_mm256_shuffle_ps(t01, t23, 0x88), _mm256_shuffle_ps(t01, t23, 0xdd));
+        __m128 r0 = _mm256_castps256_ps128(r), r1 = _mm256_extractf128_ps(r, 1);
+        __m128 p01 = _mm_unpacklo_ps(r0, r1), p23 = _mm_unpackhi_ps(r0, r1); /* (r0,r1) of t0, t1 | t2, t3 */
+        float *y0 = y, *y1 = y + ldy, *y2 = y + 2 * ldy, *y3 = y + 3 * ldy;
+        if (acc_y) {
+            p01 = _mm_add_ps(p01, _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)y0), (const __m64 *)y1));
+            p23 = _mm_add_ps(p23, _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)y2), (const __m64 *)y3));
+        }
+        _mm_storel_pi((__m64 *)y0, p01);
+        _mm_storeh_pi((__m64 *)y1, p01);
+        _mm_storel_pi((__m64 *)y2, p23);
+        _mm_storeh_pi((__m64 *)y3, p23);
+        return;
+    }
+#endif
+#pragma GCC unroll 4
+    for (int t = 0; t < RT; t++)
+#pragma GCC unroll 4
+        for (int r = 0; r < RR; r++)
+            if (r < nr) {
+                float v = hsum256(_mm256_load_ps(facc[r][t]));
+                y[t * ldy + r] = acc_y ? y[t * ldy + r] + v : v;
+            }
+}
+
 /* ---- micro-kernels ---------------------------------------------------------- */
 
 /* ---- hand-scheduled inner steps for the full GEMM_RR x GEMM_RT = 2 x 4 tile ----
@@ -657,14 +700,7 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
         }
         __asm__ volatile("" ::: "memory"); /* keep facc in memory, registers for the loop */
     }
-#pragma GCC unroll 4
-    for (int t = 0; t < RT; t++)
-#pragma GCC unroll 4
-        for (int r = 0; r < RR; r++)
-            if (r < nr) {
-                float v = hsum256(_mm256_load_ps(facc[r][t]));
-                y[t * ldy + r] = acc_y ? y[t * ldy + r] + v : v;
-            }
+    tile_store(facc, y, ldy, nr, acc_y, RT);
 }
 
 /* ---- Q6_K (micro6) ----------------------------------------------------------
@@ -856,14 +892,7 @@ AI void micro6(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc
         }
         __asm__ volatile("" ::: "memory"); /* keep facc in memory, registers for the loop */
     }
-#pragma GCC unroll 4
-    for (int t = 0; t < RT; t++)
-#pragma GCC unroll 4
-        for (int r = 0; r < RR; r++)
-            if (r < nr) {
-                float v = hsum256(_mm256_load_ps(facc[r][t]));
-                y[t * ldy + r] = acc_y ? y[t * ldy + r] + v : v;
-            }
+    tile_store(facc, y, ldy, nr, acc_y, RT);
 }
 
 #define MICRO6(BITS)                                                                               \
