@@ -325,18 +325,28 @@ static float mt_a_block_scalar(int type, const uint8_t *blk, const int8_t *x, fl
 typedef void (*mt_a_fn)(const uint8_t *, const uint8_t *, const uint8_t *, const uint8_t *, size_t,
                         int64_t, int, const __m256 *, int, float *, int64_t, int, int, int);
 
+/* Token groups of up to 4 (each pipeline stage's micro-batch is one) are
+ * compiled with gcc's pre-register-allocation scheduler: in interleaved A/B
+ * runs 4-7% faster at 4 tokens and 5-12% at 2 for Q4_0 (Q8_0: 2% and 4-5%);
+ * the 8-token group keeps gcc's default (4-7% slower with it). */
 #define MT_A_DISPATCH(T)                                                                           \
-    static void mt_a_##T(const uint8_t *w0, const uint8_t *w1, const uint8_t *w2, const uint8_t *w3, \
-                         size_t pf, int64_t pb, int np, const __m256 *tab, int ntt, float *y,       \
-                         int64_t ldy, int nr, int first, int nt)                                    \
+    __attribute__((optimize("schedule-insns", "sched-pressure"))) static void mt_a_##T(           \
+        const uint8_t *w0, const uint8_t *w1, const uint8_t *w2, const uint8_t *w3, size_t pf,     \
+        int64_t pb, int np, const __m256 *tab, int ntt, float *y, int64_t ldy, int nr, int first,  \
+        int nt)                                                                                    \
     {                                                                                              \
         switch (nt) {                                                                              \
         case 1: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 1); break; \
         case 2: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 2); break; \
         case 3: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 3); break; \
-        case 4: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 4); break; \
-        default: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 8); break; \
+        default: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 4); break; \
         }                                                                                          \
+    }                                                                                              \
+    static void mt_a8_##T(const uint8_t *w0, const uint8_t *w1, const uint8_t *w2, const uint8_t *w3, \
+                          size_t pf, int64_t pb, int np, const __m256 *tab, int ntt, float *y,      \
+                          int64_t ldy, int nr, int first, int nt)                                   \
+    {                                                                                              \
+        mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 8);           \
     }
 MT_A_DISPATCH(Q4_0)
 MT_A_DISPATCH(Q4_1)
@@ -355,6 +365,9 @@ static void mt_a(const cpu_gemm_args *a)
     const int nt = (int)a->n_tok, ng = nt == 8 ? 1 : (nt + 3) / 4;
     mt_a_fn kern = type == DT_Q4_0 ? mt_a_Q4_0 : type == DT_Q4_1 ? mt_a_Q4_1
                  : type == DT_Q5_0 ? mt_a_Q5_0 : type == DT_Q5_1 ? mt_a_Q5_1 : mt_a_Q8_0;
+    if (ng == 1 && nt == 8)
+        kern = type == DT_Q4_0 ? mt_a8_Q4_0 : type == DT_Q4_1 ? mt_a8_Q4_1
+             : type == DT_Q5_0 ? mt_a8_Q5_0 : type == DT_Q5_1 ? mt_a8_Q5_1 : mt_a8_Q8_0;
     for (int64_t c0 = 0; c0 < npairs; c0 += MT_CH) {
         int np = (int)(npairs - c0 < MT_CH ? npairs - c0 : MT_CH);
         mt_a_table(type, a->x, a->x_stride, nt, n, c0, np, tab);
