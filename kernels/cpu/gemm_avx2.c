@@ -30,7 +30,19 @@
  * prefetched during the previous group) passes over them. The full 2 x 4
  * tile's inner steps are inline asm (GCC's version moved a register per
  * accumulate); partial tiles use the intrinsics loop. Rows of other types,
- * and n_tok < 2, stay in matmul_avx2.c / gemv_avx2.c. */
+ * and n_tok < 2, stay in matmul_avx2.c / gemv_avx2.c.
+ *
+ * Measured on the AMD Zen 3 this was tuned on (instruction-mix loops): the
+ * integer multiplies (vpmaddubsw, vpmaddwd) and the float FMA/mul share two
+ * pipes, vcvtdq2ps takes one of them half the time, adds/logic run on four
+ * and shifts on the other two. A vpmaddubsw whose result feeds a vpaddw runs
+ * at ~5 cycles per 8 pairs instead of 4, so the 2 x 4 tile's inner steps
+ * take ~47 cycles per super-block (64 vpmaddubsw) and the flush ~12 more
+ * (Q4_0; Q4_K ~20 with its mins FMA). Q8_0 needs 2 multiply-pipe
+ * instructions per 32 products whatever the decomposition with 8-bit
+ * activations (vpmaddubsw pairs of 8 x 8-bit products can saturate; 4+4-bit
+ * halves need two vpmaddubsw; vpsignb + |x| needs a vpmaddwd to widen each
+ * vector), i.e. at most 64 flop per cycle and core before the flush. */
 #include <immintrin.h>
 #include <string.h>
 
