@@ -22,8 +22,13 @@
  * software prefetch. On this Zen 3 VM 4 concurrent streams read 1.3-1.5x
  * faster than one stream (and than 4 consecutive rows walked side by side
  * with a software prefetch of the next group, the layout before): the
- * Llama-1B-shaped Q4_0 chain went from ~82% to ~105% of the one-stream
- * read probe (tests/bench/bench_decode_shapes). */
+ * Llama-1B-shaped Q4_0 chain went from ~82% to ~105% of a one-stream read
+ * and reaches ~75-83% of a 4-stream read (tests/bench/bench_decode_shapes).
+ * What is left is compute: one thread runs the Q4_0 and Q4_K kernels at
+ * ~20-22 GB/s from L2 (llvm-mca znver3: dispatch-bound at ~76 instructions
+ * per 144 bytes for Q4_0, ~90 for Q4_K), about what 4 streams deliver from
+ * DRAM, so memory and arithmetic do not fully overlap; Q8_0 (~30 GB/s
+ * from L2) reaches ~90% of the 4-stream read. */
 #include <immintrin.h>
 #include <string.h>
 
