@@ -40,3 +40,9 @@ void sampler_sample(const float *logits, int64_t n_vocab, const sampling_params 
 
 /* The counter-based generator: a uniform float in [0,1) from (seed, counter). */
 float sampler_uniform(uint64_t seed, uint64_t counter);
+
+/* The float exp the softmaxes use, exposed for tests: out[i] (out may be l
+ * or NULL) = exp((l[i] - m) * scale) for terms <= 1, and the returned sum
+ * of them in the sampler's fixed order. path 0: the best this CPU has, 1:
+ * scalar, 2: AVX2+FMA (returns NAN where the CPU lacks it). */
+double sampler_exp_terms(const float *l, float *out, int64_t n, float m, float scale, int path);

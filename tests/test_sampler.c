@@ -1,7 +1,9 @@
 /* test_sampler.c - the sampler against hand-computed expectations: greedy
  * (ties to the lowest id), determinism of the counter-based RNG, the
  * distribution of draws (chi-square over many positions), and the effect
- * of each filter and penalty; logprobs are the raw log-softmax. */
+ * of each filter and penalty; logprobs are the raw log-softmax; the float
+ * exp of the softmaxes against double exp, its AVX2 and scalar paths
+ * bit-identical. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -295,6 +297,57 @@ int main(void)
         TU_CHECK(n_above == 4, "top-5 misses a larger logit (%d above the 5th)", n_above);
         free(sc);
         free(l);
+    }
+    /* ---- the float exp of the softmaxes: accuracy against double exp, and
+     * the AVX2 and scalar paths bit-identical (odd lengths cross the 8-lane
+     * groups and the 256-term flush blocks) ---- */
+    {
+        const int64_t lens[] = {1, 7, 8, 9, 255, 256, 257, 1000, 128256};
+        uint64_t st = 12345;
+        for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+            int64_t n = lens[k];
+            float *l = malloc((size_t)n * sizeof(float)), *e1 = malloc((size_t)n * sizeof(float)),
+                  *e2 = malloc((size_t)n * sizeof(float));
+            float m = -INFINITY;
+            for (int64_t i = 0; i < n; i++) {
+                st = st * 6364136223846793005ull + 1442695040888963407ull;
+                l[i] = (float)((double)(st >> 11) / 9007199254740992.0 * 40.0 - 25.0);
+                if (i % 97 == 3)
+                    l[i] = -INFINITY; /* masked tokens */
+                if (l[i] > m)
+                    m = l[i];
+            }
+            for (int sc = 0; sc < 2; sc++) {
+                float scale = sc ? 1.0f / 0.7f : 1.0f;
+                double s1 = sampler_exp_terms(l, e1, n, m, scale, 1), ref = 0, worst = 0;
+                for (int64_t i = 0; i < n; i++) {
+                    double x = ((double)l[i] - m) * scale, want = exp(x);
+                    ref += want;
+                    /* float x itself is off by up to half an ulp of |x|: relative
+                     * error of the term ~6e-8 |x|, plus the polynomial's */
+                    double err = fabs(e1[i] - want) / (want > 1e-30 ? want : 1e-30) / (1 + fabs(x));
+                    if (want > 1e-30 && err > worst)
+                        worst = err;
+                }
+                TU_CHECK(worst < 2.5e-7, "n %lld scale %g: worst term error %.3g (per 1+|x|)", (long long)n,
+                         scale, worst);
+                TU_CHECK(fabs(s1 - ref) / ref < 2e-6, "n %lld scale %g: sum %.9g want %.9g", (long long)n,
+                         scale, s1, ref);
+                double s2 = sampler_exp_terms(l, e2, n, m, scale, 2);
+                if (isnan(s2)) {
+                    printf("exp terms: no AVX2+FMA on this CPU, scalar path only\n");
+                } else {
+                    TU_CHECK(s2 == s1 && !memcmp(e1, e2, (size_t)n * sizeof(float)),
+                             "n %lld scale %g: AVX2 and scalar exp terms differ (%.17g vs %.17g)",
+                             (long long)n, scale, s2, s1);
+                }
+                if (n == 128256)
+                    printf("exp terms over %lld logits, scale %g: worst term rel error / (1+|x|) %.2g, sum rel error "
+                           "%.2g\n",
+                           (long long)n, scale, worst, fabs(s1 - ref) / ref);
+            }
+            free(l), free(e1), free(e2);
+        }
     }
     return tu_finish("test_sampler");
 }
