@@ -14,7 +14,10 @@
  * per 8 block-rows instead of per block-row. The per-block f16 scales of
  * the 4 rows are assembled in general registers (the integer pipes are
  * idle) and converted 8 at a time. Q4_K keeps one accumulator per row (its
- * float work is per 256-element super-block) but also takes 4 rows.
+ * float work is per 256-element super-block) but also takes 4 rows; within
+ * a row its 8 group sums are folded transposed in 16-bit lanes so one
+ * vpmaddwd applies the 8 group scales, which are decoded for 2 rows per
+ * vector (dec4_k4).
  *
  * Memory: the 4 rows of a group are row i of each quarter of the call's
  * rows (rows i, i + q, i + 2q, i + 3q), so the kernel reads 4 long
@@ -26,7 +29,7 @@
  * and reaches ~75-83% of a 4-stream read (tests/bench/bench_decode_shapes).
  * What is left is compute: one thread runs the Q4_0 and Q4_K kernels at
  * ~20-22 GB/s from L2 (llvm-mca znver3: dispatch-bound at ~76 instructions
- * per 144 bytes for Q4_0, ~90 for Q4_K), about what 4 streams deliver from
+ * per 144 bytes for Q4_0, ~68 for Q4_K), about what 4 streams deliver from
  * DRAM, so memory and arithmetic do not fully overlap; Q8_0 (~30 GB/s
  * from L2) reaches ~90% of the 4-stream read. */
 #include <immintrin.h>
@@ -247,6 +250,106 @@ AI void dec_k4(const uint8_t *w, size_t w_stride, const uint8_t *xq, int64_t n, 
         y[r * ys] = hsum256(acc[r]);
 }
 
+/* The 12 scale bytes of the Q4_K blocks at p and p + ws (bytes 4..15 of each
+ * block) decoded in vector registers, one block per 128-bit lane, as bytes
+ * [sc 0..3 | mn 0..3 | sc 4..7 | mn 4..7] (6-bit values). With a, b, c the
+ * scale bytes 0..3, 4..7, 8..11: sc 0..3 = a & 63, mn 0..3 = b & 63,
+ * sc 4..7 = (c & 15) | (a >> 6) << 4, mn 4..7 = (c >> 4) | (b >> 6) << 4. */
+AI __m256i q4k_scales2(const uint8_t *p, size_t ws)
+{
+    __m256i t = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(p + 4))),
+        _mm_loadu_si128((const __m128i *)(p + ws + 4)), 1);
+    /* bytes 0..7: the top 2 bits of a, b at bits 4..5 */
+    __m256i top = _mm256_and_si256(_mm256_srli_epi16(t, 2), _mm256_set1_epi8(0x30));
+    /* bytes 12..15 (the 4th dword of a lane): c >> 4 per byte, low nibbles */
+    __m256i u = _mm256_blend_epi32(t, _mm256_slli_epi64(t, 28), 0x88);
+    const __m256i keep = _mm256_setr_epi8(63, 63, 63, 63, 63, 63, 63, 63, 15, 15, 15, 15, 15, 15, 15, 15,
+                                          63, 63, 63, 63, 63, 63, 63, 63, 15, 15, 15, 15, 15, 15, 15, 15);
+    return _mm256_or_si256(_mm256_and_si256(u, keep), _mm256_bslli_epi128(top, 8));
+}
+
+AI int ld_i32(const uint8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* One level of the transposed group reduction: the W-bit units (16, 32, 64)
+ * of a and b interleaved by unpacklo and unpackhi, the two added in 16-bit
+ * lanes, so unit k of each half-lane of a is added to unit k + half of it
+ * (the same group) and a's and b's groups alternate in the result. */
+#define Q4K_FOLD16(a, b) _mm256_add_epi16(_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b))
+#define Q4K_FOLD32(a, b) _mm256_add_epi16(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b))
+#define Q4K_FOLD64(a, b) _mm256_add_epi16(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b))
+
+/* 4 Q4_K rows (ws bytes apart; row r's result to y[r * ys]) x one q8kb
+ * activation row. Per row and super-block the 8 vpmaddubsw results (16
+ * int16 pair sums of one group of 32 each, |.| <= 2 * 15 * 127 = 3810) are
+ * folded "transposed" in 16-bit lanes into one vector holding every group's
+ * sum (8 lanes summed: |.| <= 30480), so one vpmaddwd applies the 8 group
+ * scales (instead of a scale broadcast + vpmaddwd per vector). Scales and
+ * mins of 2 rows are decoded per vector (q4k_scales2); [d, dmin] * dx of the
+ * 4 rows converted in one go. */
+AI void dec4_k4(const uint8_t *w, size_t ws, const uint8_t *xq, int64_t n, float *y, size_t ys)
+{
+    const int64_t ns = n / 256;
+    const float *dx = (const float *)(xq + n);
+    const int16_t *bsums = (const int16_t *)(dx + ns);
+    __m256 acc[4];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++)
+        acc[r] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(15);
+    /* q4k_scales2's bytes as int16 [sc 0..7], [mn 0..7] */
+    const __m256i isc = _mm256_setr_epi8(0, -128, 1, -128, 2, -128, 3, -128, 8, -128, 9, -128, 10, -128, 11, -128,
+                                         0, -128, 1, -128, 2, -128, 3, -128, 8, -128, 9, -128, 10, -128, 11, -128);
+    const __m128i imn = _mm_setr_epi8(4, -128, 5, -128, 6, -128, 7, -128, 12, -128, 13, -128, 14, -128, 15, -128);
+    float dd[8] __attribute__((aligned(32)));
+    for (int64_t s = 0; s < ns; s++) {
+        const uint8_t *xs = xq + 256 * s, *b0 = w + s * sizeof(dt_block_q4_k);
+        /* pair sums of the 16 bsums: 8 int16, one per group of 32 */
+        __m256i bs = _mm256_loadu_si256((const __m256i *)(bsums + 16 * s));
+        __m128i bp = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+        /* [d, dmin] of rows 0..3 (the first 4 bytes of each block) times dx */
+        __m128i h = _mm_cvtsi32_si128(ld_i32(b0));
+        h = _mm_insert_epi32(h, ld_i32(b0 + ws), 1);
+        h = _mm_insert_epi32(h, ld_i32(b0 + 2 * ws), 2);
+        h = _mm_insert_epi32(h, ld_i32(b0 + 3 * ws), 3);
+        _mm256_store_ps(dd, _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(dx[s])));
+        __m256i sm[2] = {q4k_scales2(b0, ws), q4k_scales2(b0 + 2 * ws, ws)};
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            const uint8_t *qs = b0 + r * ws + 16;
+            /* this row's scale bytes in both lanes */
+            __m256i sv = r & 1 ? _mm256_permute4x64_epi64(sm[r / 2], 0xee)
+                               : _mm256_permute4x64_epi64(sm[r / 2], 0x44);
+            __m256i p[8];
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+                __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                p[2 * j] = _mm256_maddubs_epi16(lo, _mm256_load_si256((const __m256i *)(xs + 64 * j)));
+                p[2 * j + 1] = _mm256_maddubs_epi16(hi, _mm256_load_si256((const __m256i *)(xs + 64 * j + 32)));
+            }
+            /* groups (0,1) (2,3) (4,5) (6,7) -> (0..3) (4..7) -> [g0..g7] per lane */
+            __m256i f0 = Q4K_FOLD16(p[0], p[1]), f1 = Q4K_FOLD16(p[2], p[3]);
+            __m256i f2 = Q4K_FOLD16(p[4], p[5]), f3 = Q4K_FOLD16(p[6], p[7]);
+            __m256i g = Q4K_FOLD64(Q4K_FOLD32(f0, f1), Q4K_FOLD32(f2, f3));
+            __m256i ia = _mm256_madd_epi16(g, _mm256_shuffle_epi8(sv, isc));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia), _mm256_broadcast_ss(&dd[2 * r]), acc[r]);
+            /* the mins in lanes 0..3 (upper lanes zero) */
+            __m128i mn = _mm_shuffle_epi8(_mm256_castsi256_si128(sv), imn);
+            __m256 mv = _mm256_zextps128_ps256(_mm_cvtepi32_ps(_mm_madd_epi16(mn, bp)));
+            acc[r] = _mm256_fnmadd_ps(mv, _mm256_broadcast_ss(&dd[2 * r + 1]), acc[r]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++)
+        y[r * ys] = hsum256(acc[r]);
+}
+
 static void gemv_k4(const cpu_gemm_args *a)
 {
     for (int64_t t = 0; t < a->n_tok; t++) {
@@ -254,7 +357,7 @@ static void gemv_k4(const cpu_gemm_args *a)
         float *y = a->y + t * a->ldy;
         const int64_t q = a->n_rows / 4; /* group i: row i of each quarter */
         for (int64_t i = 0; i < q; i++)
-            dec_k4(a->w + i * a->w_stride, (size_t)q * a->w_stride, xq, a->n, y + i, (size_t)q, 4);
+            dec4_k4(a->w + i * a->w_stride, (size_t)q * a->w_stride, xq, a->n, y + i, (size_t)q);
         for (int64_t r = 4 * q; r < a->n_rows; r++)
             dec_k4(a->w + r * a->w_stride, a->w_stride, xq, a->n, y + r, 1, 1);
     }
