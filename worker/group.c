@@ -19,14 +19,18 @@
  *   sends the logits rows of the rest unsampled (seq_id set; rows for the
  *   last n_rows results, all of them when the leader wants logits for
  *   tests); the leader samples those with the plan it kept in its send
- *   buffer and its own copy of the token history. Sampling costs ~2 ms per
- *   sequence at a 128K vocabulary (the log-softmax for the reported
- *   logprob); all of it on the last stage, which also holds the output
- *   head, left stage 0 idle ~20% of the time with 8 sequences over PP2. The
- *   leader moves the split one output at a time towards the stage that
- *   waits more (wire_res.idle_ms: the last stage's wait for activations
- *   since its previous result; see split_adjust). CARAVAN_GROUP_SAMPLE=last
- *   or =leader fixes the split.
+ *   buffer and its own copy of the token history. With libm's double exp,
+ *   sampling cost ~2 ms per sequence at a 128K vocabulary (the log-softmax
+ *   for the reported logprob); all of it on the last stage, which also
+ *   holds the output head, left stage 0 idle ~20% of the time with 8
+ *   sequences over PP2. CARAVAN_GROUP_SAMPLE=auto has the leader move the
+ *   split one output at a time towards the stage that waits more
+ *   (wire_res.idle_ms: the last stage's wait for activations since its
+ *   previous result; see split_adjust); =leader puts it all on the leader.
+ *   The default is =last (all on the last stage): since the sampler's float
+ *   exp (0.2-0.3 ms per greedy token) the split's gain was within noise,
+ *   and each output it moves sends a logits row (512 KB at 128K vocab)
+ *   instead of a 16-byte result, which matters between machines.
  *
  *   error message, any rank -> leader, tag TAG_ERROR: | char[CV_ERR_MSG_MAX] |
  *   so that the leader's wait names the failed rank; the CLI then aborts
@@ -152,7 +156,7 @@ struct group {
     size_t res_cap;
 
     /* sampling split (see the head) */
-    int split_mode;         /* leader: 0 auto, 1 all on the last stage, 2 all on the leader */
+    int split_mode;         /* leader: 1 all on the last stage (default), 0 auto, 2 all on the leader */
     int32_t n_last;         /* leader: outputs per step the last stage samples */
     double split_bal;       /* leader: running (leader idle - last stage idle), ms */
     double samp_ms;         /* leader: running cost of one sample, ms (0: not measured) */
@@ -893,7 +897,7 @@ cv_status group_create(MPI_Comm mc, const group_config *cfg, group **out, cv_err
     g->P = cfg->pp > 0 ? cfg->pp : g->size / g->T;
     {
         const char *sv = getenv("CARAVAN_GROUP_SAMPLE"); /* only the leader's is used */
-        g->split_mode = sv && !strcmp(sv, "last") ? 1 : sv && !strcmp(sv, "leader") ? 2 : 0;
+        g->split_mode = sv && !strcmp(sv, "auto") ? 0 : sv && !strcmp(sv, "leader") ? 2 : 1;
     }
     if (g->P * g->T != g->size) {
         /* every rank sees the same numbers: no need to agree */

@@ -23,13 +23,12 @@
 # own whose autogroup it sets to BENCH_NICE (default -20; "" leaves it at
 # 0): builds then barely touch either side of a ratio.
 #
-# Bytes: with PP2 the last stage also sends the leader the logits rows of
-# the outputs it leaves to the leader to sample (worker/group.c splits the
-# sampling between them by measured waits: 0-0.5 MB per such output at a
-# 128K vocabulary), so rank 1's bytes per token vary with that split;
-# CARAVAN_GROUP_SAMPLE=last in the environment keeps all sampling on the
-# last stage (the layout before the split; its bytes are the activations'
-# and results' alone).
+# Bytes: with CARAVAN_GROUP_SAMPLE=auto or =leader in the environment, the
+# last stage of PP2 also sends the leader the logits rows of the outputs it
+# leaves to the leader to sample (0-0.5 MB per such output at a 128K
+# vocabulary), so rank 1's bytes per token vary with that split; the
+# default (=last) keeps all sampling on the last stage, and its bytes are
+# the activations' and results' alone.
 #
 # usage: tests/mpi/bench_group.sh BUILD_DIR [N_GEN] [REPS]
 #   env TYPES="Q4_0 Q8_0", SEQS="1 8", N_GEN8 (tokens per sequence with 8
