@@ -22,25 +22,13 @@
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/threadpool.h"
 #include "testutil.h"
+#include "bench_common.h"
 
 enum { S_Q, S_K, S_V, S_O, S_GATE, S_UP, S_DOWN, S_OUT, N_SHAPES };
 static const char *shape_name[N_SHAPES] = {"attn_q", "attn_k", "attn_v", "attn_o",
                                            "ffn_gate", "ffn_up", "ffn_down", "output"};
 static const int64_t shape_rows[N_SHAPES] = {2048, 512, 512, 2048, 8192, 8192, 2048, 128256};
 static const int64_t shape_cols[N_SHAPES] = {2048, 2048, 2048, 2048, 2048, 2048, 8192, 2048};
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 __attribute__((target("avx2"))) static uint64_t probe_read(const uint8_t *p, size_t n, int pf)
 {

@@ -17,48 +17,7 @@
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/threadpool.h"
 #include "testutil.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* random weights: 64 distinct quantized rows repeated (contents do not
- * change the speed; quantizing 100M elements would take minutes) */
-static uint8_t *make_weights(int type, int64_t n, int64_t rows, uint64_t *rng)
-{
-    size_t rb = dtype_row_size(type, n);
-    uint8_t *w = aligned_alloc(64, (rb * (size_t)rows + 63) & ~(size_t)63);
-    float *tmp = malloc((size_t)n * 4);
-    int64_t nd = rows < 64 ? rows : 64;
-    for (int64_t r = 0; r < nd; r++) {
-        for (int64_t i = 0; i < n; i++)
-            tmp[i] = tu_rand_f(rng) * (1.0f + (float)((i / 32) % 4));
-        uint8_t *dst = w + r * rb;
-        if (type == DT_F32)
-            memcpy(dst, tmp, (size_t)n * 4);
-        else if (type == DT_F16)
-            for (int64_t i = 0; i < n; i++)
-                ((uint16_t *)dst)[i] = f32_to_fp16(tmp[i]);
-        else if (type == DT_BF16)
-            for (int64_t i = 0; i < n; i++)
-                ((uint16_t *)dst)[i] = f32_to_bf16(tmp[i]);
-        else
-            quantize_row(type, tmp, dst, n);
-    }
-    for (int64_t r = nd; r < rows; r++)
-        memcpy(w + r * rb, w + (r % nd) * rb, rb);
-    free(tmp);
-    return w;
-}
+#include "bench_common.h"
 
 /* max |y - oracle| / sum|w||x| over the first rows x tokens */
 static double validate(int type, cpu_level lv, const be_weight *bw, const float *x, const float *y,

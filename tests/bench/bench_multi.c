@@ -23,43 +23,10 @@
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/threadpool.h"
 #include "testutil.h"
+#include "bench_common.h"
 
 #define BM_MAX_TOK 16
 #define BM_MAX_COUNTS 8
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* 64 distinct random quantized rows, repeated (quantizing every row would take minutes) */
-static uint8_t *make_weights(int type, int64_t n, int64_t rows, uint64_t *rng)
-{
-    size_t rb = dtype_row_size(type, n);
-    uint8_t *w = aligned_alloc(64, (rb * (size_t)rows + 63) & ~(size_t)63);
-    float *tmp = malloc((size_t)n * 4);
-    if (!w || !tmp) {
-        fprintf(stderr, "bench_multi: out of memory\n");
-        exit(1);
-    }
-    for (int64_t r = 0; r < 64 && r < rows; r++) {
-        for (int64_t i = 0; i < n; i++)
-            tmp[i] = tu_rand_f(rng) * (1.0f + (float)((i / 32) % 4));
-        quantize_row(type, tmp, w + r * rb, n);
-    }
-    for (int64_t r = 64; r < rows; r++)
-        memcpy(w + r * rb, w + (r % 64) * rb, rb);
-    free(tmp);
-    return w;
-}
 
 int main(int argc, char **argv)
 {
