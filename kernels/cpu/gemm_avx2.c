@@ -478,29 +478,51 @@ AI void tile_store(float facc[RR][GEMM_RT][8], float *y, int64_t ldy, int nr, in
 /* ---- hand-scheduled inner steps for the full GEMM_RR x GEMM_RT = 2 x 4 tile ----
  * (GCC keeps the 8 accumulators but adds a register move per add in loops) */
 #if GEMM_RR == 2 && GEMM_RT == 4
-#define U_STEP(WO0, WO1, XO)                                                                       \
+/* One inner step of the 2 x 4 tile: the two rows' vectors at byte offsets
+ * WO0/WO1 of the panel, token k's vector at XO of x_k; each product (MUL
+ * with operands P0 for row 0 and P1 for row 1, AT&T order) is added into
+ * that row and token's accumulator (ADD). */
+#define TILE_STEP(MUL, ADD, P0, P1, WO0, WO1, XO)                                                  \
     "vmovdqa " WO0 "(%[w]), %[w0]\n\t"                                                             \
     "vmovdqa " WO1 "(%[w]), %[w1]\n\t"                                                             \
     "vmovdqa " XO "(%[x0]), %[xv]\n\t"                                                             \
-    "vpmaddubsw %[xv], %[w0], %[t0]\n\t"                                                           \
-    "vpmaddubsw %[xv], %[w1], %[t1]\n\t"                                                           \
+    MUL " " P0 ", %[t0]\n\t"                                                                       \
+    MUL " " P1 ", %[t1]\n\t"                                                                       \
     "vmovdqa " XO "(%[x1]), %[xv]\n\t"                                                             \
-    "vpaddw %[t0], %[a00], %[a00]\n\t"                                                             \
-    "vpaddw %[t1], %[a10], %[a10]\n\t"                                                             \
-    "vpmaddubsw %[xv], %[w0], %[t0]\n\t"                                                           \
-    "vpmaddubsw %[xv], %[w1], %[t1]\n\t"                                                           \
+    ADD " %[t0], %[a00], %[a00]\n\t"                                                               \
+    ADD " %[t1], %[a10], %[a10]\n\t"                                                               \
+    MUL " " P0 ", %[t0]\n\t"                                                                       \
+    MUL " " P1 ", %[t1]\n\t"                                                                       \
     "vmovdqa " XO "(%[x2]), %[xv]\n\t"                                                             \
-    "vpaddw %[t0], %[a01], %[a01]\n\t"                                                             \
-    "vpaddw %[t1], %[a11], %[a11]\n\t"                                                             \
-    "vpmaddubsw %[xv], %[w0], %[t0]\n\t"                                                           \
-    "vpmaddubsw %[xv], %[w1], %[t1]\n\t"                                                           \
+    ADD " %[t0], %[a01], %[a01]\n\t"                                                               \
+    ADD " %[t1], %[a11], %[a11]\n\t"                                                               \
+    MUL " " P0 ", %[t0]\n\t"                                                                       \
+    MUL " " P1 ", %[t1]\n\t"                                                                       \
     "vmovdqa " XO "(%[x3]), %[xv]\n\t"                                                             \
-    "vpaddw %[t0], %[a02], %[a02]\n\t"                                                             \
-    "vpaddw %[t1], %[a12], %[a12]\n\t"                                                             \
-    "vpmaddubsw %[xv], %[w0], %[t0]\n\t"                                                           \
-    "vpmaddubsw %[xv], %[w1], %[t1]\n\t"                                                           \
-    "vpaddw %[t0], %[a03], %[a03]\n\t"                                                             \
-    "vpaddw %[t1], %[a13], %[a13]\n\t"
+    ADD " %[t0], %[a02], %[a02]\n\t"                                                               \
+    ADD " %[t1], %[a12], %[a12]\n\t"                                                               \
+    MUL " " P0 ", %[t0]\n\t"                                                                       \
+    MUL " " P1 ", %[t1]\n\t"                                                                       \
+    ADD " %[t0], %[a03], %[a03]\n\t"                                                               \
+    ADD " %[t1], %[a13], %[a13]\n\t"
+
+/* the operands every tile asm block names */
+#define TILE_ASM_OPERANDS                                                                          \
+    : [a00] "+x"(ai[0][0]), [a01] "+x"(ai[0][1]), [a02] "+x"(ai[0][2]), [a03] "+x"(ai[0][3]),     \
+      [a10] "+x"(ai[1][0]), [a11] "+x"(ai[1][1]), [a12] "+x"(ai[1][2]), [a13] "+x"(ai[1][3]),     \
+      [w0] "=&x"(w0), [w1] "=&x"(w1), [xv] "=&x"(xv), [t0] "=&x"(t0), [t1] "=&x"(t1)              \
+    : [w] "r"(w), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3)                          \
+    : "memory"
+
+/* unsigned 4/5-bit levels x signed activations, int16 sums */
+#define U_STEP(WO0, WO1, XO)                                                                       \
+    TILE_STEP("vpmaddubsw", "vpaddw", "%[xv], %[w0]", "%[xv], %[w1]", WO0, WO1, XO)
+/* int16 levels (Q8_0): vpmaddwd pairs straight to int32 */
+#define W_STEP(WO0, WO1, XO) TILE_STEP("vpmaddwd", "vpaddd", "%[xv], %[w0]", "%[xv], %[w1]", WO0, WO1, XO)
+/* Q3_K, Q4_0, Q5_0: the vpmaddubsw operands swapped (x unsigned, w signed);
+ * int16 sums over all 8 vectors of a super-block */
+#define S_STEP(WO0, WO1, XO)                                                                       \
+    TILE_STEP("vpmaddubsw", "vpaddw", "%[w0], %[xv]", "%[w1], %[xv]", WO0, WO1, XO)
 
 /* 4 vectors (w: panel at vector v0, xk: token k at vector v0), int16 sums */
 AI void u_steps4(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
@@ -508,76 +530,16 @@ AI void u_steps4(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const u
 {
     __m256i w0, w1, xv, t0, t1;
     __asm__(U_STEP("0", "32", "0") U_STEP("64", "96", "32") U_STEP("128", "160", "64")
-                U_STEP("192", "224", "96")
-            : [a00] "+x"(ai[0][0]), [a01] "+x"(ai[0][1]), [a02] "+x"(ai[0][2]), [a03] "+x"(ai[0][3]),
-              [a10] "+x"(ai[1][0]), [a11] "+x"(ai[1][1]), [a12] "+x"(ai[1][2]), [a13] "+x"(ai[1][3]),
-              [w0] "=&x"(w0), [w1] "=&x"(w1), [xv] "=&x"(xv), [t0] "=&x"(t0), [t1] "=&x"(t1)
-            : [w] "r"(w), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3)
-            : "memory");
+                U_STEP("192", "224", "96") TILE_ASM_OPERANDS);
 }
-
-/* int16 levels (Q8_0): vpmaddwd pairs straight to int32 */
-#define W_STEP(WO0, WO1, XO)                                                                       \
-    "vmovdqa " WO0 "(%[w]), %[w0]\n\t"                                                             \
-    "vmovdqa " WO1 "(%[w]), %[w1]\n\t"                                                             \
-    "vmovdqa " XO "(%[x0]), %[xv]\n\t"                                                             \
-    "vpmaddwd %[xv], %[w0], %[t0]\n\t"                                                             \
-    "vpmaddwd %[xv], %[w1], %[t1]\n\t"                                                             \
-    "vmovdqa " XO "(%[x1]), %[xv]\n\t"                                                             \
-    "vpaddd %[t0], %[a00], %[a00]\n\t"                                                             \
-    "vpaddd %[t1], %[a10], %[a10]\n\t"                                                             \
-    "vpmaddwd %[xv], %[w0], %[t0]\n\t"                                                             \
-    "vpmaddwd %[xv], %[w1], %[t1]\n\t"                                                             \
-    "vmovdqa " XO "(%[x2]), %[xv]\n\t"                                                             \
-    "vpaddd %[t0], %[a01], %[a01]\n\t"                                                             \
-    "vpaddd %[t1], %[a11], %[a11]\n\t"                                                             \
-    "vpmaddwd %[xv], %[w0], %[t0]\n\t"                                                             \
-    "vpmaddwd %[xv], %[w1], %[t1]\n\t"                                                             \
-    "vmovdqa " XO "(%[x3]), %[xv]\n\t"                                                             \
-    "vpaddd %[t0], %[a02], %[a02]\n\t"                                                             \
-    "vpaddd %[t1], %[a12], %[a12]\n\t"                                                             \
-    "vpmaddwd %[xv], %[w0], %[t0]\n\t"                                                             \
-    "vpmaddwd %[xv], %[w1], %[t1]\n\t"                                                             \
-    "vpaddd %[t0], %[a03], %[a03]\n\t"                                                             \
-    "vpaddd %[t1], %[a13], %[a13]\n\t"
 
 AI void w_steps4(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
                  const uint8_t *x3, __m256i ai[RR][GEMM_RT])
 {
     __m256i w0, w1, xv, t0, t1;
     __asm__(W_STEP("0", "32", "0") W_STEP("64", "96", "32") W_STEP("128", "160", "64")
-                W_STEP("192", "224", "96")
-            : [a00] "+x"(ai[0][0]), [a01] "+x"(ai[0][1]), [a02] "+x"(ai[0][2]), [a03] "+x"(ai[0][3]),
-              [a10] "+x"(ai[1][0]), [a11] "+x"(ai[1][1]), [a12] "+x"(ai[1][2]), [a13] "+x"(ai[1][3]),
-              [w0] "=&x"(w0), [w1] "=&x"(w1), [xv] "=&x"(xv), [t0] "=&x"(t0), [t1] "=&x"(t1)
-            : [w] "r"(w), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3)
-            : "memory");
+                W_STEP("192", "224", "96") TILE_ASM_OPERANDS);
 }
-/* Q3_K, Q4_0, Q5_0: as U_STEP with the vpmaddubsw operands swapped (x unsigned,
- * w signed); int16 sums over all 8 vectors of a super-block */
-#define S_STEP(WO0, WO1, XO)                                                                       \
-    "vmovdqa " WO0 "(%[w]), %[w0]\n\t"                                                             \
-    "vmovdqa " WO1 "(%[w]), %[w1]\n\t"                                                             \
-    "vmovdqa " XO "(%[x0]), %[xv]\n\t"                                                             \
-    "vpmaddubsw %[w0], %[xv], %[t0]\n\t"                                                           \
-    "vpmaddubsw %[w1], %[xv], %[t1]\n\t"                                                           \
-    "vmovdqa " XO "(%[x1]), %[xv]\n\t"                                                             \
-    "vpaddw %[t0], %[a00], %[a00]\n\t"                                                             \
-    "vpaddw %[t1], %[a10], %[a10]\n\t"                                                             \
-    "vpmaddubsw %[w0], %[xv], %[t0]\n\t"                                                           \
-    "vpmaddubsw %[w1], %[xv], %[t1]\n\t"                                                           \
-    "vmovdqa " XO "(%[x2]), %[xv]\n\t"                                                             \
-    "vpaddw %[t0], %[a01], %[a01]\n\t"                                                             \
-    "vpaddw %[t1], %[a11], %[a11]\n\t"                                                             \
-    "vpmaddubsw %[w0], %[xv], %[t0]\n\t"                                                           \
-    "vpmaddubsw %[w1], %[xv], %[t1]\n\t"                                                           \
-    "vmovdqa " XO "(%[x3]), %[xv]\n\t"                                                             \
-    "vpaddw %[t0], %[a02], %[a02]\n\t"                                                             \
-    "vpaddw %[t1], %[a12], %[a12]\n\t"                                                             \
-    "vpmaddubsw %[w0], %[xv], %[t0]\n\t"                                                           \
-    "vpmaddubsw %[w1], %[xv], %[t1]\n\t"                                                           \
-    "vpaddw %[t0], %[a03], %[a03]\n\t"                                                             \
-    "vpaddw %[t1], %[a13], %[a13]\n\t"
 
 AI void q3_sb_asm(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
                   const uint8_t *x3, __m256i ai[RR][GEMM_RT])
@@ -585,12 +547,7 @@ AI void q3_sb_asm(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const 
     __m256i w0, w1, xv, t0, t1;
     __asm__(S_STEP("0", "32", "0") S_STEP("64", "96", "32") S_STEP("128", "160", "64")
                 S_STEP("192", "224", "96") S_STEP("256", "288", "128") S_STEP("320", "352", "160")
-                    S_STEP("384", "416", "192") S_STEP("448", "480", "224")
-            : [a00] "+x"(ai[0][0]), [a01] "+x"(ai[0][1]), [a02] "+x"(ai[0][2]), [a03] "+x"(ai[0][3]),
-              [a10] "+x"(ai[1][0]), [a11] "+x"(ai[1][1]), [a12] "+x"(ai[1][2]), [a13] "+x"(ai[1][3]),
-              [w0] "=&x"(w0), [w1] "=&x"(w1), [xv] "=&x"(xv), [t0] "=&x"(t0), [t1] "=&x"(t1)
-            : [w] "r"(w), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3)
-            : "memory");
+                    S_STEP("384", "416", "192") S_STEP("448", "480", "224") TILE_ASM_OPERANDS);
 }
 
 #define HAVE_ASM_TILE 1
