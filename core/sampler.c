@@ -93,20 +93,30 @@ static inline bool cand_before(float la, int32_t ia, float lb, int32_t ib)
  * a few 1e-6 relative at most, 1e-7 typical. */
 #define EXP_LANES 8
 #define EXP_BLOCK 256
+/* shared by both paths, so they round alike */
+#define EXP_MIN_X (-87.0f)            /* below: the term is 0 */
+#define EXP_LOG2E 1.44269504f         /* x -> n = nearest(x log2 e) */
+#define EXP_LN2_HI (-0.693145752f)    /* r = x - n ln2, ln2 in two parts */
+#define EXP_LN2_LO (-1.42860677e-06f)
+#define EXP_P6 (1.0f / 720)           /* e^r = 1 + r(1 + r(1/2 + r(1/6 + r(1/24 + r(1/120 + r/720))))) */
+#define EXP_P5 (1.0f / 120)
+#define EXP_P4 (1.0f / 24)
+#define EXP_P3 (1.0f / 6)
+#define EXP_P2 0.5f
 
 static inline float exp_term(float l, float m, float scale)
 {
     float x = (l - m) * scale;
-    if (!(x >= -87.0f))
+    if (!(x >= EXP_MIN_X))
         return x != x ? x : 0.0f; /* NaN stays NaN */
-    float n = nearbyintf(x * 1.44269504f);
-    float r = fmaf(n, -0.693145752f, x);
-    r = fmaf(n, -1.42860677e-06f, r);
-    float p = 1.0f / 720;
-    p = fmaf(p, r, 1.0f / 120);
-    p = fmaf(p, r, 1.0f / 24);
-    p = fmaf(p, r, 1.0f / 6);
-    p = fmaf(p, r, 0.5f);
+    float n = nearbyintf(x * EXP_LOG2E);
+    float r = fmaf(n, EXP_LN2_HI, x);
+    r = fmaf(n, EXP_LN2_LO, r);
+    float p = EXP_P6;
+    p = fmaf(p, r, EXP_P5);
+    p = fmaf(p, r, EXP_P4);
+    p = fmaf(p, r, EXP_P3);
+    p = fmaf(p, r, EXP_P2);
     p = fmaf(p, r, 1.0f);
     p = fmaf(p, r, 1.0f);
     union {
@@ -149,9 +159,9 @@ static double exp_terms_scalar(const float *l, float *out, int64_t n, float m, f
 __attribute__((target("avx2,fma"))) static double exp_terms_avx2(const float *l, float *out, int64_t n,
                                                                  float m, float scale)
 {
-    const __m256 vm = _mm256_set1_ps(m), vs = _mm256_set1_ps(scale), lo = _mm256_set1_ps(-87.0f);
-    const __m256 l2e = _mm256_set1_ps(1.44269504f), c1 = _mm256_set1_ps(-0.693145752f),
-                 c2 = _mm256_set1_ps(-1.42860677e-06f), one = _mm256_set1_ps(1.0f);
+    const __m256 vm = _mm256_set1_ps(m), vs = _mm256_set1_ps(scale), lo = _mm256_set1_ps(EXP_MIN_X);
+    const __m256 l2e = _mm256_set1_ps(EXP_LOG2E), c1 = _mm256_set1_ps(EXP_LN2_HI),
+                 c2 = _mm256_set1_ps(EXP_LN2_LO), one = _mm256_set1_ps(1.0f);
     double s = 0;
     __m256 acc = _mm256_setzero_ps();
     int64_t i = 0;
@@ -161,11 +171,11 @@ __attribute__((target("avx2,fma"))) static double exp_terms_avx2(const float *l,
         __m256 nn = _mm256_round_ps(_mm256_mul_ps(x, l2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         __m256 r = _mm256_fmadd_ps(nn, c1, x);
         r = _mm256_fmadd_ps(nn, c2, r);
-        __m256 p = _mm256_set1_ps(1.0f / 720);
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+        __m256 p = _mm256_set1_ps(EXP_P6);
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P5));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P4));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P3));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P2));
         p = _mm256_fmadd_ps(p, r, one);
         p = _mm256_fmadd_ps(p, r, one);
         __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(nn), _mm256_set1_epi32(127)), 23);
