@@ -791,7 +791,7 @@ static cv_status alloc_buffers(group *g, cv_err *e)
         g->slot_len = calloc((size_t)g->n_slots, sizeof(int64_t));
         if (!g->slot_len)
             goto nomem;
-        if (g->P > 1 && !g->hist) { /* the leader's share of the sampling */
+        if (g->P > 1 && g->split_mode != 1 && !g->hist) { /* the leader's share of the sampling */
             g->hist = calloc((size_t)(g->n_slots * g->n_ctx), sizeof(int32_t));
             g->hist_len = calloc((size_t)g->n_slots, sizeof(int64_t));
             g->samp_scratch = malloc(sampler_scratch_bytes(g->n_vocab));
