@@ -136,6 +136,7 @@ static inline void pair_table(const float *v, int64_t n_pairs, float k, float *o
                                                      _mm_set1_ps(k * v[2 * i])));
 }
 
+/* prefetch n_lines 64-byte lines from p into L1 (n_lines a small constant) */
 AI void prefetch_lines(const uint8_t *p, const int n_lines)
 {
 #pragma GCC unroll 9
@@ -158,16 +159,8 @@ AI __m256i reduce4_i16(__m256i p0, __m256i p1, __m256i p2, __m256i p3)
     return _mm256_madd_epi16(_mm256_shuffle_epi8(u, pairs), _mm256_set1_epi16(1));
 }
 
-/* lanes 0..3 + lanes 4..7 of acc (rows 0..3) plus the scalar tail sums */
-AI void store_rows4(__m256 acc, const float tail[4], float *y)
-{
-    float v[4];
-    _mm_storeu_ps(v, _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1)));
-    for (int r = 0; r < 4; r++)
-        y[r] = v[r] + tail[r];
-}
-
-/* The same with row r stored at y[r * ys] (rows a quarter of a chunk apart) */
+/* lanes 0..3 + lanes 4..7 of acc (rows 0..3) plus the scalar tail sums,
+ * row r stored at y[r * ys] (rows a quarter of a chunk apart) */
 AI void store_rows4s(__m256 acc, const float tail[4], float *y, size_t ys)
 {
     float v[4];

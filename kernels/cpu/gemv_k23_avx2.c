@@ -138,13 +138,6 @@ AI uint64_t k23_f16_rows(const uint8_t *p, size_t ws, const int RR)
     return a | b << 16 | c << 32 | d << 48;
 }
 
-AI void k23_prefetch(const uint8_t *p, const int n_lines)
-{
-#pragma GCC unroll 8
-    for (int k = 0; k < n_lines; k++)
-        _mm_prefetch((const char *)p + 64 * k, _MM_HINT_T0);
-}
-
 /* lane sums of two vectors of 8 int32, interleaved:
  * [a0+a2 b0+b2 a1+a3 b1+b3 | a4+a6 b4+b6 a5+a7 b5+b7] */
 AI __m256i k23_fold2(__m256i a, __m256i b)
@@ -242,7 +235,7 @@ AI void k23_dec(const int q3, const uint8_t *w, size_t ws, const uint8_t *pf, co
         const uint8_t *xs = xq + 256 * s;
         const uint8_t *b0 = w + bsz * s;
         if (RR == 4)
-            k23_prefetch(pf + 4 * bsz * s, q3 ? 7 : 6);
+            prefetch_lines(pf + 4 * bsz * s, q3 ? 7 : 6);
         else
             for (int r = 0; r < RR; r++)
                 _mm_prefetch((const char *)b0 + r * ws + 4 * bsz, _MM_HINT_T0);
@@ -348,7 +341,7 @@ AI void k23_mt_row(const int q3, const uint8_t *w, const uint8_t *pf, const uint
     for (int64_t s = 0; s < ns; s++) {
         const uint8_t *blk = w + bsz * s;
         if (pf)
-            k23_prefetch(pf + bsz * s, 2);
+            prefetch_lines(pf + bsz * s, 2);
         const uint8_t *xb = x + 256 * s;
         __m256i ia[8];
 #pragma GCC unroll 8

@@ -76,14 +76,7 @@ AI __m128 k56_f16_rows4(const uint8_t *p, size_t ws)
     return _mm_cvtph_ps(_mm_cvtsi64_si128((long long)f16_rows4(p, ws)));
 }
 
-AI void k56_prefetch(const uint8_t *p, const int n_lines)
-{
-#pragma GCC unroll 16
-    for (int k = 0; k < n_lines; k++)
-        _mm_prefetch((const char *)p + 64 * k, _MM_HINT_T0);
-}
-
-/* the same into L2 only (k5_rows4: the next group of 4 rows, 22 KiB at
+/* prefetch_lines (avx2_common.h) into L2 only (k5_rows4: the next group of 4 rows, 22 KiB at
  * n = 8192, would evict the current rows and the activations from L1;
  * measured 7-11% faster than into L1 at n = 8192 and 16384, one core) */
 AI void k56_prefetch_l2(const uint8_t *p, const int n_lines)
@@ -153,7 +146,7 @@ AI void k6_row(const uint8_t *w, const uint8_t *pf, const uint8_t *x, size_t xs,
     for (int64_t s = 0; s < ns; s++) {
         const dt_block_q6_k *b = (const dt_block_q6_k *)w + s;
         if (pf)
-            k56_prefetch(pf + sizeof(dt_block_q6_k) * s, 4);
+            prefetch_lines(pf + sizeof(dt_block_q6_k) * s, 4);
         __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
         __m256i scm = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc16, 5));
         __m256i ia[8];
@@ -301,7 +294,7 @@ AI void k5_row(const uint8_t *w, const uint8_t *pf, const uint8_t *x, size_t xs,
     for (int64_t s = 0; s < ns; s++) {
         const dt_block_q5_k *b = (const dt_block_q5_k *)w + s;
         if (pf)
-            k56_prefetch(pf + sizeof(dt_block_q5_k) * s, 3);
+            prefetch_lines(pf + sizeof(dt_block_q5_k) * s, 3);
         __m256i scv, mnv;
         k5_scale_vectors(b, &scv, &mnv);
         __m256i qh = _mm256_loadu_si256((const __m256i *)b->qh);
