@@ -10,12 +10,14 @@
  * 32-element chunk is decoded once for all tokens; per super-block the
  * integer sums of the tokens are reduced exactly and one float per token
  * is added in order; the next row is prefetched.
- * One token of Q5_K: 4 rows at a time (k5_rows4, as dec_k4 in gemv_avx2.c:
- * the next group of 4 rows, contiguous in memory, prefetched linearly into
- * L2), the integer sums of the 4 rows reduced exactly to [r0 r1 r2 r3].
- * One token of Q6_K: the row kernel; a 4-row kernel that prefetched the
- * next group of 4 rows (27 KiB at n = 8192, most of L1) streamed 10-30%
- * slower on one core (Zen 3) in interleaved A/B runs, into L2 5-10% slower.
+ * One token: 4 rows at a time (k5_rows4, k6_rows4), row i of each quarter
+ * of the call's rows, so the kernel reads 4 long sequential streams that
+ * the hardware prefetchers follow, without software prefetch (as gemv_avx2.c;
+ * an earlier Q6_K 4-row kernel on 4 consecutive rows with a software
+ * prefetch of the next group was 10-30% slower than the row kernel, the
+ * quarter layout is ~18% faster than it); the integer sums of the 4 rows
+ * reduced exactly to [r0 r1 r2 r3]; rows past the last multiple of 4 go
+ * through the row kernel.
  *
  * Both paths do the same float work per (row, token, super-block):
  *   Q6_K: y = fma((float)isum, d * dx, y)
@@ -74,16 +76,6 @@ AI uint32_t k56_u32(const uint8_t *p)
 AI __m128 k56_f16_rows4(const uint8_t *p, size_t ws)
 {
     return _mm_cvtph_ps(_mm_cvtsi64_si128((long long)f16_rows4(p, ws)));
-}
-
-/* prefetch_lines (avx2_common.h) into L2 only (k5_rows4: the next group of 4 rows, 22 KiB at
- * n = 8192, would evict the current rows and the activations from L1;
- * measured 7-11% faster than into L1 at n = 8192 and 16384, one core) */
-AI void k56_prefetch_l2(const uint8_t *p, const int n_lines)
-{
-#pragma GCC unroll 16
-    for (int k = 0; k < n_lines; k++)
-        _mm_prefetch((const char *)p + 64 * k, _MM_HINT_T1);
 }
 
 /* Keeps v in a register here: without it gcc reassociates the accumulator
@@ -188,6 +180,49 @@ AI void k6_row(const uint8_t *w, const uint8_t *pf, const uint8_t *x, size_t xs,
         y[t * ldy] = out[t];
 }
 
+/* 4 Q6_K rows (ws bytes apart: row i of each quarter of the call's rows)
+ * x one q8kb row -> y[r * ys]: the integer sums of each row as in k6_row,
+ * the 4 rows reduced to [r0 r1 r2 r3] exactly, one 4-wide FMA per
+ * super-block (the same floats as k6_row with one token). */
+static void k6_rows4(const uint8_t *w, size_t ws, const uint8_t *xq, int64_t n, float *y, size_t ys)
+{
+    const int64_t ns = n / 256;
+    const float *dx = (const float *)(xq + n);
+    const int16_t *bsums = (const int16_t *)(dx + ns);
+    __m128 yv = _mm_setzero_ps();
+    for (int64_t s = 0; s < ns; s++) {
+        const uint8_t *x = xq + 256 * s;
+        __m256i bsv = _mm256_loadu_si256((const __m256i *)(bsums + 16 * s));
+        __m256i ia[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            const dt_block_q6_k *b = (const dt_block_q6_k *)(w + r * ws) + s;
+            __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+            __m256i scm = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc16, 5));
+            __m256i acc = _mm256_madd_epi16(bsv, scm);
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                __m256i sch = k6_half_scales(sc16, h);
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) {
+                    __m256i p = _mm256_maddubs_epi16(k6_levels(b, h, k),
+                                                     _mm256_load_si256((const __m256i *)(x + 128 * h + 32 * k)));
+                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, k6_chunk_scales(sch, k)));
+                    k56_keep(&acc);
+                }
+            }
+            ia[r] = acc;
+        }
+        const uint8_t *b0 = w + s * sizeof(dt_block_q6_k) + offsetof(dt_block_q6_k, d);
+        __m128 dd = _mm_mul_ps(k56_f16_rows4(b0, ws), _mm_set1_ps(dx[s]));
+        yv = _mm_fmadd_ps(_mm_cvtepi32_ps(k56_sum4(ia[0], ia[1], ia[2], ia[3])), dd, yv);
+    }
+    float v[4];
+    _mm_storeu_ps(v, yv);
+    for (int r = 0; r < 4; r++)
+        y[r * ys] = v[r];
+}
+
 /* ---- Q5_K ------------------------------------------------------------------- */
 
 /* 12 scale bytes -> 8 six-bit scales (bytes 0..7) and 8 mins (bytes 8..15),
@@ -252,18 +287,16 @@ AI __m256i k5_block_sum(const dt_block_q5_k *b, __m256i scv, const uint8_t *x)
     return ia;
 }
 
-/* 4 Q5_K rows (ws bytes apart) x one q8kb row -> y[0..3]; pf: the next
- * group of 4 rows (prefetched linearly into L2, 4 blocks per super-block). The
- * integer sums of the 4 rows are reduced to [r0 r1 r2 r3] exactly, then one
- * float per row is added per super-block. */
-static void k5_rows4(const uint8_t *w, size_t ws, const uint8_t *pf, const uint8_t *xq, int64_t n, float *y)
+/* 4 Q5_K rows (ws bytes apart: row i of each quarter of the call's rows)
+ * x one q8kb row -> y[r * ys]. The integer sums of the 4 rows are reduced
+ * to [r0 r1 r2 r3] exactly, then one float per row is added per super-block. */
+static void k5_rows4(const uint8_t *w, size_t ws, const uint8_t *xq, int64_t n, float *y, size_t ys)
 {
     const int64_t ns = n / 256;
     const float *dx = (const float *)(xq + n);
     const int16_t *bsums = (const int16_t *)(dx + ns);
     __m128 yv = _mm_setzero_ps();
     for (int64_t s = 0; s < ns; s++) {
-        k56_prefetch_l2(pf + 4 * sizeof(dt_block_q5_k) * s, 12); /* 704 bytes per step */
         const uint8_t *x = xq + 256 * s;
         __m256i bsv = _mm256_loadu_si256((const __m256i *)(bsums + 16 * s));
         __m256i ia[4], im[4];
@@ -282,7 +315,10 @@ static void k5_rows4(const uint8_t *w, size_t ws, const uint8_t *pf, const uint8
         __m128 a1 = _mm_mul_ps(k56_f16_rows4(b0, ws), dxs), a2 = _mm_mul_ps(k56_f16_rows4(b0 + 2, ws), dxs);
         yv = _mm_add_ps(yv, _mm_fmsub_ps(fi, a1, _mm_mul_ps(fm, a2)));
     }
-    _mm_storeu_ps(y, yv);
+    float v[4];
+    _mm_storeu_ps(v, yv);
+    for (int r = 0; r < 4; r++)
+        y[r * ys] = v[r];
 }
 
 /* one Q5_K row x NT (1..8) q8kb tokens -> y[t * ldy] (as k6_row) */
@@ -378,13 +414,16 @@ int cpu_avx2_gemv_k56(const cpu_gemm_args *a)
     const int q6 = type == DT_Q6_K;
     const size_t ws = a->w_stride;
     int64_t r = 0;
-    if (a->n_tok == 1 && !q6) {
-        for (; r + 4 <= a->n_rows; r += 4) {
-            /* the next group of this call's rows; the last group prefetches
-             * itself, since the rows after the call's chunk may be another thread's */
-            const uint8_t *pf = a->w + (r + 8 <= a->n_rows ? r + 4 : r) * ws;
-            k5_rows4(a->w + r * ws, ws, pf, a->x, a->n, a->y + r);
+    if (a->n_tok == 1) {
+        /* group i: row i of each quarter (4 sequential streams, gemv_avx2.c) */
+        const int64_t q = a->n_rows / 4;
+        for (int64_t i = 0; i < q; i++) {
+            if (q6)
+                k6_rows4(a->w + i * ws, (size_t)q * ws, a->x, a->n, a->y + i, (size_t)q);
+            else
+                k5_rows4(a->w + i * ws, (size_t)q * ws, a->x, a->n, a->y + i, (size_t)q);
         }
+        r = 4 * q;
         if (r == a->n_rows)
             return 1;
     }
