@@ -19,8 +19,9 @@
  * exact value (Q2_K one token: F = 4; Q3_K: F = 16, also aligning the hmask
  * bit with fewer shifts); 1/F is folded into the float scale (exact).
  *
- * One token: 4 rows at a time (the next group of 4 rows prefetched
- * linearly), one integer accumulator per row and super-block, the 4 rows'
+ * One token: 4 rows at a time, row i of each quarter of the call's rows (4
+ * long sequential streams the hardware prefetchers follow, no software
+ * prefetch), one integer accumulator per row and super-block, the 4 rows'
  * sums reduced exactly into one vector (vpunpck network), one 4-wide float
  * multiply-add per super-block.
  * 2..8 tokens: one row at a time, each chunk of levels decoded once and
@@ -218,10 +219,10 @@ AI __m256i k23_row(const int q3, const uint8_t *blk, const uint8_t *xs, __m256i 
 }
 
 /* RR rows (ws bytes apart) of Q2_K (q3 = 0) or Q3_K (q3 = 1) x one q8kb
- * activation row -> y[0..RR). With RR = 4, pf is the next group of 4 rows
- * (prefetched linearly, 4 super-blocks per step). */
-AI void k23_dec(const int q3, const uint8_t *w, size_t ws, const uint8_t *pf, const uint8_t *xq,
-                int64_t n, float *y, const int RR)
+ * activation row -> y[r * ys], r < RR. RR < 4 (consecutive leftover rows)
+ * prefetches each row 4 super-blocks ahead. */
+AI void k23_dec(const int q3, const uint8_t *w, size_t ws, const uint8_t *xq, int64_t n, float *y,
+                size_t ys, const int RR)
 {
     const size_t bsz = q3 ? sizeof(dt_block_q3_k) : sizeof(dt_block_q2_k);
     const int64_t ns = n / 256;
@@ -234,9 +235,7 @@ AI void k23_dec(const int q3, const uint8_t *w, size_t ws, const uint8_t *pf, co
     for (int64_t s = 0; s < ns; s++) {
         const uint8_t *xs = xq + 256 * s;
         const uint8_t *b0 = w + bsz * s;
-        if (RR == 4)
-            prefetch_lines(pf + 4 * bsz * s, q3 ? 7 : 6);
-        else
+        if (RR < 4)
             for (int r = 0; r < RR; r++)
                 _mm_prefetch((const char *)b0 + r * ws + 4 * bsz, _MM_HINT_T0);
         __m256i bsv = q3 ? _mm256_slli_epi16(_mm256_sub_epi16(z, k23_bsums_deint(bsums + 16 * s)), 2)
@@ -267,28 +266,26 @@ AI void k23_dec(const int q3, const uint8_t *w, size_t ws, const uint8_t *pf, co
     _mm_storeu_ps(v, acc);
 #pragma GCC unroll 4
     for (int r = 0; r < RR; r++)
-        y[r] = v[r];
+        y[r * ys] = v[r];
 }
 
-/* What the 4-row group at row r prefetches: the next group of this call's
- * rows; the last group prefetches itself (the rows after the call's chunk
- * may be another thread's). */
-static inline const uint8_t *k23_pf(const cpu_gemm_args *a, int64_t r)
-{
-    return a->w + (r + 8 <= a->n_rows ? r + 4 : r) * a->w_stride;
-}
-
+/* One token: group i is row i of each quarter of the rows (4 long
+ * sequential streams the hardware prefetchers follow, no software prefetch;
+ * see gemv_avx2.c's head comment); the rows after the last multiple of 4
+ * go through the 1..3-row kernel. */
 #define K23_GEMV1(NAME, Q3)                                                                        \
     static void NAME(const cpu_gemm_args *a)                                                       \
     {                                                                                              \
-        int64_t r = 0;                                                                             \
-        for (; r + 4 <= a->n_rows; r += 4)                                                         \
-            k23_dec(Q3, a->w + r * a->w_stride, a->w_stride, k23_pf(a, r), a->x, a->n, a->y + r, 4); \
+        const int64_t q = a->n_rows / 4;                                                           \
+        for (int64_t i = 0; i < q; i++)                                                            \
+            k23_dec(Q3, a->w + i * a->w_stride, (size_t)q * a->w_stride, a->x, a->n, a->y + i,     \
+                    (size_t)q, 4);                                                                 \
+        const int64_t r = 4 * q;                                                                   \
         const uint8_t *w = a->w + r * a->w_stride;                                                 \
         switch (a->n_rows - r) {                                                                   \
-        case 1: k23_dec(Q3, w, a->w_stride, NULL, a->x, a->n, a->y + r, 1); break;                 \
-        case 2: k23_dec(Q3, w, a->w_stride, NULL, a->x, a->n, a->y + r, 2); break;                 \
-        case 3: k23_dec(Q3, w, a->w_stride, NULL, a->x, a->n, a->y + r, 3); break;                 \
+        case 1: k23_dec(Q3, w, a->w_stride, a->x, a->n, a->y + r, 1, 1); break;                    \
+        case 2: k23_dec(Q3, w, a->w_stride, a->x, a->n, a->y + r, 1, 2); break;                    \
+        case 3: k23_dec(Q3, w, a->w_stride, a->x, a->n, a->y + r, 1, 3); break;                    \
         }                                                                                          \
     }
 K23_GEMV1(k23_gemv1_q2, 0)
