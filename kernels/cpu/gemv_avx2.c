@@ -13,11 +13,10 @@
  * bounds allow it), so the float scale work is one convert and two FMAs
  * per 8 block-rows instead of per block-row. The per-block f16 scales of
  * the 4 rows are assembled in general registers (the integer pipes are
- * idle) and converted 8 at a time. Q4_K keeps one accumulator per row (its
- * float work is per 256-element super-block) but also takes 4 rows; within
- * a row its 8 group sums are folded transposed in 16-bit lanes so one
- * vpmaddwd applies the 8 group scales, which are decoded for 2 rows per
- * vector (dec4_k4).
+ * idle) and converted 8 at a time. Q4_K (float work per 256-element
+ * super-block) also takes 4 rows, as 2 pairs with one row per 128-bit lane
+ * so that a pair shares each group-scale vector, vpmaddwd and convert
+ * (dec4_k4, details there).
  *
  * Memory: the 4 rows of a group are row i of each quarter of the call's
  * rows (rows i, i + q, i + 2q, i + 3q), so the kernel reads 4 long
@@ -27,11 +26,15 @@
  * with a software prefetch of the next group, the layout before): the
  * Llama-1B-shaped Q4_0 chain went from ~82% to ~105% of a one-stream read
  * and reaches ~75-83% of a 4-stream read (tests/bench/bench_decode_shapes).
- * What is left is compute: one thread runs the Q4_0 and Q4_K kernels at
- * ~20-22 GB/s from L2 (llvm-mca znver3: dispatch-bound at ~76 instructions
- * per 144 bytes for Q4_0, ~68 for Q4_K), about what 4 streams deliver from
- * DRAM, so memory and arithmetic do not fully overlap; Q8_0 (~30 GB/s
- * from L2) reaches ~90% of the 4-stream read. */
+ * What is left is compute: one thread runs the Q4_K kernel at ~20-22 GB/s
+ * from L2 (llvm-mca znver3: ~68 instructions per 144 bytes), about what 4
+ * streams deliver from DRAM, so memory and arithmetic do not fully
+ * overlap; Q8_0 (~30 GB/s from L2) reaches ~90% of the 4-stream read.
+ * Q4_0 was there too (~24 GB/s from L2) although llvm-mca gives ~13
+ * cycles per step of 144 bytes: measured, it ran ~18.5, its reduce/scale
+ * chain waiting in the vector scheduler behind the loads; software-
+ * pipelined (gemv_a45_avx2.c) it runs ~28-29 GB/s from L2 and ~77% of
+ * the read in caravan bench's tg128 with 1 thread. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -276,88 +279,149 @@ AI int ld_i32(const uint8_t *p)
     return v;
 }
 
-/* One level of the transposed group reduction: the W-bit units (16, 32, 64)
- * of a and b interleaved by unpacklo and unpackhi, the two added in 16-bit
- * lanes, so unit k of each half-lane of a is added to unit k + half of it
- * (the same group) and a's and b's groups alternate in the result. */
-#define Q4K_FOLD16(a, b) _mm256_add_epi16(_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b))
-#define Q4K_FOLD32(a, b) _mm256_add_epi16(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b))
-#define Q4K_FOLD64(a, b) _mm256_add_epi16(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b))
-
-/* 4 Q4_K rows (ws bytes apart; row r's result to y[r * ys]) x one q8kb
- * activation row. Per row and super-block the 8 vpmaddubsw results (16
- * int16 pair sums of one group of 32 each, |.| <= 2 * 15 * 127 = 3810) are
- * folded "transposed" in 16-bit lanes into one vector holding every group's
- * sum (8 lanes summed: |.| <= 30480), so one vpmaddwd applies the 8 group
- * scales (instead of a scale broadcast + vpmaddwd per vector). Scales and
- * mins of 2 rows are decoded per vector (q4k_scales2); [d, dmin] * dx of the
- * 4 rows converted in one go. */
-AI void dec4_k4(const uint8_t *w, size_t ws, const uint8_t *xq, int64_t n, float *y, size_t ys)
+/* Per-call table of the q8kb activation row for dec4_k4, one K4_TAB-byte
+ * record per super-block: [B_0..B_7 | B_0..B_7] int16 (B_g: sum of group
+ * g's 32 levels, for the mins), dx x 8 floats, then the 256 levels as 16
+ * vectors xd[j][h][l] = the 16 levels 64j + 32l + 16h.. in both 128-bit
+ * lanes (lane = row of a pair; j: 32 bytes of qs, l: low/high nibbles,
+ * h: which half of the 32). Built per token in the thread's scratch:
+ * 2.25 bytes per element, a few microseconds. */
+#define K4_TAB 576
+static void k4_table(const uint8_t *xq, int64_t n, uint8_t *tab)
 {
     const int64_t ns = n / 256;
     const float *dx = (const float *)(xq + n);
     const int16_t *bsums = (const int16_t *)(dx + ns);
-    __m256 acc[4];
-#pragma GCC unroll 4
-    for (int r = 0; r < 4; r++)
-        acc[r] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(15);
-    /* q4k_scales2's bytes as int16 [sc 0..7], [mn 0..7] */
-    const __m256i isc = _mm256_setr_epi8(0, -128, 1, -128, 2, -128, 3, -128, 8, -128, 9, -128, 10, -128, 11, -128,
-                                         0, -128, 1, -128, 2, -128, 3, -128, 8, -128, 9, -128, 10, -128, 11, -128);
-    const __m128i imn = _mm_setr_epi8(4, -128, 5, -128, 6, -128, 7, -128, 12, -128, 13, -128, 14, -128, 15, -128);
-    float dd[8] __attribute__((aligned(32)));
-    for (int64_t s = 0; s < ns; s++) {
-        const uint8_t *xs = xq + 256 * s, *b0 = w + s * sizeof(dt_block_q4_k);
-        /* pair sums of the 16 bsums: 8 int16, one per group of 32 */
-        __m256i bs = _mm256_loadu_si256((const __m256i *)(bsums + 16 * s));
-        __m128i bp = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-        /* [d, dmin] of rows 0..3 (the first 4 bytes of each block) times dx */
-        __m128i h = _mm_cvtsi32_si128(ld_i32(b0));
-        h = _mm_insert_epi32(h, ld_i32(b0 + ws), 1);
-        h = _mm_insert_epi32(h, ld_i32(b0 + 2 * ws), 2);
-        h = _mm_insert_epi32(h, ld_i32(b0 + 3 * ws), 3);
-        _mm256_store_ps(dd, _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(dx[s])));
-        __m256i sm[2] = {q4k_scales2(b0, ws), q4k_scales2(b0 + 2 * ws, ws)};
-#pragma GCC unroll 4
-        for (int r = 0; r < 4; r++) {
-            const uint8_t *qs = b0 + r * ws + 16;
-            /* this row's scale bytes in both lanes */
-            __m256i sv = r & 1 ? _mm256_permute4x64_epi64(sm[r / 2], 0xee)
-                               : _mm256_permute4x64_epi64(sm[r / 2], 0x44);
-            __m256i p[8];
-#pragma GCC unroll 4
-            for (int j = 0; j < 4; j++) {
-                __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
-                __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-                p[2 * j] = _mm256_maddubs_epi16(lo, _mm256_load_si256((const __m256i *)(xs + 64 * j)));
-                p[2 * j + 1] = _mm256_maddubs_epi16(hi, _mm256_load_si256((const __m256i *)(xs + 64 * j + 32)));
-            }
-            /* groups (0,1) (2,3) (4,5) (6,7) -> (0..3) (4..7) -> [g0..g7] per lane */
-            __m256i f0 = Q4K_FOLD16(p[0], p[1]), f1 = Q4K_FOLD16(p[2], p[3]);
-            __m256i f2 = Q4K_FOLD16(p[4], p[5]), f3 = Q4K_FOLD16(p[6], p[7]);
-            __m256i g = Q4K_FOLD64(Q4K_FOLD32(f0, f1), Q4K_FOLD32(f2, f3));
-            __m256i ia = _mm256_madd_epi16(g, _mm256_shuffle_epi8(sv, isc));
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia), _mm256_broadcast_ss(&dd[2 * r]), acc[r]);
-            /* the mins in lanes 0..3 (upper lanes zero) */
-            __m128i mn = _mm_shuffle_epi8(_mm256_castsi256_si128(sv), imn);
-            __m256 mv = _mm256_zextps128_ps256(_mm_cvtepi32_ps(_mm_madd_epi16(mn, bp)));
-            acc[r] = _mm256_fnmadd_ps(mv, _mm256_broadcast_ss(&dd[2 * r + 1]), acc[r]);
+    for (int64_t s = 0; s < ns; s++, tab += K4_TAB) {
+        __m256i b = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bsums + 16 * s)),
+                                      _mm256_set1_epi16(1)); /* [B0..3 | B4..7] int32, |.| <= 4096 */
+        _mm256_store_si256((__m256i *)tab, _mm256_permute4x64_epi64(_mm256_packs_epi32(b, b), 0x88));
+        _mm256_store_ps((float *)(tab + 32), _mm256_set1_ps(dx[s]));
+        for (int k = 0; k < 16; k++) { /* k = 4j + 2h + l */
+            const uint8_t *x = xq + 256 * s + 64 * (k >> 2) + 32 * (k & 1) + 16 * ((k >> 1) & 1);
+            _mm256_store_si256((__m256i *)(tab + 64 + 32 * k),
+                               _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)x)));
         }
     }
+}
+
+/* [d, dmin] of the 4 rows' super-blocks at b0 (rows ws apart) times dx, as
+ * [d0 m0 d2 m2 | d1 m1 d3 m3]: row 2k + i's pair in lane i, so one in-lane
+ * vpermilps gives pair k's [d x4 | d x4] or [dmin x4 | dmin x4]. */
+AI __m256 k4_dd(const uint8_t *b0, size_t ws, const uint8_t *tab)
+{
+    __m128i h = _mm_cvtsi32_si128(ld_i32(b0));
+    h = _mm_insert_epi32(h, ld_i32(b0 + 2 * ws), 1);
+    h = _mm_insert_epi32(h, ld_i32(b0 + ws), 2);
+    h = _mm_insert_epi32(h, ld_i32(b0 + 3 * ws), 3);
+    return _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_load_ps((const float *)(tab + 32)));
+}
+
+/* One step of dec4_k4: 32 bytes of qs (j) of the pair of rows at ra, rb as
+ * two vectors [row a 16 bytes | row b 16 bytes] (halves h = 0, 1), their
+ * low and high nibbles times the activations; the two halves of a group are
+ * added in 16 bits (|.| <= 2 * 2 * 15 * 127 = 7620). pl: group 2j, ph:
+ * group 2j + 1, 8 partial sums per row. */
+AI void k4_prod(const uint8_t *ra, const uint8_t *rb, const __m256i *xd, __m256i *pl, __m256i *ph)
+{
+    const __m256i m4 = _mm256_set1_epi8(15);
+    __m256i v0 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)ra)),
+                                         _mm_loadu_si128((const __m128i *)rb), 1);
+    __m256i v1 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(ra + 16))),
+                                         _mm_loadu_si128((const __m128i *)(rb + 16)), 1);
+    *pl = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v0, m4), _mm256_load_si256(xd)),
+                           _mm256_maddubs_epi16(_mm256_and_si256(v1, m4), _mm256_load_si256(xd + 2)));
+    *ph = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v0, 4), m4), _mm256_load_si256(xd + 1)),
+                           _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v1, 4), m4), _mm256_load_si256(xd + 3)));
+}
+
+/* 4 Q4_K rows (ws bytes apart; row r's result to y[r * ys]) x one q8kb
+ * activation row through its k4_table (tab). The rows are taken as 2 pairs
+ * (0, 1), (2, 3), one row per 128-bit lane: a pair's 16-bit products of a
+ * group are summed across the two halves of the group, then one vpshufb of
+ * the pair's decoded scales (q4k_scales2, rows in lanes as well) gives the
+ * group's scale for both rows and one vpmaddwd applies it (int32, |.| <=
+ * 8 * 2 * 7620 * 63 per lane), so a pair shares the scale vectors, the
+ * vpmaddwd and the per-super-block convert + FMA (lanes [row a x4 | row b
+ * x4], d and dmin from k4_dd by vpermilps). The mins term is one vpmaddwd
+ * of the pair's mins by the table's group sums.
+ * Zen 3 (one thread, L2-resident rows) ran the earlier kernel (8 group sums
+ * of a row folded transposed in 16 bits, 4 rows separately) at ~20.6
+ * cycles per row and super-block, this one at ~16.5: the vector pipes are
+ * the limit, so what counts is vector operations per super-block (~196
+ * here) and not leaving them waiting in the scheduler: the scales of the
+ * next super-block are decoded at the end of this one (their load + decode
+ * chain would hold up every vpmaddwd), and the scaling of step u sits after
+ * the products of step u + 1. Measured and dropped: the 4 rows separately
+ * with broadcast scale bytes (~17.7), scales and [d, dmin] decoded in
+ * general registers and stored (~21), 2 super-blocks per iteration,
+ * 32-byte loads + vperm2i128 or blends instead of vinserti128. */
+AI void dec4_k4(const uint8_t *w, size_t ws, const uint8_t *tab, int64_t n, float *y, size_t ys)
+{
+    const int64_t ns = n / 256;
+    const size_t bsz = sizeof(dt_block_q4_k);
+    const __m256i pmn = _mm256_setr_epi8(4, -1, 5, -1, 6, -1, 7, -1, 12, -1, 13, -1, 14, -1, 15, -1,
+                                         4, -1, 5, -1, 6, -1, 7, -1, 12, -1, 13, -1, 14, -1, 15, -1);
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256i tn[2] = {q4k_scales2(w, ws), q4k_scales2(w + 2 * ws, ws)};
+    __m256 ddn = k4_dd(w, ws, tab);
+    for (int64_t s = 0; s < ns; s++, tab += K4_TAB) {
+        const uint8_t *b0 = w + s * bsz;
+        const __m256i t[2] = {tn[0], tn[1]};
+        const __m256 dd = ddn;
+#pragma GCC unroll 2
+        for (int k = 0; k < 2; k++) { /* mins: sum of mn_g * B_g in 4 lanes per row */
+            __m256i m = _mm256_madd_epi16(_mm256_shuffle_epi8(t[k], pmn), _mm256_load_si256((const __m256i *)tab));
+            acc[k] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_permute_ps(dd, k ? 0xff : 0x55), acc[k]);
+        }
+        /* steps u = (j, pair k): products of step u, then the scaling of step u - 1 */
+        __m256i ia[2], pl = _mm256_setzero_si256(), ph = pl;
+#pragma GCC unroll 9
+        for (int u = 0; u <= 8; u++) {
+            __m256i nl = pl, nh = ph;
+            if (u < 8) {
+                const uint8_t *ra = b0 + 2 * (u & 1) * ws + 16 + 32 * (u >> 1);
+                k4_prod(ra, ra + ws, (const __m256i *)(tab + 64 + 128 * (u >> 1)), &nl, &nh);
+            }
+            if (u > 0) {
+                const int j = (u - 1) >> 1, k = (u - 1) & 1;
+                const int g = j < 2 ? 2 * j : 4 + 2 * j; /* byte of sc 2j in q4k_scales2's lane */
+                __m256i sa = _mm256_shuffle_epi8(t[k], _mm256_set1_epi16((short)(0xff00 | g)));
+                __m256i sb = _mm256_shuffle_epi8(t[k], _mm256_set1_epi16((short)(0xff00 | (g + 1))));
+                __m256i m = _mm256_add_epi32(_mm256_madd_epi16(pl, sa), _mm256_madd_epi16(ph, sb));
+                ia[k] = j ? _mm256_add_epi32(ia[k], m) : m;
+                __asm__("" : "+x"(ia[k])); /* keep the sum in step order (else gcc spills the terms) */
+            }
+            pl = nl, ph = nh;
+        }
+        if (s + 1 < ns) { /* next super-block's scales and [d, dmin] */
+            tn[0] = q4k_scales2(b0 + bsz, ws);
+            tn[1] = q4k_scales2(b0 + bsz + 2 * ws, ws);
+            ddn = k4_dd(b0 + bsz, ws, tab + K4_TAB);
+        }
+#pragma GCC unroll 2
+        for (int k = 0; k < 2; k++)
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[k]), _mm256_permute_ps(dd, k ? 0xaa : 0x00), acc[k]);
+    }
+    float v[16];
+    _mm256_storeu_ps(v, acc[0]);
+    _mm256_storeu_ps(v + 8, acc[1]);
 #pragma GCC unroll 4
     for (int r = 0; r < 4; r++)
-        y[r * ys] = hsum256(acc[r]);
+        y[r * ys] = (v[4 * r] + v[4 * r + 1]) + (v[4 * r + 2] + v[4 * r + 3]);
 }
 
 static void gemv_k4(const cpu_gemm_args *a)
 {
+    /* dec4_k4 needs the scratch for its table (always given by matmul.c) */
+    const int64_t q = a->scratch ? a->n_rows / 4 : 0; /* group i: row i of each quarter */
     for (int64_t t = 0; t < a->n_tok; t++) {
         const uint8_t *xq = a->x + t * a->x_stride;
         float *y = a->y + t * a->ldy;
-        const int64_t q = a->n_rows / 4; /* group i: row i of each quarter */
+        if (q)
+            k4_table(xq, a->n, a->scratch);
         for (int64_t i = 0; i < q; i++)
-            dec4_k4(a->w + i * a->w_stride, (size_t)q * a->w_stride, xq, a->n, y + i, (size_t)q);
+            dec4_k4(a->w + i * a->w_stride, (size_t)q * a->w_stride, a->scratch, a->n, y + i, (size_t)q);
         for (int64_t r = 4 * q; r < a->n_rows; r++)
             dec_k4(a->w + r * a->w_stride, a->w_stride, xq, a->n, y + r, 1, 1);
     }
