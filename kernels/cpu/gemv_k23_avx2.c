@@ -25,7 +25,8 @@
  * long sequential streams the hardware prefetchers follow, no software
  * prefetch), one integer accumulator per row and super-block, the 4 rows'
  * sums reduced exactly into one vector (vpunpck network), one 4-wide float
- * multiply-add per super-block.
+ * multiply-add per super-block; software-pipelined by one super-block (the
+ * reduction and float work of super-block s - 1 after the products of s).
  * 2..8 tokens: one row at a time, each chunk of levels decoded once and
  * multiplied with every token's activations (an integer accumulator per
  * token; Q2_K: levels pre-multiplied by their 4-bit scales in bytes, so two
@@ -242,55 +243,78 @@ AI __m256i k23_row(const int q3, const uint8_t *blk, const uint8_t *xs, __m256i 
     return _mm256_add_epi32(_mm256_blend_epi32(ia, im, 0xf0), _mm256_permute2x128_si256(ia, im, 0x21));
 }
 
+/* Step part 1 of k23_dec: the RR rows' vectors of super-block s (b0: its
+ * block in row 0) for the 4-row reduction. */
+AI void k23_prod(const int q3, const uint8_t *b0, size_t ws, const uint8_t *xq, int64_t n,
+                 int64_t s, __m256i v[4], const int RR)
+{
+    const int16_t *bsums = (const int16_t *)(xq + n + 4 * (n / 256));
+    const uint8_t *xs = xq + 256 * s;
+    const __m256i z = _mm256_setzero_si256();
+    __m256i bsv = q3 ? _mm256_slli_epi16(_mm256_sub_epi16(z, k23_bsums_deint(bsums + 16 * s)), 2)
+                     : _mm256_loadu_si256((const __m256i *)(bsums + 16 * s));
+    v[0] = k23_row(q3, b0, xs, bsv);
+    v[1] = RR > 1 ? k23_row(q3, b0 + ws, xs, bsv) : z;
+    v[2] = RR > 2 ? k23_row(q3, b0 + 2 * ws, xs, bsv) : z;
+    v[3] = RR > 3 ? k23_row(q3, b0 + 3 * ws, xs, bsv) : z;
+}
+
+/* Step part 2: the rows' vectors reduced exactly to one per row, scaled by
+ * d (and dmin) x dx (dxs) and added to acc (lane r: row r). */
+AI __m128 k23_fold(const int q3, const __m256i v[4], const uint8_t *b0, size_t ws, __m128 dxs,
+                   __m128 acc, const int RR)
+{
+    /* 1/F of the level sums; Q2_K: lanes 4..7 (mins) 1 */
+    const __m128 kf = _mm_set1_ps(q3 ? 1.0f / 16 : 1.0f / 4);
+    __m256i sv = k23_fold4(k23_fold2(v[0], v[1]), k23_fold2(v[2], v[3]));
+    if (q3) {
+        __m128i si = _mm_add_epi32(_mm256_castsi256_si128(sv), _mm256_extracti128_si256(sv, 1));
+        __m128 d = _mm_cvtph_ps(_mm_cvtsi64_si128((long long)k23_f16_rows(b0 + offsetof(dt_block_q3_k, d), ws, RR)));
+        return _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(si), _mm_mul_ps(d, _mm_mul_ps(dxs, kf))));
+    }
+    /* sv = [4 x level sums | min sums] of rows 0..3 */
+    uint64_t hd = k23_f16_rows(b0 + offsetof(dt_block_q2_k, d), ws, RR);
+    uint64_t hn = k23_f16_rows(b0 + offsetof(dt_block_q2_k, dmin), ws, RR);
+    __m256 dd = _mm256_cvtph_ps(_mm_set_epi64x((long long)hn, (long long)hd));
+    __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(sv), dd);
+    __m128 a1 = _mm_mul_ps(dxs, kf);
+    return _mm_add_ps(acc, _mm_fmsub_ps(_mm256_castps256_ps128(f), a1,
+                                        _mm_mul_ps(_mm256_extractf128_ps(f, 1), dxs)));
+}
+
 /* RR rows (ws bytes apart) of Q2_K (q3 = 0) or Q3_K (q3 = 1) x one q8kb
  * activation row -> y[r * ys], r < RR. RR < 4 (consecutive leftover rows)
- * prefetches each row 4 super-blocks ahead. */
+ * prefetches each row 4 super-blocks ahead. Software-pipelined by one
+ * super-block (as a45_dec4, gemv_a45_avx2.c): an iteration computes the
+ * rows' integer vectors of super-block s, then reduces and scales those of
+ * s - 1, whose inputs are ready by then; the float additions keep their
+ * order, so the results are those of the unpipelined loop. */
 AI void k23_dec(const int q3, const uint8_t *w, size_t ws, const uint8_t *xq, int64_t n, float *y,
                 size_t ys, const int RR)
 {
     const size_t bsz = q3 ? sizeof(dt_block_q3_k) : sizeof(dt_block_q2_k);
     const int64_t ns = n / 256;
     const float *dx = (const float *)(xq + n);
-    const int16_t *bsums = (const int16_t *)(dx + ns);
-    const __m256i z = _mm256_setzero_si256();
-    /* 1/F of the level sums; Q2_K: lanes 4..7 (mins) 1 */
-    const __m128 kf = _mm_set1_ps(q3 ? 1.0f / 16 : 1.0f / 4);
     __m128 acc = _mm_setzero_ps(); /* lane r: row r */
-    for (int64_t s = 0; s < ns; s++) {
-        const uint8_t *xs = xq + 256 * s;
+    __m256i v[4], pv[4];
+    k23_prod(q3, w, ws, xq, n, 0, pv, RR);
+    for (int64_t s = 1; s < ns; s++) {
         const uint8_t *b0 = w + bsz * s;
         if (RR < 4)
             for (int r = 0; r < RR; r++)
                 _mm_prefetch((const char *)b0 + r * ws + 4 * bsz, _MM_HINT_T0);
-        __m256i bsv = q3 ? _mm256_slli_epi16(_mm256_sub_epi16(z, k23_bsums_deint(bsums + 16 * s)), 2)
-                         : _mm256_loadu_si256((const __m256i *)(bsums + 16 * s));
-        __m256i v0 = k23_row(q3, b0, xs, bsv);
-        __m256i v1 = RR > 1 ? k23_row(q3, b0 + ws, xs, bsv) : z;
-        __m256i t01 = k23_fold2(v0, v1);
-        __m256i v2 = RR > 2 ? k23_row(q3, b0 + 2 * ws, xs, bsv) : z;
-        __m256i v3 = RR > 3 ? k23_row(q3, b0 + 3 * ws, xs, bsv) : z;
-        __m256i sv = k23_fold4(t01, k23_fold2(v2, v3));
-        __m128 dxs = _mm_set1_ps(dx[s]);
-        if (q3) {
-            __m128i si = _mm_add_epi32(_mm256_castsi256_si128(sv), _mm256_extracti128_si256(sv, 1));
-            __m128 d = _mm_cvtph_ps(_mm_cvtsi64_si128((long long)k23_f16_rows(b0 + offsetof(dt_block_q3_k, d), ws, RR)));
-            acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(si), _mm_mul_ps(d, _mm_mul_ps(dxs, kf))));
-        } else {
-            /* sv = [4 x level sums | min sums] of rows 0..3 */
-            uint64_t hd = k23_f16_rows(b0 + offsetof(dt_block_q2_k, d), ws, RR);
-            uint64_t hn = k23_f16_rows(b0 + offsetof(dt_block_q2_k, dmin), ws, RR);
-            __m256 dd = _mm256_cvtph_ps(_mm_set_epi64x((long long)hn, (long long)hd));
-            __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(sv), dd);
-            __m128 a1 = _mm_mul_ps(dxs, kf);
-            acc = _mm_add_ps(acc, _mm_fmsub_ps(_mm256_castps256_ps128(f), a1,
-                                               _mm_mul_ps(_mm256_extractf128_ps(f, 1), dxs)));
-        }
+        k23_prod(q3, b0, ws, xq, n, s, v, RR);
+        acc = k23_fold(q3, pv, b0 - bsz, ws, _mm_set1_ps(dx[s - 1]), acc, RR);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++)
+            pv[r] = v[r];
     }
-    float v[4];
-    _mm_storeu_ps(v, acc);
+    acc = k23_fold(q3, pv, w + bsz * (ns - 1), ws, _mm_set1_ps(dx[ns - 1]), acc, RR);
+    float out[4];
+    _mm_storeu_ps(out, acc);
 #pragma GCC unroll 4
     for (int r = 0; r < RR; r++)
-        y[r * ys] = v[r];
+        y[r * ys] = out[r];
 }
 
 /* One token: group i is row i of each quarter of the rows (4 long
