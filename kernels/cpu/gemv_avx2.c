@@ -26,10 +26,11 @@
  * with a software prefetch of the next group, the layout before): the
  * Llama-1B-shaped Q4_0 chain went from ~82% to ~105% of a one-stream read
  * and reaches ~75-83% of a 4-stream read (tests/bench/bench_decode_shapes).
- * What is left is compute: one thread runs the Q4_K kernel at ~20-22 GB/s
- * from L2 (llvm-mca znver3: ~68 instructions per 144 bytes), about what 4
+ * What is left is compute: one thread runs the Q4_K kernel at ~28 GB/s
+ * from L2 (~22 before dec4_k4 took its rows in pairs), close to what 4
  * streams deliver from DRAM, so memory and arithmetic do not fully
- * overlap; Q8_0 (~30 GB/s from L2) reaches ~90% of the 4-stream read.
+ * overlap (~78% of the read in caravan bench's tg128, 1 thread); Q8_0
+ * (~30 GB/s from L2) reaches ~90% of the 4-stream read.
  * Q4_0 was there too (~24 GB/s from L2) although llvm-mca gives ~13
  * cycles per step of 144 bytes: measured, it ran ~18.5, its reduce/scale
  * chain waiting in the vector scheduler behind the loads; software-
