@@ -173,8 +173,11 @@ def test_queue_full_no_group_deadline(coordinator):
     a.cancel()
     b.cancel()
     c.wait_idle()
-    # deadline: grpc-timeout ends a long generation with DEADLINE_EXCEEDED, and frees it
-    code, _ = code_of(lambda: list(stub.Generate(long, timeout=0.5)))
+    # deadline: grpc-timeout ends a long generation with DEADLINE_EXCEEDED, and frees it.
+    # 2000 stories260K tokens take 0.3-0.35 s of compute alone on this machine
+    # (6000 tok/s, 1 thread), so a 0.5 s deadline could pass before the end;
+    # 0.1 s leaves a 3x margin and is still far above a request's latency.
+    code, _ = code_of(lambda: list(stub.Generate(long, timeout=0.1)))
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
     st = c.wait_idle()
     assert st.tokens_generated < 2 * 2000
