@@ -187,7 +187,7 @@ AI __m256i q2k_sb(const dt_block_q2_k *b, const uint8_t *xs, __m256i bsn, __m256
 /* Q3_K one token: the levels of the 4 chunks of half h, low2 + 4 hbit,
  * built two chunks per vector: e[0] holds chunk 4h at bits 0..2 and chunk
  * 4h+2 at bits 4..6, e[1] chunks 4h+1 and 4h+3 the same way (so each chunk
- * is one and away, at F = 1 or 16). The low 2 bits come from qs masked by
+ * is one vpand away, at F = 1 or 16). The low 2 bits come from qs masked by
  * 0x33 (e[1]: qs >> 2), the hmask bits of the 4 chunks (a nibble of hm per
  * element) are placed by two vpshufb table lookups: 12 vector ops per half
  * against 16 when each chunk shifts its own hmask bit in. */
