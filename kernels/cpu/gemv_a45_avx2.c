@@ -52,19 +52,6 @@ AI size_t a45_oqs(int type)
 /* Types without m: the level offset, applied per block as k * d * sx. */
 AI float a45_k(int type) { return type == DT_Q4_0 ? -8.0f : -16.0f; }
 
-/* As reduce4_i16 (avx2_common.h), 10 operations instead of 11: folding
- * dwords, then qwords, leaves each row-block's two 16-bit partial sums
- * adjacent, so one vpmaddwd by ones adds them without a byte shuffle
- * ([r0 r0 r1 r1 r2 r2 r3 r3] per 128-bit lane -> [r0 r1 r2 r3]). Each
- * 16-bit lane sums 4 products of |.| <= 7620 (4-bit levels). */
-AI __m256i a45_reduce4_i16(__m256i p0, __m256i p1, __m256i p2, __m256i p3)
-{
-    __m256i t01 = _mm256_add_epi16(_mm256_unpacklo_epi32(p0, p1), _mm256_unpackhi_epi32(p0, p1));
-    __m256i t23 = _mm256_add_epi16(_mm256_unpacklo_epi32(p2, p3), _mm256_unpackhi_epi32(p2, p3));
-    __m256i u = _mm256_add_epi16(_mm256_unpacklo_epi64(t01, t23), _mm256_unpackhi_epi64(t01, t23));
-    return _mm256_madd_epi16(u, _mm256_set1_epi16(1));
-}
-
 /* As reduce4_i16 (avx2_common.h), for |each| <= 16383 (5-bit levels): one
  * 16-bit add of two lanes of the same row, then widened to 32 bits. */
 AI __m256i a45_reduce4_i16w(__m256i p0, __m256i p1, __m256i p2, __m256i p3)
@@ -149,7 +136,7 @@ AI void a45_fold4(const int type, const __m256i p[4], const uint8_t *blk, size_t
     const size_t bs = a45_bs(type), om = a45_om(type);
     const float *tdx = (const float *)(tab + 64), *tsx = (const float *)(tab + 96);
     __m256i s = a45_oqh(type) ? a45_reduce4_i16w(p[0], p[1], p[2], p[3])
-                              : a45_reduce4_i16(p[0], p[1], p[2], p[3]);
+                              : reduce4_i16(p[0], p[1], p[2], p[3]);
     __m256 d = f16_rows4_blk2(blk, ws, bs);
     if (om) {
         *acc = _mm256_fmadd_ps(d, _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_load_ps(tdx)), *acc);
