@@ -150,3 +150,34 @@ void cpu_avx2_quant_p8(const float *x, uint8_t *xq, int64_t n);
 void cpu_avx2_quant_p8k(const float *x, uint8_t *xq, int64_t n);
 void cpu_avx2_quant_p16(const float *x, uint8_t *xq, int64_t n);
 void cpu_avx2_gemm_p(const cpu_gemm_args *a);
+
+/* Row-interleaved weight layouts ("R4"), made once at load, in place, by
+ * cpu_weight_repack (matmul.h) for the types whose one-token kernel gains
+ * from them: rows 4g..4g+3 become one group of 4 * row_bytes bytes at the
+ * offset of row 4g, so row chunks that start and end on multiples of 4 rows
+ * still address their bytes as r * row_bytes, and a token reads the same
+ * bytes as before. The group layout is the type's own (see its .c file).
+ * One token goes to .gemv; every other path (prefill GEMM, few-token decode,
+ * the scalar oracle) unpacks the chunk's groups to standard rows in the
+ * thread's scratch first (matmul.c). */
+typedef struct cpu_repack {
+    int type;
+    /* 4 standard rows (row_bytes apart) -> one group of 4 * row_bytes at grp */
+    void (*pack)(const uint8_t *rows, size_t row_bytes, uint8_t *grp, int64_t n);
+    /* one group -> 4 standard rows (row_bytes apart) */
+    void (*unpack)(const uint8_t *grp, uint8_t *rows, size_t row_bytes, int64_t n);
+    /* one token: a->n_tok == 1, a->w the first group, a->w_stride == row_bytes,
+     * a->n_rows a multiple of 4, activations and scratch as the type's
+     * standard one-token kernel (act .act). Returns 1 when it computed a->y. */
+    int (*gemv)(const cpu_gemm_args *a);
+    int act; /* CPU_ACT_Q8B or CPU_ACT_Q8KB */
+} cpu_repack;
+/* The AVX2 R4 layout of a type, NULL when it has none. */
+const cpu_repack *cpu_repack_avx2(int type);
+/* Q4_0 (gemv_a45_avx2.c) and Q4_K (gemv_r4k_avx2.c) R4 functions. */
+void cpu_r4_q4_0_pack(const uint8_t *rows, size_t row_bytes, uint8_t *grp, int64_t n);
+void cpu_r4_q4_0_unpack(const uint8_t *grp, uint8_t *rows, size_t row_bytes, int64_t n);
+int cpu_r4_q4_0_gemv(const cpu_gemm_args *a);
+void cpu_r4_q4_k_pack(const uint8_t *rows, size_t row_bytes, uint8_t *grp, int64_t n);
+void cpu_r4_q4_k_unpack(const uint8_t *grp, uint8_t *rows, size_t row_bytes, int64_t n);
+int cpu_r4_q4_k_gemv(const cpu_gemm_args *a);
