@@ -72,6 +72,11 @@ typedef struct backend_ops {
     cv_status (*weight_upload)(backend *be, be_weight *w, int type, int64_t ne0, int64_t ne1,
                                const void *src, size_t src_stride, bool src_is_mapped, cv_err *e);
     void (*weight_free)(backend *be, be_weight *w);
+    /* Optional (NULL: nothing to do): re-lay a matmul weight for this
+     * backend's kernels, once, after loading. The caller promises w->data is
+     * writable and that from now on the weight only goes to matmul (never to
+     * embed as a table). Best effort: the weight stays valid either way. */
+    void (*weight_optimize)(backend *be, be_weight *w);
     size_t (*mem_free)(backend *be); /* bytes available for weights + KV (planner) */
 
     /* ops */

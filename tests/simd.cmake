@@ -16,3 +16,5 @@ target_link_libraries(bench_decode_shapes PRIVATE cv_kernels cv_core)
 target_include_directories(bench_decode_shapes PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/tests)
 # Prefill GEMM on weights and activations at the ends of their ranges (int16 bounds of gemm_avx2.c).
 cv_add_test(NAME test_gemm_extremes SOURCES test_gemm_extremes.c TIMEOUT 300 LABELS simd)
+# Row-interleaved (R4) weight layouts: round trip, kernels vs the oracle and the standard layout.
+cv_add_test(NAME test_repack SOURCES test_repack.c TIMEOUT 300 LABELS simd)

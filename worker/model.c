@@ -29,7 +29,10 @@
  * per page and the hardware prefetchers stop at every page boundary: on the
  * 2-core test machine a Llama-1B-shaped Q4_0 chain of matvecs ran at 64-76%
  * of the read bandwidth from 4 KiB pages and 84-93% from huge pages.
- * weights_mmap (--mmap, CARAVAN_MMAP=1) keeps computing from the mapping. */
+ * weights_mmap (--mmap, CARAVAN_MMAP=1) keeps computing from the mapping.
+ * Last, the backend may re-lay the rank's own (anonymous or backend-owned)
+ * matmul weights for its kernels (model_optimize: the CPU backend's
+ * row-interleaved layouts); the file mapping is never written. */
 #include "model.h"
 
 #include <math.h>
@@ -578,6 +581,45 @@ static void model_residency_settle(model *m)
     free(sp);
 }
 
+/* Let the backend re-lay the rank's matmul weights for its kernels
+ * (backend.h: weight_optimize; the CPU backend's row-interleaved layouts)
+ * where they are the rank's own memory: span_to_anon's copies (opened for
+ * writing meanwhile) or the backend's own copies. Never the file mapping
+ * (--mmap computes from the GGUF bytes as they are), nor the token
+ * embedding table, which embed reads as rows, or a head that shares its
+ * bytes (tied). */
+static void model_optimize(model *m)
+{
+    if (!m->be->ops->weight_optimize || !m->be->ops->host_memory)
+        return;
+    for (int i = 0; i < m->n_anon; i++)
+        mprotect(m->anon[i].p, m->anon[i].len, PROT_READ | PROT_WRITE);
+    const uint8_t *ta = m->tok_embd.data;
+    const uint8_t *tb = ta ? ta + m->tok_embd.row_bytes * (size_t)m->tok_embd.ne1 : NULL;
+    int n_w = 1 + 7 * m->shard.n_layers;
+    for (int i = 0; i < n_w; i++) {
+        be_weight *w;
+        if (i == 0) {
+            w = &m->output;
+        } else {
+            model_layer *L = &m->layers[(i - 1) / 7];
+            be_weight *lw[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+            w = lw[(i - 1) % 7];
+        }
+        const uint8_t *a = w->data, *b = a + w->row_bytes * (size_t)w->ne1;
+        if (!a || (ta && a < tb && b > ta))
+            continue;
+        bool own = w->owned;
+        for (int k = 0; k < m->n_anon && !own; k++)
+            own = a >= (const uint8_t *)m->anon[k].p &&
+                  b <= (const uint8_t *)m->anon[k].p + m->anon[k].len;
+        if (own)
+            m->be->ops->weight_optimize(m->be, w);
+    }
+    for (int i = 0; i < m->n_anon; i++)
+        mprotect(m->anon[i].p, m->anon[i].len, PROT_READ);
+}
+
 void model_embd_release(const model *m, const int32_t *tokens, int64_t n)
 {
     const be_weight *t = &m->tok_embd;
@@ -685,6 +727,7 @@ cv_status model_load(gguf_file *f, const shard_spec *shard, const model_params *
     if ((st = scratch_alloc(m, e)))
         goto err;
     model_residency_settle(m);
+    model_optimize(m);
     *out = m;
     return CV_OK;
 err:

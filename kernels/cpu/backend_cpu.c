@@ -145,6 +145,16 @@ static cv_status cpu_weight_upload(backend *be, be_weight *w, int type, int64_t 
     return CV_OK;
 }
 
+/* The R4 layouts of the one-token kernels (matmul.h: cpu_weight_repack);
+ * CARAVAN_REPACK=0 keeps the GGUF layout (to compare, or to rule it out). */
+static void cpu_weight_optimize(backend *be, be_weight *w)
+{
+    const char *env = getenv("CARAVAN_REPACK");
+    if (env && strcmp(env, "0") == 0)
+        return;
+    cpu_weight_repack(cpu_matmul_level(cpu_of(be)->mm), w);
+}
+
 static void cpu_weight_free(backend *be, be_weight *w)
 {
     if (w->owned)
@@ -786,7 +796,8 @@ static void cpu_destroy(backend *be)
         .name = nm, .host_memory = true, .alloc = cpu_alloc, .free = cpu_free,                     \
         .from_host = cpu_memcpy_c, .to_host = cpu_memcpy_c, .copy = cpu_memcpy_c,                  \
         .memset0 = cpu_memset0, .sync = cpu_sync, .weight_upload = cpu_weight_upload,              \
-        .weight_free = cpu_weight_free, .mem_free = cpu_mem_free, .matmul = cpu_op_matmul,            \
+        .weight_free = cpu_weight_free, .weight_optimize = cpu_weight_optimize,                    \
+        .mem_free = cpu_mem_free, .matmul = cpu_op_matmul,                                         \
         .rmsnorm = cpu_rmsnorm, .rope = cpu_rope, .attention = cpu_attention,                      \
         .swiglu = cpu_swiglu, .add = cpu_add, .add_bias = cpu_add_bias, .embed = cpu_embed,        \
         .get_rows = cpu_get_rows, .scale = cpu_scale, .destroy = cpu_destroy,                      \

@@ -13,6 +13,7 @@
  * rows, one token block unless the rows are too few to split). */
 #include "matmul.h"
 
+#include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,55 @@ void cpu_matmul_free(cpu_matmul *mm)
 cpu_level cpu_matmul_level(const cpu_matmul *mm)
 {
     return mm->level;
+}
+
+/* ---- row-interleaved (R4) weights -------------------------------------------- */
+
+#if defined(__x86_64__)
+static const cpu_repack r4_q4_0 = {DT_Q4_0, cpu_r4_q4_0_pack, cpu_r4_q4_0_unpack, cpu_r4_q4_0_gemv,
+                                   CPU_ACT_Q8B};
+/* static const cpu_repack r4_q4_k = {DT_Q4_K, cpu_r4_q4_k_pack, cpu_r4_q4_k_unpack,
+                                   cpu_r4_q4_k_gemv, CPU_ACT_Q8KB}; */
+#endif
+
+const cpu_repack *cpu_repack_avx2(int type)
+{
+#if defined(__x86_64__)
+    switch (type) {
+    case DT_Q4_0:
+        return &r4_q4_0;
+    /* case DT_Q4_K: return &r4_q4_k; */
+    }
+#endif
+    (void)type;
+    return NULL;
+}
+
+const cpu_repack *cpu_weight_layout(const be_weight *w)
+{
+    return (const cpu_repack *)w->priv;
+}
+
+bool cpu_weight_repack(cpu_level level, be_weight *w)
+{
+    /* AVX2 only: an AVX-512 CPU runs the wider kernels on standard rows */
+    if (level != CPU_AVX2 || cpu_level_detect() < CPU_AVX2 || w->priv || w->ne1 % 4 != 0)
+        return false;
+    const cpu_repack *rp = cpu_repack_avx2(w->type);
+    if (!rp)
+        return false;
+    uint8_t *tmp = malloc(4 * w->row_bytes);
+    if (!tmp)
+        return false;
+    /* group by group in place: a group takes exactly its 4 rows' bytes */
+    for (int64_t g = 0; g < w->ne1 / 4; g++) {
+        uint8_t *p = (uint8_t *)w->data + (size_t)g * 4 * w->row_bytes;
+        memcpy(tmp, p, 4 * w->row_bytes);
+        rp->pack(tmp, w->row_bytes, p, w->ne0);
+    }
+    free(tmp);
+    w->priv = (void *)rp;
+    return true;
 }
 
 /* ---- scalar path ---------------------------------------------------------- */
@@ -93,6 +143,13 @@ typedef struct mm_job {
     const float *xf;
     uint8_t *scratch;
     size_t scratch_each;
+    /* R4 weights: .gemv on the groups (one token), or groups unpacked to
+     * standard rows at unpack_off of the thread's scratch, unpack_rows at a
+     * time, before j->k runs on them */
+    const cpu_repack *rp;
+    bool rp_gemv;
+    size_t unpack_off;
+    int64_t unpack_rows;
 } mm_job;
 
 static void mm_quant_worker(void *ctx, int ith, int nth)
@@ -101,6 +158,24 @@ static void mm_quant_worker(void *ctx, int ith, int nth)
     int64_t t0 = j->a.n_tok * ith / nth, t1 = j->a.n_tok * (ith + 1) / nth;
     for (int64_t t = t0; t < t1; t++)
         j->k.quantize(j->xf + t * j->a.n, (uint8_t *)j->a.x + t * j->a.x_stride, j->a.n);
+}
+
+/* One work item over R4 groups for a kernel that reads standard rows: the
+ * item's rows (whole groups: row chunks are multiples of 4) unpacked a few
+ * groups at a time into the thread's scratch. */
+static void mm_unpacked(const mm_job *j, const cpu_gemm_args *a)
+{
+    uint8_t *u = a->scratch + j->unpack_off;
+    for (int64_t r = 0; r < a->n_rows; r += j->unpack_rows) {
+        cpu_gemm_args b = *a;
+        b.n_rows = a->n_rows - r < j->unpack_rows ? a->n_rows - r : j->unpack_rows;
+        for (int64_t g = 0; g < b.n_rows; g += 4)
+            j->rp->unpack(a->w + (size_t)(r + g) * a->w_stride, u + (size_t)g * a->w_stride,
+                          a->w_stride, a->n);
+        b.w = u;
+        b.y = a->y + r;
+        j->k.gemm(&b);
+    }
 }
 
 static void mm_gemm_worker(void *ctx, int ith, int nth)
@@ -120,7 +195,12 @@ static void mm_gemm_worker(void *ctx, int ith, int nth)
         a.n_tok = a.n_tok - t0 < j->tok_block ? a.n_tok - t0 : j->tok_block;
         a.y += t0 * a.ldy + r0;
         a.scratch = j->scratch + (size_t)ith * j->scratch_each;
-        j->k.gemm(&a);
+        if (!j->rp)
+            j->k.gemm(&a);
+        else if (j->rp_gemv)
+            j->rp->gemv(&a);
+        else
+            mm_unpacked(j, &a);
     }
 }
 
@@ -166,15 +246,41 @@ void cpu_matmul_run(cpu_matmul *mm, float *y, const be_weight *w, const float *x
         }
     }
 #endif
+    /* R4 weights: one token on the groups, anything else on unpacked rows
+     * (row chunks stay multiples of 4 rows: whole groups) */
+    j.rp = cpu_weight_layout(w);
+    if (j.rp) {
+        j.rp_gemv = n_tok == 1 && mm->level == CPU_AVX2 && j.k.act == j.rp->act;
+        gemm_rc = (gemm_rc + 3) & ~(int64_t)3;
+    }
     size_t x_stride = cpu_act_row_bytes(j.k.act, n);
     size_t scratch_each = gemm_rc ? cpu_gemm_scratch_bytes(j.k.act, gemm_rc, n)
                                   : cpu_align64(cpu_scratch_bytes(j.k.act, n));
+    if (j.rp && !j.rp_gemv) {
+        /* the GEMM's chunk at once (its panels are packed per call); else
+         * about 128 KiB of rows, which stay in L2 for the kernel */
+        int64_t ur = gemm_rc ? gemm_rc : (int64_t)((128 << 10) / w->row_bytes) & ~(int64_t)3;
+        j.unpack_rows = ur < 4 ? 4 : ur;
+        j.unpack_off = cpu_align64(scratch_each);
+        scratch_each = j.unpack_off + cpu_align64((size_t)j.unpack_rows * w->row_bytes);
+    }
     if ((j.k.act != CPU_ACT_F32 && !mm_reserve(&mm->xq, &mm->xq_cap, x_stride * (size_t)n_tok)) ||
         !mm_reserve(&mm->scratch, &mm->scratch_cap, scratch_each * (size_t)nth + 64)) {
         j.k = mm_kernel(CPU_SCALAR, w->type); /* out of memory: the oracle needs no scratch */
         x_stride = (size_t)n * 4;
         scratch_each = 0;
         gemm_rc = 0;
+        if (j.rp) { /* ... but R4 groups must be unpacked: one group at a time */
+            j.rp_gemv = false;
+            j.unpack_rows = 4;
+            j.unpack_off = 0;
+            scratch_each = cpu_align64(4 * w->row_bytes);
+            if (!mm_reserve(&mm->scratch, &mm->scratch_cap, scratch_each * (size_t)nth + 64)) {
+                for (int64_t i = 0; i < n_tok * w->ne1; i++)
+                    y[i] = NAN; /* no memory at all: say so in the result, never read past it */
+                return;
+            }
+        }
     }
     j.a.type = w->type;
     j.a.n = n;

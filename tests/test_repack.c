@@ -1,0 +1,186 @@
+/* test_repack.c - the row-interleaved (R4) weight layouts of the CPU backend
+ * (cpu_kernels.h: cpu_repack; matmul.h: cpu_weight_repack), for every type
+ * that has one at the AVX2 level:
+ *  - pack then unpack gives back the standard rows byte for byte;
+ *  - cpu_matmul_run on the re-laid weight (one token: the R4 kernel; 2..64
+ *    tokens: groups unpacked, then the standard kernels, prefill GEMM
+ *    included) equals the integer-path oracle vec_dot_q8 within 2e-5 of
+ *    sum|w||x| (as test_simd), and the standard-layout run within the same;
+ *  - cpu_weight_repack refuses (and leaves alone) a row count that is not a
+ *    multiple of 4, the scalar level, and a weight already re-laid.
+ * Odd and even block counts, 1 and 3 threads. On a CPU without AVX2 there is
+ * no R4 layout: the test checks only that nothing is re-laid, and says so. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/dtype.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/threadpool.h"
+#include "testutil.h"
+
+static const int types[] = {DT_Q8_0, DT_Q4_0, DT_Q4_1, DT_Q5_0, DT_Q5_1,
+                            DT_Q2_K, DT_Q3_K, DT_Q4_K, DT_Q5_K, DT_Q6_K};
+static const int toks[] = {1, 2, 3, 5, 8, 17, 64};
+
+static void fill_rows(int type, uint8_t *w, int64_t n, int64_t rows, uint64_t *rng)
+{
+    size_t rb = dtype_row_size(type, n);
+    float *tmp = malloc((size_t)n * 4);
+    for (int64_t r = 0; r < rows; r++) {
+        float scale = 0.1f + (float)(tu_rand_u64(rng) % 100) / 50.0f;
+        for (int64_t i = 0; i < n; i++)
+            tmp[i] = tu_rand_f(rng) * scale * (1.0f + (float)((i / 32) % 5));
+        if (!quantize_row(type, tmp, w + r * rb, n)) {
+            fprintf(stderr, "FAIL: quantize_row(%s) not available\n", dtype_name(type));
+            exit(1);
+        }
+    }
+    free(tmp);
+}
+
+static void check_roundtrip(const cpu_repack *rp, int64_t n, uint64_t *rng)
+{
+    size_t rb = dtype_row_size(rp->type, n);
+    uint8_t *a = malloc(4 * rb), *g = malloc(4 * rb), *b = malloc(4 * rb);
+    fill_rows(rp->type, a, n, 4, rng);
+    memset(g, 0xa5, 4 * rb);
+    rp->pack(a, rb, g, n);
+    memset(b, 0x5a, 4 * rb);
+    rp->unpack(g, b, rb, n);
+    TU_CHECK(memcmp(a, b, 4 * rb) == 0, "%s n=%lld: pack + unpack does not give the rows back",
+             dtype_name(rp->type), (long long)n);
+    free(a), free(g), free(b);
+}
+
+/* y of the standard and the re-laid weight vs the oracle; returns the worst
+ * |y_r4 - y_std| / sum|w||x| */
+static double run_case(cpu_matmul *mm, int type, int64_t n, int64_t rows, int64_t n_tok,
+                       uint64_t *rng)
+{
+    size_t rb = dtype_row_size(type, n);
+    uint8_t *w = malloc(rb * (size_t)rows), *w4 = malloc(rb * (size_t)rows);
+    float *x = malloc((size_t)(n * n_tok) * 4), *deq = malloc((size_t)n * 4);
+    float *y = malloc((size_t)(rows * n_tok) * 4), *y4 = malloc((size_t)(rows * n_tok) * 4);
+    uint8_t *xq = malloc((size_t)n * 2 + 1024);
+    fill_rows(type, w, n, rows, rng);
+    memcpy(w4, w, rb * (size_t)rows);
+    for (int64_t i = 0; i < n * n_tok; i++)
+        x[i] = tu_rand_f(rng) * (1.0f + (float)((i / 32) % 3));
+    be_weight bw = {.type = type, .ne0 = n, .ne1 = rows, .row_bytes = rb, .data = w};
+    be_weight b4 = bw;
+    b4.data = w4;
+    TU_CHECK(cpu_weight_repack(cpu_matmul_level(mm), &b4), "%s n=%lld rows=%lld: not re-laid",
+             dtype_name(type), (long long)n, (long long)rows);
+    TU_CHECK(cpu_weight_layout(&b4) != NULL && memcmp(w, w4, rb * (size_t)rows) != 0,
+             "%s: cpu_weight_repack said yes but the bytes are the standard rows", dtype_name(type));
+    TU_CHECK(!cpu_weight_repack(cpu_matmul_level(mm), &b4), "%s: re-laid twice", dtype_name(type));
+    for (int64_t i = 0; i < rows * n_tok; i++)
+        y[i] = y4[i] = 12345.0f; /* every output must be written */
+    cpu_matmul_run(mm, y, &bw, x, n_tok);
+    cpu_matmul_run(mm, y4, &b4, x, n_tok);
+    int vt = dtype_vec_dot_type(type);
+    double worst = 0;
+    int shown = 0;
+    for (int64_t t = 0; t < n_tok; t++) {
+        const float *xt = x + t * n;
+        if (vt == DT_Q8_0)
+            quantize_row_q8_0(xt, xq, n);
+        else
+            quantize_row_q8_k(xt, xq, n);
+        for (int64_t r = 0; r < rows; r++) {
+            const void *wr = w + r * rb;
+            dequantize_row(type, wr, deq, n);
+            double mag = 1e-30;
+            for (int64_t i = 0; i < n; i++)
+                mag += fabs((double)deq[i] * xt[i]);
+            float ref = vec_dot_q8(type, wr, xq, n);
+            float got = y4[t * rows + r], std = y[t * rows + r];
+            double rel = fabs((double)got - ref) / mag, d = fabs((double)got - std) / mag;
+            if (!(rel <= 2e-5) || !(d <= 2e-5)) {
+                if (shown++ < 3)
+                    TU_CHECK(0, "%s n=%lld rows=%lld n_tok=%lld: R4 y[%lld][%lld] = %.7g, oracle %.7g, "
+                             "standard layout %.7g", dtype_name(type), (long long)n, (long long)rows,
+                             (long long)n_tok, (long long)t, (long long)r, got, ref, std);
+                else
+                    tu_failures++;
+            }
+            if (d > worst || d != d)
+                worst = d;
+        }
+    }
+    free(w), free(w4), free(x), free(deq), free(y), free(y4), free(xq);
+    return worst;
+}
+
+static void check_refusals(cpu_matmul *mm, int type, uint64_t *rng)
+{
+    int64_t n = dtype_get(type)->block_size == 256 ? 512 : 64;
+    size_t rb = dtype_row_size(type, n);
+    uint8_t *w = malloc(rb * 8), *c = malloc(rb * 8);
+    fill_rows(type, w, n, 8, rng);
+    memcpy(c, w, rb * 8);
+    be_weight bw = {.type = type, .ne0 = n, .ne1 = 6, .row_bytes = rb, .data = w};
+    TU_CHECK(!cpu_weight_repack(cpu_matmul_level(mm), &bw) && !bw.priv,
+             "%s: 6 rows (not whole groups of 4) re-laid", dtype_name(type));
+    bw.ne1 = 8;
+    TU_CHECK(!cpu_weight_repack(CPU_SCALAR, &bw) && !bw.priv, "%s: re-laid for the scalar level",
+             dtype_name(type));
+    TU_CHECK(memcmp(w, c, rb * 8) == 0, "%s: a refused weight was changed", dtype_name(type));
+    free(w), free(c);
+}
+
+int main(void)
+{
+    uint64_t rng = 0x4e9ac4ULL;
+    int n_types = 0;
+    if (cpu_level_detect() < CPU_AVX2) {
+        printf("no AVX2: no R4 layout; checking that nothing is re-laid\n");
+        threadpool *tp = threadpool_create(1);
+        cpu_matmul *mm = cpu_matmul_create(tp, CPU_SCALAR);
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+            check_refusals(mm, types[ti], &rng);
+        cpu_matmul_free(mm);
+        threadpool_free(tp);
+        return tu_finish("test_repack");
+    }
+    for (int nt_i = 0; nt_i < 2; nt_i++) {
+        int n_threads = nt_i == 0 ? 1 : 3;
+        threadpool *tp = threadpool_create(n_threads);
+        cpu_matmul *mm = cpu_matmul_create(tp, CPU_AVX2);
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+            const cpu_repack *rp = cpu_repack_avx2(types[ti]);
+            if (!rp) {
+                check_refusals(mm, types[ti], &rng);
+                continue;
+            }
+            n_types += nt_i == 0;
+            int64_t bs = dtype_get(rp->type)->block_size;
+            /* odd and even block counts; rows: one group, a few, many */
+            int64_t nbs[] = {bs == 256 ? 1 : 3, bs == 256 ? 2 : 8, bs == 256 ? 3 : 65, bs == 256 ? 8 : 64};
+            int64_t rowss[] = {4, 12, 68, 260};
+            double worst = 0;
+            for (int k = 0; k < 4; k++) {
+                int64_t n = bs * nbs[k];
+                if (nt_i == 0)
+                    check_roundtrip(rp, n, &rng);
+                for (int ri = 0; ri < 4; ri++)
+                    for (size_t q = 0; q < sizeof toks / sizeof toks[0]; q++) {
+                        if (rowss[ri] * n * toks[q] > (int64_t)1 << 22)
+                            continue;
+                        double d = run_case(mm, rp->type, n, rowss[ri], toks[q], &rng);
+                        worst = d > worst ? d : worst;
+                    }
+            }
+            printf("%s R4, %d thread(s): worst |R4 - standard layout| / sum|w||x| = %.3g\n",
+                   dtype_name(rp->type), n_threads, worst);
+        }
+        cpu_matmul_free(mm);
+        threadpool_free(tp);
+    }
+    TU_CHECK(n_types > 0, "no type has an R4 layout on this AVX2 CPU");
+    printf("%d type(s) with an R4 layout\n", n_types);
+    return tu_finish("test_repack");
+}
