@@ -102,6 +102,7 @@ typedef struct cpu_gemm_args {
     float *y;
     int64_t ldy;        /* floats between output rows (tokens) */
     uint8_t *scratch;   /* per-thread, 64-byte aligned */
+    int r4;             /* w holds R4 groups (cpu_repack): set only for a kernel that reads them */
 } cpu_gemm_args;
 
 
@@ -171,6 +172,9 @@ typedef struct cpu_repack {
      * standard one-token kernel (act .act). Returns 1 when it computed a->y. */
     int (*gemv)(const cpu_gemm_args *a);
     int act; /* CPU_ACT_Q8B or CPU_ACT_Q8KB */
+    /* the few-token decode (cpu_avx2_gemv_multi) reads the groups itself
+     * when given a->r4 = 1 (rows in whole groups) */
+    int multi;
 } cpu_repack;
 /* The AVX2 R4 layout of a type, NULL when it has none. */
 const cpu_repack *cpu_repack_avx2(int type);

@@ -179,7 +179,7 @@ AI __m256i mt_reduce4_i32(__m256i c0, __m256i c1, __m256i c2, __m256i c3)
  * group's first row (walked linearly, one line per pair), or NULL. */
 AI void mt_a_kernel(const int type, const uint8_t *w0, const uint8_t *w1, const uint8_t *w2,
                     const uint8_t *w3, size_t pf, int64_t pb, int np, const __m256 *T, int ntt,
-                    float *y, int64_t ldy, int nr, int first, const int NT)
+                    float *y, int64_t ldy, int nr, int first, const int NT, const int R4)
 {
     const size_t bs = mt_bs(type);
     const size_t qo = type == DT_Q4_0 ? offsetof(dt_block_q4_0, qs) : type == DT_Q4_1 ? offsetof(dt_block_q4_1, qs)
@@ -196,22 +196,30 @@ AI void mt_a_kernel(const int type, const uint8_t *w0, const uint8_t *w1, const 
     for (int p = 0; p < np; p++, T += (size_t)ntt * MT_TV) {
         const size_t o = 2 * (size_t)(pb + p) * bs;
         const uint8_t *b[4] = {w0 + o, w1 + o, w2 + o, w3 + o};
-        if (pf) {
+        if (R4) { /* Q4_0 group (gemv_a45_avx2.c): [8 scales | 4 x 32 nibble bytes] per pair */
+            if (pf) {
+                _mm_prefetch((const char *)w0 + 4 * o + pf, _MM_HINT_T0);
+                _mm_prefetch((const char *)w0 + 4 * o + pf + 64, _MM_HINT_T0);
+                _mm_prefetch((const char *)w0 + 4 * o + pf + 128, _MM_HINT_T0);
+            }
+        } else if (pf) {
             _mm_prefetch((const char *)b[0] + pf, _MM_HINT_T0);
             _mm_prefetch((const char *)b[1] + pf, _MM_HINT_T0);
             _mm_prefetch((const char *)b[2] + pf, _MM_HINT_T0);
             _mm_prefetch((const char *)b[3] + pf, _MM_HINT_T0);
         }
         __m256i lo[4], hi[4], sg[4][2];
-        __m256 dp = mt_rows4_h(b[0], b[1], b[2], b[3], bs), mp = dp;
+        __m256 dp = R4 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w0 + 4 * o)))
+                       : mt_rows4_h(b[0], b[1], b[2], b[3], bs), mp = dp;
         if (has_m)
             mp = mt_rows4_h(b[0] + 2, b[1] + 2, b[2] + 2, b[3] + 2, bs);
 #pragma GCC unroll 4
         for (int r = 0; r < 4; r++) {
             /* elements 0..15 of blocks b and b+1 in one register (Q8_0: and 16..31 in another) */
-            __m256i v = _mm256_inserti128_si256(
-                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(b[r] + qo))),
-                _mm_loadu_si128((const __m128i *)(b[r] + bs + qo)), 1);
+            __m256i v = R4 ? _mm256_loadu_si256((const __m256i *)(w0 + 4 * o + 16 + 32 * r))
+                           : _mm256_inserti128_si256(
+                                 _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(b[r] + qo))),
+                                 _mm_loadu_si128((const __m128i *)(b[r] + bs + qo)), 1);
             if (q8) { /* |levels|; the signs are applied to the activations */
                 sg[r][0] = v;
                 sg[r][1] = _mm256_inserti128_si256(
@@ -329,30 +337,31 @@ typedef void (*mt_a_fn)(const uint8_t *, const uint8_t *, const uint8_t *, const
  * compiled with gcc's pre-register-allocation scheduler: in interleaved A/B
  * runs 4-7% faster at 4 tokens and 5-12% at 2 for Q4_0 (Q8_0: 2% and 4-5%);
  * the 8-token group keeps gcc's default (4-7% slower with it). */
-#define MT_A_DISPATCH(T)                                                                           \
-    __attribute__((optimize("schedule-insns", "sched-pressure"))) static void mt_a_##T(           \
+#define MT_A_DISPATCH(T, S, R)                                                                         \
+    __attribute__((optimize("schedule-insns", "sched-pressure"))) static void mt_a##S##_##T(        \
         const uint8_t *w0, const uint8_t *w1, const uint8_t *w2, const uint8_t *w3, size_t pf,     \
         int64_t pb, int np, const __m256 *tab, int ntt, float *y, int64_t ldy, int nr, int first,  \
         int nt)                                                                                    \
     {                                                                                              \
         switch (nt) {                                                                              \
-        case 1: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 1); break; \
-        case 2: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 2); break; \
-        case 3: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 3); break; \
-        default: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 4); break; \
+        case 1: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 1, R); break; \
+        case 2: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 2, R); break; \
+        case 3: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 3, R); break; \
+        default: mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 4, R); break; \
         }                                                                                          \
     }                                                                                              \
-    static void mt_a8_##T(const uint8_t *w0, const uint8_t *w1, const uint8_t *w2, const uint8_t *w3, \
+    static void mt_a8##S##_##T(const uint8_t *w0, const uint8_t *w1, const uint8_t *w2, const uint8_t *w3, \
                           size_t pf, int64_t pb, int np, const __m256 *tab, int ntt, float *y,      \
                           int64_t ldy, int nr, int first, int nt)                                   \
     {                                                                                              \
-        mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 8);           \
+        mt_a_kernel(DT_##T, w0, w1, w2, w3, pf, pb, np, tab, ntt, y, ldy, nr, first, 8, R);        \
     }
-MT_A_DISPATCH(Q4_0)
-MT_A_DISPATCH(Q4_1)
-MT_A_DISPATCH(Q5_0)
-MT_A_DISPATCH(Q5_1)
-MT_A_DISPATCH(Q8_0)
+MT_A_DISPATCH(Q4_0, , 0)
+MT_A_DISPATCH(Q4_1, , 0)
+MT_A_DISPATCH(Q5_0, , 0)
+MT_A_DISPATCH(Q5_1, , 0)
+MT_A_DISPATCH(Q8_0, , 0)
+MT_A_DISPATCH(Q4_0, r4, 1) /* R4 groups of Q4_0 */
 #undef MT_A_DISPATCH
 
 static void mt_a(const cpu_gemm_args *a)
@@ -368,6 +377,9 @@ static void mt_a(const cpu_gemm_args *a)
     if (ng == 1 && nt == 8)
         kern = type == DT_Q4_0 ? mt_a8_Q4_0 : type == DT_Q4_1 ? mt_a8_Q4_1
              : type == DT_Q5_0 ? mt_a8_Q5_0 : type == DT_Q5_1 ? mt_a8_Q5_1 : mt_a8_Q8_0;
+    const int r4 = a->r4 && type == DT_Q4_0 && nrows % 4 == 0;
+    if (r4)
+        kern = nt == 8 ? mt_a8r4_Q4_0 : mt_ar4_Q4_0;
     for (int64_t c0 = 0; c0 < npairs; c0 += MT_CH) {
         int np = (int)(npairs - c0 < MT_CH ? npairs - c0 : MT_CH);
         mt_a_table(type, a->x, a->x_stride, nt, n, c0, np, tab);
@@ -391,8 +403,15 @@ static void mt_a(const cpu_gemm_args *a)
             const uint8_t *xq = a->x + t * a->x_stride;
             const float *dx = (const float *)(xq + n), *sx = dx + nbp;
             for (int64_t r = 0; r < nrows; r++) {
-                float v = mt_a_block_scalar(type, a->w + r * ws + b * bs, (const int8_t *)xq + 32 * b,
-                                            dx[b], sx[b]);
+                const uint8_t *blk = a->w + r * ws + b * bs;
+                uint8_t q4[18];
+                if (r4) { /* the group's last record: [4 scales | 4 x 16 nibble bytes] */
+                    const uint8_t *g = a->w + (r & ~(int64_t)3) * ws + npairs * 144;
+                    memcpy(q4, g + 2 * (r & 3), 2);
+                    memcpy(q4 + 2, g + 8 + 16 * (r & 3), 16);
+                    blk = q4;
+                }
+                float v = mt_a_block_scalar(type, blk, (const int8_t *)xq + 32 * b, dx[b], sx[b]);
                 float *yy = a->y + t * a->ldy + r;
                 *yy = npairs ? *yy + v : v;
             }

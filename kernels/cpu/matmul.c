@@ -58,7 +58,7 @@ cpu_level cpu_matmul_level(const cpu_matmul *mm)
 
 #if defined(__x86_64__)
 static const cpu_repack r4_q4_0 = {DT_Q4_0, cpu_r4_q4_0_pack, cpu_r4_q4_0_unpack, cpu_r4_q4_0_gemv,
-                                   CPU_ACT_Q8B};
+                                   CPU_ACT_Q8B, 1};
 /* static const cpu_repack r4_q4_k = {DT_Q4_K, cpu_r4_q4_k_pack, cpu_r4_q4_k_unpack,
                                    cpu_r4_q4_k_gemv, CPU_ACT_Q8KB}; */
 #endif
@@ -147,7 +147,7 @@ typedef struct mm_job {
      * standard rows at unpack_off of the thread's scratch, unpack_rows at a
      * time, before j->k runs on them */
     const cpu_repack *rp;
-    bool rp_gemv;
+    bool rp_gemv, rp_direct; /* rp_direct: j->k reads the groups itself (a.r4) */
     size_t unpack_off;
     int64_t unpack_rows;
 } mm_job;
@@ -199,6 +199,10 @@ static void mm_gemm_worker(void *ctx, int ith, int nth)
             j->k.gemm(&a);
         else if (j->rp_gemv)
             j->rp->gemv(&a);
+        else if (j->rp_direct) {
+            a.r4 = 1;
+            j->k.gemm(&a);
+        }
         else
             mm_unpacked(j, &a);
     }
@@ -251,12 +255,16 @@ void cpu_matmul_run(cpu_matmul *mm, float *y, const be_weight *w, const float *x
     j.rp = cpu_weight_layout(w);
     if (j.rp) {
         j.rp_gemv = n_tok == 1 && mm->level == CPU_AVX2 && j.k.act == j.rp->act;
+#if defined(__x86_64__)
+        j.rp_direct = !j.rp_gemv && !gemm_rc && j.rp->multi && mm->level == CPU_AVX2 &&
+                      n_tok >= 2 && n_tok <= cpu_avx2_gemv_multi_max(w->type) && j.k.act == j.rp->act;
+#endif
         gemm_rc = (gemm_rc + 3) & ~(int64_t)3;
     }
     size_t x_stride = cpu_act_row_bytes(j.k.act, n);
     size_t scratch_each = gemm_rc ? cpu_gemm_scratch_bytes(j.k.act, gemm_rc, n)
                                   : cpu_align64(cpu_scratch_bytes(j.k.act, n));
-    if (j.rp && !j.rp_gemv) {
+    if (j.rp && !j.rp_gemv && !j.rp_direct) {
         /* the GEMM's chunk at once (its panels are packed per call); else
          * about 128 KiB of rows, which stay in L2 for the kernel */
         int64_t ur = gemm_rc ? gemm_rc : (int64_t)((128 << 10) / w->row_bytes) & ~(int64_t)3;
@@ -271,7 +279,7 @@ void cpu_matmul_run(cpu_matmul *mm, float *y, const be_weight *w, const float *x
         scratch_each = 0;
         gemm_rc = 0;
         if (j.rp) { /* ... but R4 groups must be unpacked: one group at a time */
-            j.rp_gemv = false;
+            j.rp_gemv = j.rp_direct = false;
             j.unpack_rows = 4;
             j.unpack_off = 0;
             scratch_each = cpu_align64(4 * w->row_bytes);
