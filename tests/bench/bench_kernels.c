@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/dtype.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/threadpool.h"
 #include "testutil.h"
@@ -165,6 +166,33 @@ int main(int argc, char **argv)
                            flops / (g_best_cpu_s * (double)n_tok / (double)nt) / 1e9, t_scalar / t,
                            err, ok ? "" : " VALIDATION-FAILED");
                 fflush(stdout);
+            }
+            /* the row-interleaved layout the CPU backend re-lays this type into
+             * at load (matmul.h: cpu_weight_repack), validated on the same rows */
+            if (best >= CPU_AVX2 && cpu_repack_avx2(type)) {
+                be_weight b4 = bw;
+                b4.data = malloc(bw.row_bytes * (size_t)rows);
+                memcpy(b4.data, w, bw.row_bytes * (size_t)rows);
+                if (cpu_weight_repack(CPU_AVX2, &b4)) {
+                    cpu_matmul_run(mm[CPU_AVX2], y, &b4, x, n_tok);
+                    double err = validate(type, CPU_AVX2, &bw, x, y, n_tok < 4 ? n_tok : 4, 64);
+                    int ok = err <= 2e-5;
+                    failures += !ok;
+                    double t = time_run(mm[CPU_AVX2], y, &b4, x, n_tok, reps);
+                    if (op == 0)
+                        printf("op=matvec type=%s path=avx2-r4 threads=%d rows=%lld n=%lld bytes=%.0f "
+                               "ms=%.3f gb_s=%.2f speedup=%.1f max_rel_err=%.1e%s\n",
+                               dtype_name(type), n_threads, (long long)rows, (long long)n, bytes,
+                               t * 1e3, bytes / t / 1e9, t_scalar / t, err, ok ? "" : " VALIDATION-FAILED");
+                    else
+                        printf("op=gemm type=%s path=avx2-r4 threads=%d rows=%lld n=%lld n_tok=%lld "
+                               "ms=%.2f gflop_s=%.1f speedup=%.1f max_rel_err=%.1e%s\n",
+                               dtype_name(type), n_threads, (long long)rows, (long long)n,
+                               (long long)n_tok, t * 1e3, flops / t / 1e9, t_scalar / t, err,
+                               ok ? "" : " VALIDATION-FAILED");
+                    fflush(stdout);
+                }
+                free(b4.data);
             }
             free(w), free(x), free(y);
         }
