@@ -178,7 +178,10 @@ typedef struct cpu_repack {
 } cpu_repack;
 /* The AVX2 R4 layout of a type, NULL when it has none. */
 const cpu_repack *cpu_repack_avx2(int type);
-/* Q4_0 (gemv_a45_avx2.c) and Q4_K (gemv_r4k_avx2.c) R4 functions. */
+/* Q4_0 (gemv_a45_avx2.c), Q8_0 (gemv_avx2.c) and Q4_K (gemv_r4k_avx2.c) R4 functions. */
+void cpu_r4_q8_0_pack(const uint8_t *rows, size_t row_bytes, uint8_t *grp, int64_t n);
+void cpu_r4_q8_0_unpack(const uint8_t *grp, uint8_t *rows, size_t row_bytes, int64_t n);
+int cpu_r4_q8_0_gemv(const cpu_gemm_args *a);
 void cpu_r4_q4_0_pack(const uint8_t *rows, size_t row_bytes, uint8_t *grp, int64_t n);
 void cpu_r4_q4_0_unpack(const uint8_t *grp, uint8_t *rows, size_t row_bytes, int64_t n);
 int cpu_r4_q4_0_gemv(const cpu_gemm_args *a);

@@ -182,6 +182,145 @@ static void gemv_q8_0(const cpu_gemm_args *a)
     }
 }
 
+/* ---- Q8_0 rows interleaved by 4 (the R4 layout of cpu_kernels.h) ----------
+ *
+ * A group of 4 rows holds, per pair of blocks b, b+1 (272 bytes, as the 8
+ * blocks it replaces): the 8 scales [d(b, r0..r3) | d(b+1, r0..r3)], then
+ * for each row r 64 bytes: [b 0..15 | b+1 0..15 | b 16..31 | b+1 16..31],
+ * two vectors whose 128-bit lanes are the two blocks, so the products land
+ * in dec4_q8_0's [b | b+1] lane order without its two vperm2i128 per row
+ * (the activation table holds x in the same order). An odd last block:
+ * [d(b, r0..r3)], then the 4 rows' 32 levels (136 bytes). */
+
+#define R8_PAIR 272 /* bytes of a pair of blocks of 4 rows */
+#define R8_TAB 96   /* table bytes per pair: xl, xh, dx [b x4 | b+1 x4] */
+
+void cpu_r4_q8_0_pack(const uint8_t *rows, size_t row_bytes, uint8_t *grp, int64_t n)
+{
+    const int64_t nb = n / 32;
+    for (int64_t b = 0; b < nb; b += 2) {
+        const int nbk = b + 1 < nb ? 2 : 1;
+        for (int k = 0; k < nbk; k++)
+            for (int r = 0; r < 4; r++)
+                memcpy(grp + 2 * (4 * k + r), rows + r * row_bytes + (b + k) * 34, 2);
+        uint8_t *q = grp + 8 * nbk;
+        for (int r = 0; r < 4; r++, q += 32 * nbk)
+            for (int k = 0; k < nbk; k++)
+                for (int h = 0; h < 2; h++) /* half h of block b + k */
+                    memcpy(q + 16 * (nbk * h + k), rows + r * row_bytes + (b + k) * 34 + 2 + 16 * h, 16);
+        grp += 136 * nbk;
+    }
+}
+
+void cpu_r4_q8_0_unpack(const uint8_t *grp, uint8_t *rows, size_t row_bytes, int64_t n)
+{
+    const int64_t nb = n / 32;
+    for (int64_t b = 0; b < nb; b += 2) {
+        const int nbk = b + 1 < nb ? 2 : 1;
+        for (int k = 0; k < nbk; k++)
+            for (int r = 0; r < 4; r++)
+                memcpy(rows + r * row_bytes + (b + k) * 34, grp + 2 * (4 * k + r), 2);
+        const uint8_t *q = grp + 8 * nbk;
+        for (int r = 0; r < 4; r++, q += 32 * nbk)
+            for (int k = 0; k < nbk; k++)
+                for (int h = 0; h < 2; h++)
+                    memcpy(rows + r * row_bytes + (b + k) * 34 + 2 + 16 * h, q + 16 * (nbk * h + k), 16);
+        grp += 136 * nbk;
+    }
+}
+
+/* per pair of blocks: [x_b 0..15 | x_b+1 0..15], [x_b 16..31 | x_b+1 16..31], dx [b x4 | b+1 x4] */
+static void r8_table(const uint8_t *xq, int64_t n, uint8_t *tab)
+{
+    const int64_t nb = n / 32;
+    const float *dx = (const float *)(xq + n);
+    for (int64_t i = 0; i < nb / 2; i++, tab += R8_TAB) {
+        __m256i x0 = _mm256_load_si256((const __m256i *)(xq + 64 * i));
+        __m256i x1 = _mm256_load_si256((const __m256i *)(xq + 64 * i + 32));
+        _mm256_store_si256((__m256i *)tab, _mm256_permute2x128_si256(x0, x1, 0x20));
+        _mm256_store_si256((__m256i *)(tab + 32), _mm256_permute2x128_si256(x0, x1, 0x31));
+        _mm256_store_ps((float *)(tab + 64), _mm256_set_m128(_mm_set1_ps(dx[2 * i + 1]),
+                                                             _mm_set1_ps(dx[2 * i])));
+    }
+}
+
+/* the integer partial sums of the 4 rows of a pair record g: c[r] = [b: 4 | b+1: 4] */
+AI void r8_prod4(const uint8_t *g, __m256i xl, __m256i xh, __m256i c[4])
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++) {
+        __m256i q0 = _mm256_loadu_si256((const __m256i *)(g + 16 + 64 * r));
+        __m256i q1 = _mm256_loadu_si256((const __m256i *)(g + 48 + 64 * r));
+        __m256i m0 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(q0), _mm256_sign_epi8(xl, q0)), ones);
+        __m256i m1 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(q1), _mm256_sign_epi8(xh, q1)), ones);
+        c[r] = _mm256_add_epi32(m0, m1);
+    }
+}
+
+AI void r8_fold4(const __m256i c[4], const uint8_t *g, const uint8_t *tab, __m256 *acc)
+{
+    __m256i s = reduce4_i32(c[0], c[1], c[2], c[3]);
+    __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
+    *acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_load_ps((const float *)(tab + 64))),
+                           _mm256_cvtepi32_ps(s), *acc);
+}
+
+/* G groups gs bytes apart (G sequential streams, as the Q4_0 R4 kernel),
+ * one pair of blocks of every group per step; group q's row r to
+ * y[q * ys + r]. The float operations of dec4_q8_0, in its order. */
+AI void r8_decg(const int G, const uint8_t *g, size_t gs, const uint8_t *xq, int64_t n,
+                const uint8_t *tab, float *y, size_t ys)
+{
+    const int64_t nb = n / 32, np = nb / 2;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+    for (int64_t i = 0; i < np; i++, g += R8_PAIR, tab += R8_TAB) {
+        const __m256i xl = _mm256_load_si256((const __m256i *)tab);
+        const __m256i xh = _mm256_load_si256((const __m256i *)(tab + 32));
+        __m256i c[4], cn[4];
+        r8_prod4(g, xl, xh, c);
+#pragma GCC unroll 4
+        for (int q = 1; q < G; q++) {
+            r8_prod4(g + q * gs, xl, xh, cn);
+            r8_fold4(c, g + (q - 1) * gs, tab, &acc[q - 1]);
+            c[0] = cn[0], c[1] = cn[1], c[2] = cn[2], c[3] = cn[3];
+        }
+        r8_fold4(c, g + (G - 1) * gs, tab, &acc[G - 1]);
+    }
+#pragma GCC unroll 4
+    for (int q = 0; q < G; q++) {
+        float tail[4] = {0, 0, 0, 0};
+        if (nb & 1) { /* the odd last block, scalar: [4 scales | 4 x 32 levels] */
+            const uint8_t *t = g + q * gs;
+            const int8_t *x = (const int8_t *)xq + 32 * (nb - 1);
+            const float dxb = ((const float *)(xq + n))[nb - 1];
+            for (int r = 0; r < 4; r++) {
+                const int8_t *lv = (const int8_t *)(t + 8 + 32 * r);
+                int32_t si = 0;
+                for (int i = 0; i < 32; i++)
+                    si += lv[i] * x[i];
+                tail[r] = h2f((uint16_t)ld_u16(t + 2 * r)) * dxb * (float)si;
+            }
+        }
+        store_rows4s(acc[q], tail, y + q * ys, 1);
+    }
+}
+
+int cpu_r4_q8_0_gemv(const cpu_gemm_args *a)
+{
+    if (a->n_tok != 1 || a->n_rows % 4 != 0 || !a->scratch)
+        return 0;
+    r8_table(a->x, a->n, a->scratch);
+    const size_t gb = 4 * a->w_stride;
+    const int64_t ng = a->n_rows / 4, q = ng / 4;
+    for (int64_t i = 0; i < q; i++) /* 4 streams: group i of each quarter of the groups */
+        r8_decg(4, a->w + i * gb, q * gb, a->x, a->n, a->scratch, a->y + 4 * i, (size_t)(4 * q));
+    for (int64_t i = 4 * q; i < ng; i++)
+        r8_decg(1, a->w + i * gb, 0, a->x, a->n, a->scratch, a->y + 4 * i, 0);
+    return 1;
+}
+
 /* ---- decode (one token): Q4_K without the unpack pass ---------------------- */
 
 /* 12 scale bytes -> 8 six-bit scales (bytes 0..7) and 8 mins (bytes 8..15) */

@@ -196,12 +196,15 @@ AI void mt_a_kernel(const int type, const uint8_t *w0, const uint8_t *w1, const 
     for (int p = 0; p < np; p++, T += (size_t)ntt * MT_TV) {
         const size_t o = 2 * (size_t)(pb + p) * bs;
         const uint8_t *b[4] = {w0 + o, w1 + o, w2 + o, w3 + o};
-        if (R4) { /* Q4_0 group (gemv_a45_avx2.c): [8 scales | 4 x 32 nibble bytes] per pair */
-            if (pf) {
-                _mm_prefetch((const char *)w0 + 4 * o + pf, _MM_HINT_T0);
-                _mm_prefetch((const char *)w0 + 4 * o + pf + 64, _MM_HINT_T0);
-                _mm_prefetch((const char *)w0 + 4 * o + pf + 128, _MM_HINT_T0);
-            }
+        /* R4 group, per pair of blocks (Q4_0: gemv_a45_avx2.c, Q8_0: gemv_avx2.c):
+         * [8 scales | per row its 2 * (bs - 2) level bytes] at w0 + 4 o */
+        const uint8_t *rec = w0 + 4 * o;
+        const size_t rl = 2 * (bs - 2);
+        if (R4) {
+            if (pf)
+#pragma GCC unroll 5
+                for (size_t l = 0; l < 8 * bs; l += 64)
+                    _mm_prefetch((const char *)rec + pf + l, _MM_HINT_T0);
         } else if (pf) {
             _mm_prefetch((const char *)b[0] + pf, _MM_HINT_T0);
             _mm_prefetch((const char *)b[1] + pf, _MM_HINT_T0);
@@ -209,20 +212,20 @@ AI void mt_a_kernel(const int type, const uint8_t *w0, const uint8_t *w1, const 
             _mm_prefetch((const char *)b[3] + pf, _MM_HINT_T0);
         }
         __m256i lo[4], hi[4], sg[4][2];
-        __m256 dp = R4 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w0 + 4 * o)))
+        __m256 dp = R4 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)rec))
                        : mt_rows4_h(b[0], b[1], b[2], b[3], bs), mp = dp;
         if (has_m)
             mp = mt_rows4_h(b[0] + 2, b[1] + 2, b[2] + 2, b[3] + 2, bs);
 #pragma GCC unroll 4
         for (int r = 0; r < 4; r++) {
             /* elements 0..15 of blocks b and b+1 in one register (Q8_0: and 16..31 in another) */
-            __m256i v = R4 ? _mm256_loadu_si256((const __m256i *)(w0 + 4 * o + 16 + 32 * r))
+            __m256i v = R4 ? _mm256_loadu_si256((const __m256i *)(rec + 16 + rl * r))
                            : _mm256_inserti128_si256(
                                  _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(b[r] + qo))),
                                  _mm_loadu_si128((const __m128i *)(b[r] + bs + qo)), 1);
             if (q8) { /* |levels|; the signs are applied to the activations */
                 sg[r][0] = v;
-                sg[r][1] = _mm256_inserti128_si256(
+                sg[r][1] = R4 ? _mm256_loadu_si256((const __m256i *)(rec + 48 + rl * r)) : _mm256_inserti128_si256(
                     _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(b[r] + qo + 16))),
                     _mm_loadu_si128((const __m128i *)(b[r] + bs + qo + 16)), 1);
                 lo[r] = _mm256_abs_epi8(sg[r][0]);
@@ -361,7 +364,8 @@ MT_A_DISPATCH(Q4_1, , 0)
 MT_A_DISPATCH(Q5_0, , 0)
 MT_A_DISPATCH(Q5_1, , 0)
 MT_A_DISPATCH(Q8_0, , 0)
-MT_A_DISPATCH(Q4_0, r4, 1) /* R4 groups of Q4_0 */
+MT_A_DISPATCH(Q4_0, r4, 1) /* R4 groups */
+MT_A_DISPATCH(Q8_0, r4, 1)
 #undef MT_A_DISPATCH
 
 static void mt_a(const cpu_gemm_args *a)
@@ -377,9 +381,11 @@ static void mt_a(const cpu_gemm_args *a)
     if (ng == 1 && nt == 8)
         kern = type == DT_Q4_0 ? mt_a8_Q4_0 : type == DT_Q4_1 ? mt_a8_Q4_1
              : type == DT_Q5_0 ? mt_a8_Q5_0 : type == DT_Q5_1 ? mt_a8_Q5_1 : mt_a8_Q8_0;
-    const int r4 = a->r4 && type == DT_Q4_0 && nrows % 4 == 0;
-    if (r4)
+    const int r4 = a->r4 && (type == DT_Q4_0 || type == DT_Q8_0) && nrows % 4 == 0;
+    if (r4 && type == DT_Q4_0)
         kern = nt == 8 ? mt_a8r4_Q4_0 : mt_ar4_Q4_0;
+    else if (r4)
+        kern = nt == 8 ? mt_a8r4_Q8_0 : mt_ar4_Q8_0;
     for (int64_t c0 = 0; c0 < npairs; c0 += MT_CH) {
         int np = (int)(npairs - c0 < MT_CH ? npairs - c0 : MT_CH);
         mt_a_table(type, a->x, a->x_stride, nt, n, c0, np, tab);
@@ -404,12 +410,12 @@ static void mt_a(const cpu_gemm_args *a)
             const float *dx = (const float *)(xq + n), *sx = dx + nbp;
             for (int64_t r = 0; r < nrows; r++) {
                 const uint8_t *blk = a->w + r * ws + b * bs;
-                uint8_t q4[18];
-                if (r4) { /* the group's last record: [4 scales | 4 x 16 nibble bytes] */
-                    const uint8_t *g = a->w + (r & ~(int64_t)3) * ws + npairs * 144;
-                    memcpy(q4, g + 2 * (r & 3), 2);
-                    memcpy(q4 + 2, g + 8 + 16 * (r & 3), 16);
-                    blk = q4;
+                uint8_t sb[34];
+                if (r4) { /* the group's last record: [4 scales | 4 x (bs - 2) level bytes] */
+                    const uint8_t *g = a->w + (r & ~(int64_t)3) * ws + npairs * 8 * bs;
+                    memcpy(sb, g + 2 * (r & 3), 2);
+                    memcpy(sb + 2, g + 8 + (bs - 2) * (r & 3), bs - 2);
+                    blk = sb;
                 }
                 float v = mt_a_block_scalar(type, blk, (const int8_t *)xq + 32 * b, dx[b], sx[b]);
                 float *yy = a->y + t * a->ldy + r;
