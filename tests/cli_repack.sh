@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # cli_repack.sh - a model whose weights the CPU backend re-lays at load (the
-# row-interleaved R4 layouts: Q4_0, Q4_K) answers exactly as from the GGUF
+# row-interleaved R4 layouts: Q4_0, Q8_0, Q4_K) answers exactly as from the GGUF
 # layout: `caravan run` greedy, 2 prompts in one batch (prefill GEMM and
 # 2-token decode on unpacked groups) and one alone (one-token R4 kernel), with
 # CARAVAN_REPACK=0 (GGUF layout), the default (re-laid) and --mmap (the file
@@ -18,7 +18,7 @@ PY=${CARAVAN_PYTHON:-python3}
 tmp=$(mktemp -d /tmp/cv-repack-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 fails=0 n=0
-for ty in Q4_0 Q4_K; do
+for ty in Q4_0 Q8_0 Q4_K; do
   m=$tmp/m-$ty.gguf
   "$BIN" mkmodel -o "$m" --vocab-from "$V" --n-layer 2 --n-embd 512 --n-head 8 --n-head-kv 4 \
     --n-ff 1536 --type $ty --seed 11 -t 1 >/dev/null || { echo "FAIL: mkmodel $ty"; exit 1; }
