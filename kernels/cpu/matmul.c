@@ -61,8 +61,8 @@ static const cpu_repack r4_q4_0 = {DT_Q4_0, cpu_r4_q4_0_pack, cpu_r4_q4_0_unpack
                                    CPU_ACT_Q8B, 1};
 static const cpu_repack r4_q8_0 = {DT_Q8_0, cpu_r4_q8_0_pack, cpu_r4_q8_0_unpack, cpu_r4_q8_0_gemv,
                                    CPU_ACT_Q8B, 1};
-/* static const cpu_repack r4_q4_k = {DT_Q4_K, cpu_r4_q4_k_pack, cpu_r4_q4_k_unpack,
-                                   cpu_r4_q4_k_gemv, CPU_ACT_Q8KB}; */
+static const cpu_repack r4_q4_k = {DT_Q4_K, cpu_r4_q4_k_pack, cpu_r4_q4_k_unpack,
+                                   cpu_r4_q4_k_gemv, CPU_ACT_Q8KB, 0};
 #endif
 
 const cpu_repack *cpu_repack_avx2(int type)
@@ -73,7 +73,8 @@ const cpu_repack *cpu_repack_avx2(int type)
         return &r4_q4_0;
     case DT_Q8_0:
         return &r4_q8_0;
-    /* case DT_Q4_K: return &r4_q4_k; */
+    case DT_Q4_K:
+        return &r4_q4_k;
     }
 #endif
     (void)type;

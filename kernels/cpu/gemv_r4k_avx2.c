@@ -1,0 +1,309 @@
+/* gemv_r4k_avx2.c - Q4_K in the row-interleaved R4 layout (cpu_kernels.h,
+ * cpu_repack): 4 rows re-laid at load as one group of 4 * row_bytes bytes,
+ * and the AVX2 one-token kernel that reads the groups. Not a prefill or
+ * few-token path: those unpack the groups (cpu_r4_q4_k_unpack) first.
+ *
+ * Why: the standard-layout kernel (dec4_k4, gemv_avx2.c) is compute bound
+ * on one core, and part of its vector work only rearranges the bytes of
+ * the 144-byte GGUF block: two 16-byte loads + vinserti128 per 32 bytes of
+ * a row pair, 4 scalar loads + inserts for [d, dmin] of 4 rows, a 7-op
+ * decode of the 6-bit scales per pair, two vpshufb + two vpmaddwd per 32
+ * bytes of qs to apply the group scales. The same 576 bytes per
+ * super-block of 4 rows, re-laid:
+ *
+ *   | X (32) | Y (16) | dd (16) | qs pair 0 (256) | qs pair 1 (256) |
+ *
+ * dd: f16 [d0 m0 d2 m2 | d1 m1 d3 m3] (d, dmin of rows 0..3), the lane
+ * order of the accumulators (pair p = rows 2p, 2p + 1, row 2p + i in
+ * 128-bit lane i): one load + vcvtph2ps.
+ * X, Y: the 64 six-bit values (sc 0..7, mn 0..7 of the 4 rows) re-encoded
+ * so that 6 vector ops decode them all: with SC and MN the byte vectors
+ * [row 0 x8, row 2 x8 | row 1 x8, row 3 x8] of the scales and the mins,
+ * X = SC | (MN >> 4) << 6 and Y holds MN's low nibbles (lane 0's in Y's low
+ * nibbles, lane 1's in its high ones): SC = X & 63,
+ * MN = nibble(Y for the lane) | ((X >> 6) << 4).
+ * qs of pair p: 8 vectors (steps k = 2m + u) of [row 2p: 16 B | row 2p + 1:
+ * 16 B], one 32-byte load each. The nibbles are placed (r4k_put_qs) so that
+ * both nibbles of row byte q = 4i + 2t + e of the two steps of line m belong
+ * to quarter i (elements 4i..4i+3, 16+4i..19+4i) of group 2m + t: the 4
+ * vpmaddubsw products of a 64-byte line add up in 16 bits to the quarter
+ * sums of 2 groups, and one vpmaddwd by [sc(2m), sc(2m + 1)] per line gives
+ * exactly the 32-bit lanes of dec4_k4 (lane i = sum over the groups g of
+ * sc_g * quarter i of g): the integer and float operations are dec4_k4's,
+ * so the results are bit-identical to the standard layout (test_repack,
+ * cli_repack). A layout with the group scales applied twice per super-block
+ * and pair instead of 4 times (16-bit lanes = whole groups) was ~3% faster
+ * from L2 and ~4% from DRAM but rounds differently, enough to move a
+ * logprob by 0.08 in cli_repack's random model.
+ *
+ * The activations go through a per-call table (r4k_table) in the qs order,
+ * 576 bytes per super-block as dec4_k4's.
+ *
+ * Measured on this Zen 3 VM (1 thread; rows 2048 wide; same data): from L2
+ * ~4.1-4.3 ns per row and super-block vs ~4.9-5.1 for dec4_k4 (~1.2x); from
+ * DRAM (151 MB) ~26-27 GB/s vs ~25. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "../../core/dtype.h"
+#include "../../core/dtype_blocks.h"
+#include "avx2_common.h"
+#include "cpu_kernels.h"
+
+enum { R4K_SB = 4 * 144 }; /* bytes of one super-block of a group */
+
+/* ---- pack / unpack (load time, plain C) ---------------------------------- */
+
+/* standard 12-byte Q4_K scales <-> sc[8], mn[8] (6-bit; the map is a bijection) */
+static void k4_get_scales(const uint8_t *q, uint8_t sc[8], uint8_t mn[8])
+{
+    for (int j = 0; j < 4; j++) {
+        sc[j] = q[j] & 63, mn[j] = q[j + 4] & 63;
+        sc[j + 4] = (uint8_t)((q[j + 8] & 15) | (q[j] >> 6) << 4);
+        mn[j + 4] = (uint8_t)((q[j + 8] >> 4) | (q[j + 4] >> 6) << 4);
+    }
+}
+
+static void k4_put_scales(const uint8_t sc[8], const uint8_t mn[8], uint8_t *q)
+{
+    for (int j = 0; j < 4; j++) {
+        q[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
+        q[j + 4] = (uint8_t)(mn[j] | (mn[j + 4] >> 4) << 6);
+        q[j + 8] = (uint8_t)((sc[j + 4] & 15) | (mn[j + 4] & 15) << 4);
+    }
+}
+
+/* row r's slot in the lane order [row 0, row 2 | row 1, row 3]: lane, then byte offset */
+static int r4_lane(int r) { return r & 1; }
+static int r4_half(int r) { return 8 * (r >> 1); }
+
+/* Row r's qs of a super-block in the R4 order: byte q = 4i + 2t + e of
+ * step k = 2m + u holds elements 4i + 2u + e (low nibble) and 16 + 4i +
+ * 2u + e (high) of group 2m + t, i.e. of quarter i of that group (the
+ * standard qs byte 32 (g >> 1) + l holds element l of group g in nibble g & 1). */
+static void r4k_put_qs(const uint8_t *qs, uint8_t *o, int r)
+{
+    for (int k = 0; k < 8; k++)
+        for (int q = 0; q < 16; q++) {
+            const int m = k >> 1, u = k & 1, i = q >> 2, t = (q >> 1) & 1, e = q & 1;
+            const int l = 32 * m + 4 * i + 2 * u + e;
+            o[256 * (r >> 1) + 32 * k + 16 * (r & 1) + q] =
+                (uint8_t)(((qs[l] >> (4 * t)) & 15) | ((qs[l + 16] >> (4 * t)) & 15) << 4);
+        }
+}
+
+static void r4k_get_qs(const uint8_t *o, uint8_t *qs, int r)
+{
+    for (int k = 0; k < 8; k++)
+        for (int q = 0; q < 16; q++) {
+            const int m = k >> 1, u = k & 1, i = q >> 2, t = (q >> 1) & 1, e = q & 1;
+            const int l = 32 * m + 4 * i + 2 * u + e;
+            const uint8_t v = o[256 * (r >> 1) + 32 * k + 16 * (r & 1) + q];
+            qs[l] = (uint8_t)((qs[l] & (0xf0 >> (4 * t))) | (v & 15) << (4 * t));
+            qs[l + 16] = (uint8_t)((qs[l + 16] & (0xf0 >> (4 * t))) | (v >> 4) << (4 * t));
+        }
+}
+
+void cpu_r4_q4_k_pack(const uint8_t *rows, size_t row_bytes, uint8_t *grp, int64_t n)
+{
+    const int64_t ns = n / 256;
+    for (int64_t s = 0; s < ns; s++) {
+        uint8_t *o = grp + s * R4K_SB;
+        uint8_t sc[4][8], mn[4][8];
+        for (int r = 0; r < 4; r++) {
+            const dt_block_q4_k *b = (const dt_block_q4_k *)(rows + r * row_bytes) + s;
+            k4_get_scales(b->scales, sc[r], mn[r]);
+            const int i = 2 * r4_lane(r) + (r >> 1); /* dd: [d0 m0 d2 m2 d1 m1 d3 m3] */
+            memcpy(o + 48 + 4 * i, &b->d, 2);
+            memcpy(o + 48 + 4 * i + 2, &b->dmin, 2);
+            r4k_put_qs(b->qs, o + 64, r);
+        }
+        memset(o + 32, 0, 16);
+        for (int r = 0; r < 4; r++)
+            for (int g = 0; g < 8; g++) {
+                const int L = r4_lane(r), q = r4_half(r) + g;
+                o[16 * L + q] = (uint8_t)(sc[r][g] | (mn[r][g] >> 4) << 6);
+                o[32 + q] |= (uint8_t)((mn[r][g] & 15) << (4 * L));
+            }
+    }
+}
+
+void cpu_r4_q4_k_unpack(const uint8_t *grp, uint8_t *rows, size_t row_bytes, int64_t n)
+{
+    const int64_t ns = n / 256;
+    for (int64_t s = 0; s < ns; s++) {
+        const uint8_t *o = grp + s * R4K_SB;
+        for (int r = 0; r < 4; r++) {
+            dt_block_q4_k *b = (dt_block_q4_k *)(rows + r * row_bytes) + s;
+            const int L = r4_lane(r), i = 2 * L + (r >> 1);
+            uint8_t sc[8], mn[8];
+            for (int g = 0; g < 8; g++) {
+                const int q = r4_half(r) + g;
+                sc[g] = o[16 * L + q] & 63;
+                mn[g] = (uint8_t)(((o[32 + q] >> (4 * L)) & 15) | (o[16 * L + q] >> 6) << 4);
+            }
+            memcpy(&b->d, o + 48 + 4 * i, 2);
+            memcpy(&b->dmin, o + 48 + 4 * i + 2, 2);
+            k4_put_scales(sc, mn, b->scales);
+            r4k_get_qs(o + 64, b->qs, r);
+        }
+    }
+}
+
+/* ---- one token ------------------------------------------------------------ */
+
+/* Per-call table of the q8kb activation row, one R4K_TAB-byte record per
+ * super-block: [B_0..B_7 | B_0..B_7] int16 (B_g: sum of group g's 32
+ * levels, for the mins, as dec4_k4's k4_table), dx x 8 floats, then 16
+ * vectors xt[k][h] (k the step, h = 0: low nibbles, 1: high): the 16
+ * levels that row byte q of step k multiplies, in both 128-bit lanes.
+ * 2.25 bytes per element, built per token. */
+#define R4K_TAB 576
+static void r4k_table(const uint8_t *xq, int64_t n, uint8_t *tab)
+{
+    const int64_t ns = n / 256;
+    const float *dx = (const float *)(xq + n);
+    const int16_t *bsums = (const int16_t *)(dx + ns);
+    for (int64_t s = 0; s < ns; s++, tab += R4K_TAB) {
+        const uint8_t *x = xq + 256 * s;
+        __m256i b = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bsums + 16 * s)),
+                                      _mm256_set1_epi16(1)); /* [B0..3 | B4..7] int32, |.| <= 4096 */
+        _mm256_store_si256((__m256i *)tab, _mm256_permute4x64_epi64(_mm256_packs_epi32(b, b), 0x88));
+        _mm256_store_ps((float *)(tab + 32), _mm256_set1_ps(dx[s]));
+        for (int k = 0; k < 8; k++) {
+            /* step k = 2m + u, 16-bit word 2i + t: bytes 4i + 2u of the 16
+             * levels at 64m + 32t (low nibbles) or 64m + 32t + 16 (high) */
+            const int c = 2 * (k & 1);
+            const __m128i s0 = _mm_setr_epi8(c, c + 1, -1, -1, c + 4, c + 5, -1, -1, c + 8, c + 9, -1, -1, c + 12, c + 13, -1, -1);
+            const __m128i s1 = _mm_setr_epi8(-1, -1, c, c + 1, -1, -1, c + 4, c + 5, -1, -1, c + 8, c + 9, -1, -1, c + 12, c + 13);
+            for (int h = 0; h < 2; h++) {
+                const uint8_t *e = x + 64 * (k >> 1) + 16 * h;
+                __m128i v = _mm_or_si128(_mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)e), s0),
+                                         _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(e + 32)), s1));
+                _mm256_store_si256((__m256i *)(tab + 64 + 64 * k + 32 * h), _mm256_broadcastsi128_si256(v));
+            }
+        }
+    }
+}
+
+/* SC and MN of the super-block at o (see the top of the file) */
+AI void r4k_scales(const uint8_t *o, __m256i *sc, __m256i *mn)
+{
+    const __m256i x = _mm256_loadu_si256((const __m256i *)o);
+    const __m256i y = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(o + 32)));
+    const __m256i ynib = _mm256_and_si256(_mm256_srlv_epi32(y, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)),
+                                          _mm256_set1_epi8(15));
+    *sc = _mm256_and_si256(x, _mm256_set1_epi8(63));
+    *mn = _mm256_or_si256(ynib, _mm256_and_si256(_mm256_srli_epi16(x, 2), _mm256_set1_epi8(0x30)));
+}
+
+/* One 64-byte line m of pair p (rows 2p, 2p + 1) of a group's qs: steps
+ * 2m, 2m + 1, both nibbles, summed in 16 bits: lane 2i + t (per row) is
+ * quarter i of group 2m + t (8 levels, |.| <= 8 * 15 * 127). */
+AI __m256i r4k_line(const uint8_t *o, int p, int m, const uint8_t *tab)
+{
+    const __m256i m4 = _mm256_set1_epi8(15);
+    __m256i q[4];
+#pragma GCC unroll 2
+    for (int u = 0; u < 2; u++) {
+        const int k = 2 * m + u;
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(o + 64 + 256 * p + 32 * k));
+        const __m256i *xt = (const __m256i *)(tab + 64 + 64 * k);
+        q[2 * u] = _mm256_maddubs_epi16(_mm256_and_si256(v, m4), _mm256_load_si256(xt));
+        q[2 * u + 1] = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), _mm256_load_si256(xt + 1));
+    }
+    return _mm256_add_epi16(_mm256_add_epi16(q[0], q[1]), _mm256_add_epi16(q[2], q[3]));
+}
+
+/* vpshufb patterns of the scales of line m of pair p (row 16-bit lanes
+ * 2i + t: byte 8p + 2m + t of SC, zero-extended), index 4p + m */
+#define R4K_SPAT(b) b, -1, b + 1, -1, b, -1, b + 1, -1, b, -1, b + 1, -1, b, -1, b + 1, -1
+static const int8_t r4k_spat[8][32] __attribute__((aligned(32))) = {
+    {R4K_SPAT(0), R4K_SPAT(0)},   {R4K_SPAT(2), R4K_SPAT(2)},   {R4K_SPAT(4), R4K_SPAT(4)},
+    {R4K_SPAT(6), R4K_SPAT(6)},   {R4K_SPAT(8), R4K_SPAT(8)},   {R4K_SPAT(10), R4K_SPAT(10)},
+    {R4K_SPAT(12), R4K_SPAT(12)}, {R4K_SPAT(14), R4K_SPAT(14)}};
+
+
+/* NG groups (gs bytes apart; group j's 4 results to y + j * ys) x the
+ * activation table. Per super-block, pair 0 of every group, then pair 1;
+ * within a pair the groups take turns one 64-byte line of qs at a time, so
+ * that the NG streams advance together in small steps: from DRAM on this
+ * Zen 3, one stream (a group at a time) ran at ~17.5 GB/s, 4 streams taking
+ * turns by super-block (576 bytes) ~22, by pair (256) ~25.5, by line ~27.5
+ * (dec4_k4's 4 row streams ~25); software prefetch (T0 or T2, 1-4 KiB ahead)
+ * only slowed it. Per group and pair: the mins (one vpmaddwd by the table's
+ * group sums, convert, FMA with dmin) with the first line, the 32-bit sums
+ * of the 4 lines converted and FMA'd with d after the last, both in the
+ * order of dec4_k4. The header is decoded with pair 0 and kept for pair 1
+ * (in memory: 4 groups' state does not fit the 16 registers). */
+AI void r4k_groups(const uint8_t *w, size_t gs, const uint8_t *tab, int64_t ns, float *y, size_t ys, const int NG)
+{
+    /* mins of pair p: bytes 8p..8p+7 of MN's lanes as 16-bit */
+    const __m256i pmn[2] = {
+        _mm256_setr_epi8(0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5, -1, 6, -1, 7, -1,
+                         0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5, -1, 6, -1, 7, -1),
+        _mm256_setr_epi8(8, -1, 9, -1, 10, -1, 11, -1, 12, -1, 13, -1, 14, -1, 15, -1,
+                         8, -1, 9, -1, 10, -1, 11, -1, 12, -1, 13, -1, 14, -1, 15, -1)};
+    __m256 acc[4][2];
+    __m256i ia[4];
+    struct { __m256i sc, mn; __m256 dd; } hd[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < NG; j++)
+        acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+    for (int64_t s = 0; s < ns; s++, tab += R4K_TAB) {
+        const uint8_t *o = w + s * R4K_SB;
+#pragma GCC unroll 2
+        for (int p = 0; p < 2; p++) {
+#pragma GCC unroll 4
+            for (int k = 0; k < 8; k += 2) {
+#pragma GCC unroll 4
+                for (int j = 0; j < NG; j++) {
+                    const uint8_t *og = o + j * gs;
+                    if (k == 0) {
+                        if (p == 0) {
+                            r4k_scales(og, &hd[j].sc, &hd[j].mn);
+                            hd[j].dd = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(og + 48))),
+                                                     _mm256_load_ps((const float *)(tab + 32)));
+                        }
+                        __m256i m = _mm256_madd_epi16(_mm256_shuffle_epi8(hd[j].mn, pmn[p]),
+                                                      _mm256_load_si256((const __m256i *)tab));
+                        acc[j][p] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_permute_ps(hd[j].dd, p ? 0xff : 0x55),
+                                                     acc[j][p]);
+                    }
+                    /* line k / 2 times the scales of its groups 2m, 2m + 1 (pair p: bytes 8p.. of SC) */
+                    const __m256i sp = _mm256_load_si256((const __m256i *)r4k_spat[4 * p + (k >> 1)]);
+                    __m256i mi = _mm256_madd_epi16(r4k_line(og, p, k >> 1, tab), _mm256_shuffle_epi8(hd[j].sc, sp));
+                    ia[j] = k ? _mm256_add_epi32(ia[j], mi) : mi;
+                    if (k == 6) {
+                        acc[j][p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[j]), _mm256_permute_ps(hd[j].dd, p ? 0xaa : 0x00),
+                                                    acc[j][p]);
+                    }
+                }
+            }
+        }
+    }
+    /* row r: (lanes 0 + 1) + (lanes 2 + 3) of its half, as dec4_k4 */
+#pragma GCC unroll 4
+    for (int j = 0; j < NG; j++) {
+        __m256 t = _mm256_hadd_ps(acc[j][0], acc[j][1]); /* [r0 01 23, r2 01 23 | r1 .., r3 ..] */
+        t = _mm256_hadd_ps(t, t);                        /* [r0, r2, r0, r2 | r1, r3, r1, r3] */
+        _mm_storeu_ps(y + j * ys, _mm_unpacklo_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
+    }
+}
+
+#define R4K_NG 4 /* group streams walked side by side */
+
+int cpu_r4_q4_k_gemv(const cpu_gemm_args *a)
+{
+    if (a->n_tok != 1 || a->n_rows % 4 || a->n % 256 || !a->scratch)
+        return 0;
+    const int64_t ns = a->n / 256;
+    r4k_table(a->x, a->n, a->scratch);
+    const int64_t ng = a->n_rows / 4, q = ng / R4K_NG;
+    const size_t gb = 4 * a->w_stride;
+    for (int64_t i = 0; i < q; i++) /* step i: group i of each of R4K_NG runs of q groups */
+        r4k_groups(a->w + i * gb, q * gb, a->scratch, ns, a->y + 4 * i, 4 * q, R4K_NG);
+    for (int64_t g = R4K_NG * q; g < ng; g++)
+        r4k_groups(a->w + g * gb, 0, a->scratch, ns, a->y + 4 * g, 0, 1);
+    return 1;
+}
