@@ -20,12 +20,13 @@
 #include "kernels/cpu/threadpool.h"
 #include "testutil.h"
 
-/* Q3_K and Q6_K are left out: their micro6 adds the levels' offset term
- * (-128 * sum sc*w, up to ~3e7) to int32 lane 0 only, so on constant rows
- * the 8 lanes convert to floats that cancel in the final sum and lose ~1
- * unit of the largest (measured 2.5e-5 of sum |w||x| on the 0x55 row
- * against a token with one large element); the offset per lane would fix it. */
-static const int types[] = {DT_Q4_0, DT_Q5_0, DT_Q4_1, DT_Q5_1, DT_Q8_0, DT_Q2_K, DT_Q4_K, DT_Q5_K};
+/* Q3_K and Q6_K are in since micro6 removes the levels' offset term per
+ * int32 lane (block): with it in lane 0 only (-128 * sum sc*w, up to ~3e7),
+ * constant rows left the 8 lanes as floats that cancelled in the final sum
+ * and lost ~1 unit of the largest (2.5e-5 of sum |w||x| on the 0x55 row
+ * against a token with one large element). */
+static const int types[] = {DT_Q4_0, DT_Q5_0, DT_Q4_1, DT_Q5_1, DT_Q8_0,
+                            DT_Q2_K, DT_Q3_K, DT_Q4_K, DT_Q5_K, DT_Q6_K};
 
 #define N_ROWS 6
 #define N_TOK 20 /* > the fused few-token decode's maximum: the GEMM path */

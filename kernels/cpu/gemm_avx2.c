@@ -274,16 +274,16 @@ static void pack_sb(int type, const uint8_t *w, int64_t n, int64_t s, uint8_t *p
         memset(tail + 56, 0, 8);
         return;
     }
-    if (type == DT_Q3_K) { /* signed levels -4..3, int16 scales, see micro6 */
+    if (type == DT_Q3_K) { /* signed levels -4..3; tail | start int16[16] | sc int8[16] | d |, see micro6 */
         const dt_block_q3_k *b = (const dt_block_q3_k *)w + s;
         uint8_t *tail = p + RR * 256 + r * 64;
+        int16_t *start = (int16_t *)tail;
         int8_t sc[16];
         for (int g = 0; g < 16; g++)
             sc[g] = (int8_t)((((b->scales[g % 8] >> (4 * (g / 8))) & 15) |
                               (((b->scales[8 + g % 4] >> (2 * (g / 4))) & 3) << 4)) - 32);
         const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), off = _mm256_set1_epi8(4);
         const __m256i hm = _mm256_loadu_si256((const __m256i *)b->hmask);
-        int32_t corr = 0;
         for (int j = 0; j < 8; j++) { /* block j: low 2 bits qs[32(j/4) + l] >> 2(j%4), high hmask[l] >> j */
             __m256i lo = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * (j / 4)));
             lo = _mm256_and_si256(_mm256_srli_epi16(lo, 2 * (j % 4)), m3);
@@ -292,22 +292,22 @@ static void pack_sb(int type, const uint8_t *w, int64_t n, int64_t s, uint8_t *p
             __m256i sad = _mm256_sad_epu8(lv, _mm256_setzero_si256());
             int64_t s4[4];
             _mm256_storeu_si256((__m256i *)s4, sad);
-            corr += sc[2 * j] * (int32_t)(s4[0] + s4[1] - 16 * 4) + sc[2 * j + 1] * (int32_t)(s4[2] + s4[3] - 16 * 4);
+            /* -128 * (sum of the signed levels of sub-blocks 2j, 2j+1), mod 2^16 */
+            start[2 * j] = (int16_t)(uint16_t)(-128 * (int32_t)(s4[0] + s4[1] - 16 * 4));
+            start[2 * j + 1] = (int16_t)(uint16_t)(-128 * (int32_t)(s4[2] + s4[3] - 16 * 4));
             perm_store(q, vs, j, _mm256_sub_epi8(lv, off));
         }
-        _mm256_storeu_si256((__m256i *)tail, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc)));
-        int32_t c32 = -128 * corr;
         float d = h2f(b->d);
         memset(tail + 32, 0, 32);
-        memcpy(tail + 32, &c32, 4);
-        memcpy(tail + 36, &d, 4);
+        memcpy(tail + 32, sc, 16);
+        memcpy(tail + 48, &d, 4);
         return;
     }
-    if (type == DT_Q6_K) { /* signed levels q - 32, int16 scales, see micro6 */
+    if (type == DT_Q6_K) { /* signed levels q - 32; tail | corr int32[8] | sc int8[16] | d |, see micro6 */
         const dt_block_q6_k *b = (const dt_block_q6_k *)w + s;
         uint8_t *tail = p + RR * 256 + r * 64;
+        int32_t *corr = (int32_t *)tail;
         const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
-        int32_t corr = 0;
         for (int j = 0; j < 8; j++) { /* block j: h = j/4, k = j%4 (dtype_blocks.h) */
             int h = j / 4, k = j % 4;
             __m256i lo = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32 * (k % 2)));
@@ -319,17 +319,14 @@ static void pack_sb(int type, const uint8_t *w, int64_t n, int64_t s, uint8_t *p
             __m256i sad = _mm256_sad_epu8(lv, _mm256_setzero_si256());
             int64_t s4[4];
             _mm256_storeu_si256((__m256i *)s4, sad);
-            corr += b->scales[2 * j] * (int32_t)(s4[0] + s4[1] - 16 * 32) +
-                    b->scales[2 * j + 1] * (int32_t)(s4[2] + s4[3] - 16 * 32);
+            corr[j] = -128 * (b->scales[2 * j] * (int32_t)(s4[0] + s4[1] - 16 * 32) +
+                              b->scales[2 * j + 1] * (int32_t)(s4[2] + s4[3] - 16 * 32));
             perm_store(q, vs, j, _mm256_sub_epi8(lv, off));
         }
-        _mm256_storeu_si256((__m256i *)tail,
-                            _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales)));
-        int32_t c32 = -128 * corr;
         float d = h2f(b->d);
         memset(tail + 32, 0, 32);
-        memcpy(tail + 32, &c32, 4);
-        memcpy(tail + 36, &d, 4);
+        memcpy(tail + 32, b->scales, 16);
+        memcpy(tail + 48, &d, 4);
         return;
     }
     float *dw = (float *)(p + RR * 256 + r * 64), *mw = dw + 8;
@@ -690,20 +687,27 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
  * as above), and the activations as unsigned u = x + 128 in [1, 255]
  * (quant_p8k_u; x in [-127, 127]), so vpmaddubsw(u, w) takes the weights as
  * its signed operand and sum u*w = sum x*w + 128 * sum w: the second term
- * depends on the weights only and is removed at pack time. Per row and
- * super-block the 64-byte tail holds | sc[16] int16 | corr int32 | d f32 |
- * 0[6] | with corr = -128 * sum_g sc[g] * sum_{k in g} w_k. int16 lane 2j of
- * a vpmaddubsw product holds elements 2v, 2v+1 of block j (sub-block 2j, the
- * elements 0..15 of the block) and lane 2j+1 elements 16+2v, 17+2v (sub-block
- * 2j+1), so lane i belongs to sub-block i and vpmaddwd with sc[0..15] applies
- * the 16 scales in place.
+ * depends on the weights only: computed at pack time, removed at flush
+ * time. int16 lane 2j of a vpmaddubsw product holds elements 2v, 2v+1 of
+ * block j (sub-block 2j, the elements 0..15 of the block) and lane 2j+1
+ * elements 16+2v, 17+2v (sub-block 2j+1), so lane i belongs to sub-block i
+ * and vpmaddwd with sc[0..15] applies the 16 scales in place; int32 lane j
+ * then belongs to block j. Per row and super-block the 64-byte tail holds
+ * | corr int32[8] | sc int8[16] | d f32 | 0[12] | with corr[j] = -128 *
+ * (sc[2j] * S[2j] + sc[2j+1] * S[2j+1]), S[g] = sum of the levels of
+ * sub-block g: each lane loses its own offset term and ends at its block's
+ * sum of sc*x*w. (The whole term in lane 0 left lanes at +-1e7..1e8 that
+ * cancelled in the final float sum: ~1 unit of the largest lost on
+ * constant rows, 2.5e-5 of sum |w||x|.) The asm's vpmaddwd takes the
+ * scales as int16 memory operands: they are widened onto the stack once per
+ * super-block (sc int16 + corr int32[8] + d would need 68 bytes).
  * Bounds: one vpmaddubsw int16 lane = 2 products, |.| <= 2*255*32 = 16320
  * (no saturation); the sum of two vectors (one pair) |.| <= 32640 < 32767,
  * so the int16 sums are flushed every 2 vectors (a third would overflow);
  * vpmaddwd of a pair with the scales |.| <= 2*32640*128 = 8.4e6 per int32
- * lane, 4 pairs per super-block 3.3e7, plus |corr| <= 128*16*128*512 =
- * 1.3e8 in lane 0: far below 2^31. The int32 sums are exact; per
- * super-block one cvt + FMA with d * da. */
+ * lane, 4 pairs per super-block 3.3e7, |corr[j]| <= 128*2*128*512 = 1.7e7:
+ * far below 2^31. The corrected lane |.| <= 2*128*16*127*32 = 1.66e7 < 2^24
+ * converts to float exactly; per super-block one cvt + FMA with d * da. */
 #if GEMM_RR == 2 && GEMM_RT == 4
 /* token XR of one pair: xa, xb its two vectors at XA, XB (offsets) */
 #define Q6_TOK(XR, XA, XB, A0, A1)                                                                 \
@@ -717,7 +721,7 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
     "vpmaddubsw %[w1b], %[xb], %[xa]\n\t"                                                          \
     "vpaddd %[t0], %[" A0 "], %[" A0 "]\n\t"                                                       \
     "vpaddw %[xa], %[t1], %[t1]\n\t"                                                               \
-    "vpmaddwd 64(%[sc]), %[t1], %[t1]\n\t"                                                         \
+    "vpmaddwd 32(%[sc]), %[t1], %[t1]\n\t"                                                         \
     "vpaddd %[t1], %[" A1 "], %[" A1 "]\n\t"
 /* pair p: panel vectors 2p, 2p+1 of rows 0, 1 at W (= 128p), tokens at X (= 64p) */
 #define Q6_PAIR(W0A, W1A, W0B, W1B, XA, XB)                                                        \
@@ -728,9 +732,10 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
     Q6_TOK("x0", XA, XB, "a00", "a10") Q6_TOK("x1", XA, XB, "a01", "a11")                          \
     Q6_TOK("x2", XA, XB, "a02", "a12") Q6_TOK("x3", XA, XB, "a03", "a13")
 
-/* one super-block of the full tile: int32 sums (scaled by sc) into ai */
-AI void q6_sb_asm(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
-                  const uint8_t *x3, __m256i ai[RR][GEMM_RT])
+/* one super-block of the full tile: int32 sums (scaled by sc: int16 rows 0,
+ * 1 at sc, sc + 32 bytes) into ai */
+AI void q6_sb_asm(const uint8_t *w, const int16_t *sc, const uint8_t *x0, const uint8_t *x1,
+                  const uint8_t *x2, const uint8_t *x3, __m256i ai[RR][GEMM_RT])
 {
     __m256i w0a, w1a, w0b, w1b, xa, xb, t0, t1;
     __asm__(Q6_PAIR("0", "32", "64", "96", "0", "32") Q6_PAIR("128", "160", "192", "224", "64", "96")
@@ -740,7 +745,7 @@ AI void q6_sb_asm(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const 
               [a10] "+x"(ai[1][0]), [a11] "+x"(ai[1][1]), [a12] "+x"(ai[1][2]), [a13] "+x"(ai[1][3]),
               [w0a] "=&x"(w0a), [w1a] "=&x"(w1a), [w0b] "=&x"(w0b), [w1b] "=&x"(w1b),
               [xa] "=&x"(xa), [xb] "=&x"(xb), [t0] "=&x"(t0), [t1] "=&x"(t1)
-            : [w] "r"(w), [sc] "r"(w + RR * 256), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2),
+            : [w] "r"(w), [sc] "r"(sc), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2),
               [x3] "r"(x3)
             : "memory");
 }
@@ -748,20 +753,31 @@ AI void q6_sb_asm(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const 
 
 /* micro for Q6_K (bits 6) and Q3_K (bits 3) panels and quant_p8k_u
  * activations, Q2_K (bits 2) and quant_p8k_b; same contract as micro.
- * Q3_K levels |w| <= 4: int16 lane sums over all 8 vectors |.| <=
- * 8*2*255*4 = 16320, one vpmaddwd with the scales (|sc| <= 32) per
- * super-block: |.| <= 2*16320*32 = 1.1e6 per int32 lane, |corr| <=
- * 128*16*32*64 = 4.2e6.
+ * Q3_K levels |w| <= 4: the int16 lane sums over all 8 vectors start at
+ * -128 * S[g] (tail | start int16[16] | sc int8[16] | d f32 | 0[12] |,
+ * stored mod 2^16 as micro's bits 8) and end at sum x*w exactly, |.| <=
+ * 16*127*4 = 8128 (the wrapping vpaddw makes the partial sums, |u*w| sums
+ * up to 8*2*255*4 = 16320, irrelevant); one vpmaddwd with the scales
+ * (|sc| <= 32) per super-block: |.| <= 2*8128*32 = 5.2e5 per int32 lane.
  * Q2_K keeps the usual orientation (levels 0..3 unsigned, x signed, the
  * U_STEP tile): int16 lane sums over 8 vectors |.| <= 8*2*3*127 = 6096,
  * vpmaddwd with the scales 0..15: |.| <= 2*6096*15 = 1.8e5; the mins
  * term dmin * sum_g mn[g] * (sum of x over group g) takes the activation
  * group sums (|.| <= 2032) from quant_p8k_b: vpmaddwd |.| <= 2*2032*15 =
  * 6.1e4, one more cvt + FMA per super-block and tile entry. */
+/* the 16 scales of a micro6 row tail as int16 (Q2_K stores them so) */
+AI __m256i m6_scales(const uint8_t *tail, const int bits)
+{
+    if (bits == 2)
+        return _mm256_load_si256((const __m256i *)tail);
+    return _mm256_cvtepi8_epi16(_mm_load_si128((const __m128i *)(tail + 32)));
+}
+
 AI void micro6(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc, float *y, int64_t ldy,
                int nr, int acc_y, const int RT, const int bits)
 {
     float facc[RR][GEMM_RT][8] __attribute__((aligned(32)));
+    int16_t sc16[RR][16] __attribute__((aligned(32))); /* Q6_K asm: the rows' scales as int16 */
 #pragma GCC unroll 4
     for (int r = 0; r < RR; r++)
 #pragma GCC unroll 4
@@ -772,13 +788,20 @@ AI void micro6(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc
         const uint8_t *xs = x + s * PSB;
         __m256i ai[RR][GEMM_RT];
 #pragma GCC unroll 4
-        for (int r = 0; r < RR; r++)
+        for (int r = 0; r < RR; r++) {
+            /* Q3_K: int16 sums start at the levels' offset term (see above) */
+            __m256i init = bits == 3 ? _mm256_load_si256((const __m256i *)(ps + RR * 256 + r * 64))
+                                     : _mm256_setzero_si256();
 #pragma GCC unroll 4
             for (int t = 0; t < RT; t++)
-                ai[r][t] = _mm256_setzero_si256();
+                ai[r][t] = init;
+        }
 #if GEMM_RR == 2 && GEMM_RT == 4
         if (RT == GEMM_RT && bits == 6) {
-            q6_sb_asm(ps, xs, xs + x_stride, xs + 2 * x_stride, xs + 3 * x_stride, ai);
+#pragma GCC unroll 4
+            for (int r = 0; r < RR; r++)
+                _mm256_store_si256((__m256i *)sc16[r], m6_scales(ps + RR * 256 + r * 64, 6));
+            q6_sb_asm(ps, sc16[0], xs, xs + x_stride, xs + 2 * x_stride, xs + 3 * x_stride, ai);
         } else if (RT == GEMM_RT && bits != 6) {
             const uint8_t *x1 = xs + x_stride, *x2 = xs + 2 * x_stride, *x3 = xs + 3 * x_stride;
             if (bits == 3) {
@@ -789,7 +812,7 @@ AI void micro6(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc
             }
 #pragma GCC unroll 4
             for (int r = 0; r < RR; r++) {
-                __m256i sc = _mm256_load_si256((const __m256i *)(ps + RR * 256 + r * 64));
+                __m256i sc = m6_scales(ps + RR * 256 + r * 64, bits);
 #pragma GCC unroll 4
                 for (int t = 0; t < RT; t++)
                     ai[r][t] = _mm256_madd_epi16(ai[r][t], sc);
@@ -800,7 +823,7 @@ AI void micro6(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc
             __m256i sc[RR];
 #pragma GCC unroll 4
             for (int r = 0; r < RR; r++)
-                sc[r] = _mm256_load_si256((const __m256i *)(ps + RR * 256 + r * 64));
+                sc[r] = m6_scales(ps + RR * 256 + r * 64, bits);
             for (int v = 0; v < 8 && bits != 6; v++) {
 #pragma GCC unroll 4
                 for (int t = 0; t < RT; t++) {
@@ -860,15 +883,15 @@ AI void micro6(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc
 #pragma GCC unroll 4
         for (int r = 0; r < RR && bits != 2; r++) {
             const uint8_t *tail = ps + RR * 256 + r * 64;
-            /* corr in lane 0; lane 1 holds d's bits: masked off */
-            __m256i corr = _mm256_blend_epi32(_mm256_load_si256((const __m256i *)(tail + 32)),
-                                              _mm256_setzero_si256(), 0x02);
-            __m256 dv = _mm256_broadcast_ss((const float *)(tail + 36));
+            /* Q6_K: each block's offset term off its own lane (Q3_K's left with the start values) */
+            __m256i corr = bits == 6 ? _mm256_load_si256((const __m256i *)tail) : _mm256_setzero_si256();
+            __m256 dv = _mm256_broadcast_ss((const float *)(tail + 48));
 #pragma GCC unroll 4
             for (int t = 0; t < RT; t++) {
                 __m256 da = _mm256_broadcast_ss((const float *)(xs + t * x_stride + 256));
+                __m256i is = bits == 6 ? _mm256_add_epi32(ai[r][t], corr) : ai[r][t];
                 __m256 a = _mm256_load_ps(facc[r][t]);
-                a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(ai[r][t], corr)), _mm256_mul_ps(dv, da), a);
+                a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dv, da), a);
                 _mm256_store_ps(facc[r][t], a);
             }
         }
