@@ -159,6 +159,14 @@ AI __m256i reduce4_i16(__m256i p0, __m256i p1, __m256i p2, __m256i p3)
     return _mm256_madd_epi16(u, _mm256_set1_epi16(1));
 }
 
+/* The same in 32-bit lanes: c_r = [b: 4 partial sums | b+1: 4] of row r. */
+AI __m256i reduce4_i32(__m256i c0, __m256i c1, __m256i c2, __m256i c3)
+{
+    __m256i t01 = _mm256_add_epi32(_mm256_unpacklo_epi32(c0, c1), _mm256_unpackhi_epi32(c0, c1));
+    __m256i t23 = _mm256_add_epi32(_mm256_unpacklo_epi32(c2, c3), _mm256_unpackhi_epi32(c2, c3));
+    return _mm256_add_epi32(_mm256_unpacklo_epi64(t01, t23), _mm256_unpackhi_epi64(t01, t23));
+}
+
 /* lanes 0..3 + lanes 4..7 of acc (rows 0..3) plus the scalar tail sums,
  * row r stored at y[r * ys] (rows a quarter of a chunk apart) */
 AI void store_rows4s(__m256 acc, const float tail[4], float *y, size_t ys)

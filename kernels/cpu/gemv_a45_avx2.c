@@ -27,7 +27,10 @@
  * of Q4_0, so their sums are widened to 32 bits after folding pairs of
  * rows. Q5_0's -16 offset is the per-block term -16 d sx, as Q4_0's -8.
  * An odd last block is done in scalar code; rows beyond the last multiple of
- * 4 by a one-row kernel. */
+ * 4 by a one-row kernel.
+ *
+ * Also here: the one-token kernels of the Q4_0 and Q8_0 weights re-laid at
+ * load as row-interleaved groups (R4, at the end of the file). */
 #include <immintrin.h>
 #include <string.h>
 
@@ -271,87 +274,117 @@ static void a45_gemv_q4_1(const cpu_gemm_args *a) { a45_gemv(DT_Q4_1, a); }
 static void a45_gemv_q5_0(const cpu_gemm_args *a) { a45_gemv(DT_Q5_0, a); }
 static void a45_gemv_q5_1(const cpu_gemm_args *a) { a45_gemv(DT_Q5_1, a); }
 
-/* ---- Q4_0 rows interleaved by 4 (the R4 layout of cpu_kernels.h) ----------
+/* ---- Q4_0 and Q8_0 rows interleaved by 4 (the R4 layout of cpu_kernels.h) --
  *
- * A group of 4 rows holds, per pair of blocks b, b+1 (144 bytes, as the 8
- * blocks it replaces): the 8 scales in the order the 4-row fold makes its
- * lanes, [d(b, r0..r3) | d(b+1, r0..r3)] (16 bytes: one load and one
- * vcvtph2ps instead of 8 gathered 16-bit loads), then for each row r the 32
- * nibble bytes of its two blocks (one aligned-size load where the standard
- * rows need a load plus a vinserti128). An odd last block: [d(b, r0..r3)]
- * then the 4 rows' 16 bytes (72 bytes). A group is one sequential stream. */
+ * A group of 4 rows holds, per pair of blocks b, b+1 (8 blocks' bytes: 144
+ * for Q4_0, 272 for Q8_0): the 8 scales in the order the 4-row fold makes
+ * its lanes, [d(b, r0..r3) | d(b+1, r0..r3)] (16 bytes: one load and one
+ * vcvtph2ps instead of 8 gathered 16-bit loads), then for each row r its
+ * level bytes of both blocks in 16-byte halves [b h0 | b+1 h0 (| b h1 | b+1
+ * h1)]: Q4_0's 32 nibble bytes in one 32-byte load where the standard rows
+ * need a load plus a vinserti128; Q8_0's 64 level bytes as two vectors
+ * whose 128-bit lanes are the two blocks, so the products land in the
+ * fold's [b | b+1] lane order without dec4_q8_0's two vperm2i128 per row
+ * (the a45_table activations are in that order too). An odd last block:
+ * [d(b, r0..r3)], then the 4 rows' level bytes. The kernels do the float
+ * operations of a45_dec4 (Q4_0) and dec4_q8_0 (Q8_0) in their order: the
+ * results are bit-identical to the standard layout (test_repack). */
 
-#define R4_PAIR 144 /* bytes of a pair of blocks of 4 rows */
-#ifndef R4_G
-#define R4_G 4
-#endif
+AI size_t r4_bs(int type) { return type == DT_Q8_0 ? 34 : 18; } /* bytes of a block */
+
+/* 4 standard rows <-> one group (dir 1: pack, 0: unpack) */
+static void r4_copy(int type, uint8_t *rows, size_t row_bytes, uint8_t *grp, int64_t n, int pack)
+{
+    const size_t bs = r4_bs(type), nh = (bs - 2) / 16; /* 16-byte halves of a block's levels */
+    const int64_t nb = n / 32;
+    for (int64_t b = 0; b < nb; b += 2, grp += 4 * bs * 2) {
+        const int nbk = b + 1 < nb ? 2 : 1; /* blocks in this step */
+        for (int r = 0; r < 4; r++)
+            for (int k = 0; k < nbk; k++) {
+                uint8_t *blk = rows + r * row_bytes + (b + k) * bs;
+                uint8_t *d = grp + 2 * (4 * k + r);
+                memcpy(pack ? d : blk, pack ? blk : d, 2);
+                for (size_t h = 0; h < nh; h++) {
+                    uint8_t *q = grp + 8 * nbk + (bs - 2) * nbk * r + 16 * (nbk * h + k);
+                    memcpy(pack ? q : blk + 2 + 16 * h, pack ? blk + 2 + 16 * h : q, 16);
+                }
+            }
+    }
+}
 
 void cpu_r4_q4_0_pack(const uint8_t *rows, size_t row_bytes, uint8_t *grp, int64_t n)
 {
-    const int64_t nb = n / 32;
-    for (int64_t b = 0; b < nb; b += 2) {
-        const int nbk = b + 1 < nb ? 2 : 1; /* blocks in this step */
-        for (int k = 0; k < nbk; k++)
-            for (int r = 0; r < 4; r++)
-                memcpy(grp + 2 * (4 * k + r), rows + r * row_bytes + (b + k) * 18, 2);
-        uint8_t *q = grp + 8 * nbk;
-        for (int r = 0; r < 4; r++)
-            for (int k = 0; k < nbk; k++)
-                memcpy(q + 16 * (nbk * r + k), rows + r * row_bytes + (b + k) * 18 + 2, 16);
-        grp += 72 * nbk;
-    }
+    r4_copy(DT_Q4_0, (uint8_t *)rows, row_bytes, grp, n, 1);
 }
-
 void cpu_r4_q4_0_unpack(const uint8_t *grp, uint8_t *rows, size_t row_bytes, int64_t n)
 {
-    const int64_t nb = n / 32;
-    for (int64_t b = 0; b < nb; b += 2) {
-        const int nbk = b + 1 < nb ? 2 : 1;
-        for (int k = 0; k < nbk; k++)
-            for (int r = 0; r < 4; r++)
-                memcpy(rows + r * row_bytes + (b + k) * 18, grp + 2 * (4 * k + r), 2);
-        const uint8_t *q = grp + 8 * nbk;
-        for (int r = 0; r < 4; r++)
-            for (int k = 0; k < nbk; k++)
-                memcpy(rows + r * row_bytes + (b + k) * 18 + 2, q + 16 * (nbk * r + k), 16);
-        grp += 72 * nbk;
-    }
+    r4_copy(DT_Q4_0, rows, row_bytes, (uint8_t *)grp, n, 0);
+}
+void cpu_r4_q8_0_pack(const uint8_t *rows, size_t row_bytes, uint8_t *grp, int64_t n)
+{
+    r4_copy(DT_Q8_0, (uint8_t *)rows, row_bytes, grp, n, 1);
+}
+void cpu_r4_q8_0_unpack(const uint8_t *grp, uint8_t *rows, size_t row_bytes, int64_t n)
+{
+    r4_copy(DT_Q8_0, rows, row_bytes, (uint8_t *)grp, n, 0);
 }
 
-/* a45_prod4 on a group's pair record g: one 32-byte load per row */
-AI void r4_prod4(const uint8_t *g, __m256i xl, __m256i xh, __m256i p[4])
+/* Step part 1 on a group's pair record g: the products of its 4 rows with
+ * the activations xl, xh (Q4_0: 16-bit; Q8_0: widened, [b: 4 | b+1: 4]). */
+AI void r4_prod4(const int type, const uint8_t *g, __m256i xl, __m256i xh, __m256i p[4])
 {
-    const __m256i m4 = _mm256_set1_epi8(15);
+    const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
 #pragma GCC unroll 4
     for (int r = 0; r < 4; r++) {
-        __m256i v = _mm256_loadu_si256((const __m256i *)(g + 16 + 32 * r));
-        __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        p[r] = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh));
+        if (type == DT_Q8_0) { /* s8 x s8: |levels| against sign-applied activations */
+            __m256i q0 = _mm256_loadu_si256((const __m256i *)(g + 16 + 64 * r));
+            __m256i q1 = _mm256_loadu_si256((const __m256i *)(g + 48 + 64 * r));
+            __m256i m0 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(q0), _mm256_sign_epi8(xl, q0)), ones);
+            __m256i m1 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(q1), _mm256_sign_epi8(xh, q1)), ones);
+            p[r] = _mm256_add_epi32(m0, m1);
+        } else {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(g + 16 + 32 * r));
+            __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            p[r] = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh));
+        }
     }
 }
 
-/* a45_fold4 for Q4_0 on a group's pair record g: the 8 scales in one load */
-AI void r4_fold4(const __m256i p[4], const uint8_t *g, const uint8_t *tab, __m256 *acc)
+/* Step part 2: reduced transposed, scaled (the 8 scales in one load), accumulated */
+AI void r4_fold4(const int type, const __m256i p[4], const uint8_t *g, const uint8_t *tab, __m256 *acc)
 {
-    __m256i s = reduce4_i16(p[0], p[1], p[2], p[3]);
-    __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
-    __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_load_ps((const float *)(tab + 64)),
-                               _mm256_load_ps((const float *)(tab + 96)));
-    *acc = _mm256_fmadd_ps(d, t, *acc);
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
+    const __m256 tdx = _mm256_load_ps((const float *)(tab + 64));
+    if (type == DT_Q8_0) {
+        __m256i s = reduce4_i32(p[0], p[1], p[2], p[3]);
+        *acc = _mm256_fmadd_ps(_mm256_mul_ps(d, tdx), _mm256_cvtepi32_ps(s), *acc);
+    } else {
+        __m256i s = reduce4_i16(p[0], p[1], p[2], p[3]);
+        __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), tdx, _mm256_load_ps((const float *)(tab + 96)));
+        *acc = _mm256_fmadd_ps(d, t, *acc);
+    }
 }
 
 /* The odd last block of a group at g (its record after the pairs), scalar,
- * through a standard block. */
-static void r4_tail(const uint8_t *g, const uint8_t *xq, int64_t n, float tail[4])
+ * as the standard-layout kernels do it. */
+static void r4_tail(const int type, const uint8_t *g, const uint8_t *xq, int64_t n, float tail[4])
 {
     const int64_t nb = n / 32, b = nb - 1;
     const int8_t *x = (const int8_t *)xq + 32 * b;
     const float *dx = (const float *)(xq + n), *sx = dx + cpu_pad8(nb);
     for (int r = 0; r < 4; r++) {
-        uint8_t blk[18];
-        memcpy(blk, g + 2 * r, 2);
-        memcpy(blk + 2, g + 8 + 16 * r, 16);
-        tail[r] = a45_blk_value(DT_Q4_0, blk, a45_blk_dot_scalar(DT_Q4_0, blk, x), dx[b], sx[b]);
+        if (type == DT_Q8_0) {
+            const int8_t *lv = (const int8_t *)(g + 8 + 32 * r);
+            int32_t si = 0;
+            for (int i = 0; i < 32; i++)
+                si += lv[i] * x[i];
+            tail[r] = h2f((uint16_t)ld_u16(g + 2 * r)) * dx[b] * (float)si;
+        } else {
+            uint8_t blk[18];
+            memcpy(blk, g + 2 * r, 2);
+            memcpy(blk + 2, g + 8 + 16 * r, 16);
+            tail[r] = a45_blk_value(DT_Q4_0, blk, a45_blk_dot_scalar(DT_Q4_0, blk, x), dx[b], sx[b]);
+        }
     }
 }
 
@@ -360,48 +393,53 @@ static void r4_tail(const uint8_t *g, const uint8_t *xq, int64_t n, float tail[4
  * one pair of blocks of every group against the same activations; the fold
  * of group q sits after the products of group q + 1. Group q's row r to
  * y[q * ys + r]. */
-AI void r4_decg(const int G, const uint8_t *g, size_t gs, const uint8_t *xq, int64_t n,
-                const uint8_t *tab, float *y, size_t ys)
+AI void r4_decg(const int type, const int G, const uint8_t *g, size_t gs, const uint8_t *xq,
+                int64_t n, const uint8_t *tab, float *y, size_t ys)
 {
+    const size_t rec = 8 * r4_bs(type); /* bytes of a pair record */
     const int64_t nb = n / 32, np = nb / 2;
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
                      _mm256_setzero_ps()};
-    for (int64_t i = 0; i < np; i++, g += R4_PAIR, tab += A45_TAB) {
+    for (int64_t i = 0; i < np; i++, g += rec, tab += A45_TAB) {
         const __m256i xl = _mm256_load_si256((const __m256i *)tab);
         const __m256i xh = _mm256_load_si256((const __m256i *)(tab + 32));
         __m256i p[4], pn[4];
-        r4_prod4(g, xl, xh, p);
+        r4_prod4(type, g, xl, xh, p);
 #pragma GCC unroll 4
         for (int q = 1; q < G; q++) {
-            r4_prod4(g + q * gs, xl, xh, pn);
-            r4_fold4(p, g + (q - 1) * gs, tab, &acc[q - 1]);
+            r4_prod4(type, g + q * gs, xl, xh, pn);
+            r4_fold4(type, p, g + (q - 1) * gs, tab, &acc[q - 1]);
             p[0] = pn[0], p[1] = pn[1], p[2] = pn[2], p[3] = pn[3];
         }
-        r4_fold4(p, g + (G - 1) * gs, tab, &acc[G - 1]);
+        r4_fold4(type, p, g + (G - 1) * gs, tab, &acc[G - 1]);
     }
 #pragma GCC unroll 4
     for (int q = 0; q < G; q++) {
         float tail[4] = {0, 0, 0, 0};
         if (nb & 1)
-            r4_tail(g + q * gs, xq, n, tail);
+            r4_tail(type, g + q * gs, xq, n, tail);
         store_rows4s(acc[q], tail, y + q * ys, 1);
     }
 }
 
-int cpu_r4_q4_0_gemv(const cpu_gemm_args *a)
+/* One token on R4 groups: 4 streams, step i takes group i of each quarter
+ * of the call's groups; the groups left over one at a time. */
+AI int r4_gemv(const int type, const cpu_gemm_args *a)
 {
     if (a->n_tok != 1 || a->n_rows % 4 != 0 || !a->scratch)
         return 0;
-    a45_table(a->x, a->n, a45_k(DT_Q4_0), a->scratch);
+    a45_table(a->x, a->n, type == DT_Q4_0 ? a45_k(DT_Q4_0) : 0.0f, a->scratch);
     const size_t gb = 4 * a->w_stride; /* bytes of a group */
-    const int64_t ng = a->n_rows / 4, q = ng / R4_G;
-    /* R4_G streams: step i takes group i of each of R4_G runs of q groups */
+    const int64_t ng = a->n_rows / 4, q = ng / 4;
     for (int64_t i = 0; i < q; i++)
-        r4_decg(R4_G, a->w + i * gb, q * gb, a->x, a->n, a->scratch, a->y + 4 * i, (size_t)(4 * q));
-    for (int64_t i = R4_G * q; i < ng; i++)
-        r4_decg(1, a->w + i * gb, 0, a->x, a->n, a->scratch, a->y + 4 * i, 0);
+        r4_decg(type, 4, a->w + i * gb, q * gb, a->x, a->n, a->scratch, a->y + 4 * i, (size_t)(4 * q));
+    for (int64_t i = 4 * q; i < ng; i++)
+        r4_decg(type, 1, a->w + i * gb, 0, a->x, a->n, a->scratch, a->y + 4 * i, 0);
     return 1;
 }
+
+int cpu_r4_q4_0_gemv(const cpu_gemm_args *a) { return r4_gemv(DT_Q4_0, a); }
+int cpu_r4_q8_0_gemv(const cpu_gemm_args *a) { return r4_gemv(DT_Q8_0, a); }
 
 /* The activation table (A45_TAB = 128 bytes per 2 blocks: 2n bytes) lives in
  * the per-thread scratch (cpu_scratch_bytes: more than 4n bytes). */
