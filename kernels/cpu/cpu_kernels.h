@@ -188,3 +188,4 @@ int cpu_r4_q4_0_gemv(const cpu_gemm_args *a);
 void cpu_r4_q4_k_pack(const uint8_t *rows, size_t row_bytes, uint8_t *grp, int64_t n);
 void cpu_r4_q4_k_unpack(const uint8_t *grp, uint8_t *rows, size_t row_bytes, int64_t n);
 int cpu_r4_q4_k_gemv(const cpu_gemm_args *a);
+int cpu_r4_q4_k_multi(const cpu_gemm_args *a); /* 2..8 tokens on the groups (a->r4) */

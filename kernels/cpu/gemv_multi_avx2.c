@@ -604,6 +604,8 @@ int cpu_avx2_gemv_multi(const cpu_gemm_args *a)
     if (a->type == DT_Q4_K) {
         if (a->n % 256)
             return 0;
+        if (a->r4) /* R4 groups (gemv_r4k_avx2.c) */
+            return cpu_r4_q4_k_multi(a);
         mt_k(a);
         return 1;
     }

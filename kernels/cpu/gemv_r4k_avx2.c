@@ -1,7 +1,7 @@
 /* gemv_r4k_avx2.c - Q4_K in the row-interleaved R4 layout (cpu_kernels.h,
  * cpu_repack): 4 rows re-laid at load as one group of 4 * row_bytes bytes,
- * and the AVX2 one-token kernel that reads the groups. Not a prefill or
- * few-token path: those unpack the groups (cpu_r4_q4_k_unpack) first.
+ * the AVX2 one-token kernel and the few-token (2..8) kernel that read the
+ * groups, and the AVX2 unpack to standard rows for the prefill GEMM.
  *
  * Why: the standard-layout kernel (dec4_k4, gemv_avx2.c) is compute bound
  * on one core, and part of its vector work only rearranges the bytes of
@@ -53,7 +53,7 @@
 
 enum { R4K_SB = 4 * 144 }; /* bytes of one super-block of a group */
 
-/* ---- pack / unpack (load time, plain C) ---------------------------------- */
+/* ---- pack (load time, plain C) / unpack (AVX2, per prefill block) -------- */
 
 /* standard 12-byte Q4_K scales <-> sc[8], mn[8] (6-bit; the map is a bijection) */
 static void k4_get_scales(const uint8_t *q, uint8_t sc[8], uint8_t mn[8])
@@ -62,15 +62,6 @@ static void k4_get_scales(const uint8_t *q, uint8_t sc[8], uint8_t mn[8])
         sc[j] = q[j] & 63, mn[j] = q[j + 4] & 63;
         sc[j + 4] = (uint8_t)((q[j + 8] & 15) | (q[j] >> 6) << 4);
         mn[j + 4] = (uint8_t)((q[j + 8] >> 4) | (q[j + 4] >> 6) << 4);
-    }
-}
-
-static void k4_put_scales(const uint8_t sc[8], const uint8_t mn[8], uint8_t *q)
-{
-    for (int j = 0; j < 4; j++) {
-        q[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
-        q[j + 4] = (uint8_t)(mn[j] | (mn[j + 4] >> 4) << 6);
-        q[j + 8] = (uint8_t)((sc[j + 4] & 15) | (mn[j + 4] & 15) << 4);
     }
 }
 
@@ -90,18 +81,6 @@ static void r4k_put_qs(const uint8_t *qs, uint8_t *o, int r)
             const int l = 32 * m + 4 * i + 2 * u + e;
             o[256 * (r >> 1) + 32 * k + 16 * (r & 1) + q] =
                 (uint8_t)(((qs[l] >> (4 * t)) & 15) | ((qs[l + 16] >> (4 * t)) & 15) << 4);
-        }
-}
-
-static void r4k_get_qs(const uint8_t *o, uint8_t *qs, int r)
-{
-    for (int k = 0; k < 8; k++)
-        for (int q = 0; q < 16; q++) {
-            const int m = k >> 1, u = k & 1, i = q >> 2, t = (q >> 1) & 1, e = q & 1;
-            const int l = 32 * m + 4 * i + 2 * u + e;
-            const uint8_t v = o[256 * (r >> 1) + 32 * k + 16 * (r & 1) + q];
-            qs[l] = (uint8_t)((qs[l] & (0xf0 >> (4 * t))) | (v & 15) << (4 * t));
-            qs[l + 16] = (uint8_t)((qs[l + 16] & (0xf0 >> (4 * t))) | (v >> 4) << (4 * t));
         }
 }
 
@@ -129,25 +108,62 @@ void cpu_r4_q4_k_pack(const uint8_t *rows, size_t row_bytes, uint8_t *grp, int64
     }
 }
 
+/* qs of pair p (rows 2p, 2p + 1) back to the standard order: for line m
+ * (steps A = 2m, B = 2m + 1) standard byte l < 16 of 32m.. takes the low
+ * nibbles of P = byte 4i + e and Q = byte 4i + 2 + e of step 2m + u (l =
+ * 4i + 2u + e), byte l + 16 their high nibbles (r4k_put_qs inverted). */
+static void r4k_unpack_qs(const uint8_t *o, uint8_t *qa, uint8_t *qb)
+{
+#define R4K_UP(c, u) (u) ? -1 : (c), (u) ? -1 : (c) + 1
+#define R4K_UPL(c, u) R4K_UP(c, u), R4K_UP(c, !(u)), R4K_UP((c) + 4, u), R4K_UP((c) + 4, !(u)), \
+                      R4K_UP((c) + 8, u), R4K_UP((c) + 8, !(u)), R4K_UP((c) + 12, u), R4K_UP((c) + 12, !(u))
+    /* P from A: l with u = 0 takes A[4i + e]; from B: u = 1 takes B[4i + e] */
+    const __m256i pa = _mm256_setr_epi8(R4K_UPL(0, 0), R4K_UPL(0, 0));
+    const __m256i pb = _mm256_setr_epi8(R4K_UPL(0, 1), R4K_UPL(0, 1));
+    const __m256i qa_ = _mm256_setr_epi8(R4K_UPL(2, 0), R4K_UPL(2, 0));
+    const __m256i qb_ = _mm256_setr_epi8(R4K_UPL(2, 1), R4K_UPL(2, 1));
+#undef R4K_UPL
+#undef R4K_UP
+    const __m256i m4 = _mm256_set1_epi8(15);
+    for (int m = 0; m < 4; m++) {
+        const __m256i a = _mm256_loadu_si256((const __m256i *)(o + 64 * m));
+        const __m256i b = _mm256_loadu_si256((const __m256i *)(o + 64 * m + 32));
+        const __m256i P = _mm256_or_si256(_mm256_shuffle_epi8(a, pa), _mm256_shuffle_epi8(b, pb));
+        const __m256i Q = _mm256_or_si256(_mm256_shuffle_epi8(a, qa_), _mm256_shuffle_epi8(b, qb_));
+        const __m256i lo = _mm256_or_si256(_mm256_and_si256(P, m4), _mm256_slli_epi16(_mm256_and_si256(Q, m4), 4));
+        const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(P, 4), m4),
+                                           _mm256_andnot_si256(m4, Q));
+        _mm256_storeu_si256((__m256i *)(qa + 32 * m), _mm256_permute2x128_si256(lo, hi, 0x20));
+        _mm256_storeu_si256((__m256i *)(qb + 32 * m), _mm256_permute2x128_si256(lo, hi, 0x31));
+    }
+}
+
 void cpu_r4_q4_k_unpack(const uint8_t *grp, uint8_t *rows, size_t row_bytes, int64_t n)
 {
     const int64_t ns = n / 256;
+    const uint64_t m6 = 0x3f3f3f3f3f3f3f3full, m4 = 0x0f0f0f0f0f0f0f0full, m2 = 0x0303030303030303ull;
     for (int64_t s = 0; s < ns; s++) {
         const uint8_t *o = grp + s * R4K_SB;
+        dt_block_q4_k *b[4];
+        for (int r = 0; r < 4; r++)
+            b[r] = (dt_block_q4_k *)(rows + r * row_bytes) + s;
         for (int r = 0; r < 4; r++) {
-            dt_block_q4_k *b = (dt_block_q4_k *)(rows + r * row_bytes) + s;
+            /* the 8 scales / mins of row r as bytes of 64-bit words (SWAR form of the C above) */
             const int L = r4_lane(r), i = 2 * L + (r >> 1);
-            uint8_t sc[8], mn[8];
-            for (int g = 0; g < 8; g++) {
-                const int q = r4_half(r) + g;
-                sc[g] = o[16 * L + q] & 63;
-                mn[g] = (uint8_t)(((o[32 + q] >> (4 * L)) & 15) | (o[16 * L + q] >> 6) << 4);
-            }
-            memcpy(&b->d, o + 48 + 4 * i, 2);
-            memcpy(&b->dmin, o + 48 + 4 * i + 2, 2);
-            k4_put_scales(sc, mn, b->scales);
-            r4k_get_qs(o + 64, b->qs, r);
+            uint64_t x, y;
+            memcpy(&x, o + 16 * L + r4_half(r), 8);
+            memcpy(&y, o + 32 + r4_half(r), 8);
+            const uint64_t sc = x & m6, mn = ((y >> (4 * L)) & m4) | ((x >> 6) & m2) << 4;
+            const uint32_t sl = (uint32_t)sc, sh = (uint32_t)(sc >> 32), ml = (uint32_t)mn, mh = (uint32_t)(mn >> 32);
+            const uint32_t q0 = sl | ((sh >> 4) & 0x03030303u) << 6, q1 = ml | ((mh >> 4) & 0x03030303u) << 6;
+            const uint32_t q2 = (sh & 0x0f0f0f0fu) | (mh & 0x0f0f0f0fu) << 4;
+            memcpy(&b[r]->d, o + 48 + 4 * i, 4); /* d, dmin */
+            memcpy(b[r]->scales, &q0, 4);
+            memcpy(b[r]->scales + 4, &q1, 4);
+            memcpy(b[r]->scales + 8, &q2, 4);
         }
+        r4k_unpack_qs(o + 64, b[0]->qs, b[1]->qs);
+        r4k_unpack_qs(o + 64 + 256, b[2]->qs, b[3]->qs);
     }
 }
 
@@ -160,12 +176,12 @@ void cpu_r4_q4_k_unpack(const uint8_t *grp, uint8_t *rows, size_t row_bytes, int
  * levels that row byte q of step k multiplies, in both 128-bit lanes.
  * 2.25 bytes per element, built per token. */
 #define R4K_TAB 576
-static void r4k_table(const uint8_t *xq, int64_t n, uint8_t *tab)
+static void r4k_table(const uint8_t *xq, int64_t n, int64_t sb0, int64_t nsc, uint8_t *tab, size_t stride)
 {
     const int64_t ns = n / 256;
     const float *dx = (const float *)(xq + n);
     const int16_t *bsums = (const int16_t *)(dx + ns);
-    for (int64_t s = 0; s < ns; s++, tab += R4K_TAB) {
+    for (int64_t s = sb0; s < sb0 + nsc; s++, tab += stride) {
         const uint8_t *x = xq + 256 * s;
         __m256i b = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bsums + 16 * s)),
                                       _mm256_set1_epi16(1)); /* [B0..3 | B4..7] int32, |.| <= 4096 */
@@ -299,12 +315,149 @@ int cpu_r4_q4_k_gemv(const cpu_gemm_args *a)
     if (a->n_tok != 1 || a->n_rows % 4 || a->n % 256 || !a->scratch)
         return 0;
     const int64_t ns = a->n / 256;
-    r4k_table(a->x, a->n, a->scratch);
+    r4k_table(a->x, a->n, 0, ns, a->scratch, R4K_TAB);
     const int64_t ng = a->n_rows / 4, q = ng / R4K_NG;
     const size_t gb = 4 * a->w_stride;
     for (int64_t i = 0; i < q; i++) /* step i: group i of each of R4K_NG runs of q groups */
         r4k_groups(a->w + i * gb, q * gb, a->scratch, ns, a->y + 4 * i, 4 * q, R4K_NG);
     for (int64_t g = R4K_NG * q; g < ng; g++)
         r4k_groups(a->w + g * gb, 0, a->scratch, ns, a->y + 4 * g, 0, 1);
+    return 1;
+}
+
+/* ---- a few tokens (2..8) ---------------------------------------------------- */
+
+/* The one-token kernel's structure with a table per token: r4k_table's
+ * records for the tokens of a block interleaved per super-block (32-byte
+ * vectors, so that the loads fold into vpmaddubsw: with 16-byte records
+ * read by vbroadcasti128, GCC hoisted the broadcasts and spilled them),
+ * for K chunks whose tables fit R4K_MTAB and the scratch
+ * (cpu_scratch_bytes(CPU_ACT_Q8KB, n) >= 4 tokens x 576 B per super-block
+ * at n = 256). One group stream at a time: a few tokens are compute bound
+ * (16384 x 2048, 1 thread: ~11-17 GB/s), and groups are contiguous. */
+#define R4K_MKCH 16    /* super-blocks per K chunk at most (long runs of each group, as mt_k) */
+#define R4K_MTAB 24576 /* table bytes per K chunk at most: they stay in L1 (48 or 90 KiB: same speed) */
+
+/* One group (4 rows) x NT tokens (1..4) over the nsc super-blocks of a
+ * chunk from s0; T: the chunk's tables (ntt records per super-block). Each
+ * 64-byte line of qs is decoded once and multiplied by every token's table
+ * (r4k_line's products per token). Per super-block and token the level
+ * and min sums of the 4 rows are reduced exactly to int32 and the float
+ * value added to y with mt_k's operations in mt_k's order (sum * (d dx) -
+ * mins * (dmin dx), then the running sum, 0 in the first chunk), so the
+ * results equal the standard layout's few-token path (test_repack: 0). */
+AI void r4k_mgroup(const uint8_t *w, int64_t s0, int nsc, const uint8_t *T, int ntt, float *y, int64_t ldy,
+                   int first, const int NT)
+{
+    const __m256i m4 = _mm256_set1_epi8(15);
+    const __m256i pmn[2] = {
+        _mm256_setr_epi8(0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5, -1, 6, -1, 7, -1,
+                         0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5, -1, 6, -1, 7, -1),
+        _mm256_setr_epi8(8, -1, 9, -1, 10, -1, 11, -1, 12, -1, 13, -1, 14, -1, 15, -1,
+                         8, -1, 9, -1, 10, -1, 11, -1, 12, -1, 13, -1, 14, -1, 15, -1)};
+    __m128 yv[4];
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; t++)
+        yv[t] = first ? _mm_setzero_ps() : _mm_loadu_ps(y + t * ldy);
+    for (int s = 0; s < nsc; s++, T += (size_t)ntt * R4K_TAB) {
+        const uint8_t *o = w + (s0 + s) * R4K_SB;
+        __m256i sc, mn, h0[4];
+        r4k_scales(o, &sc, &mn);
+#pragma GCC unroll 2
+        for (int p = 0; p < 2; p++) {
+            __m256i ia[4];
+#pragma GCC unroll 4
+            for (int m = 0; m < 4; m++) {
+                const __m256i v0 = _mm256_loadu_si256((const __m256i *)(o + 64 + 256 * p + 64 * m));
+                const __m256i v1 = _mm256_loadu_si256((const __m256i *)(o + 64 + 256 * p + 64 * m + 32));
+                const __m256i n00 = _mm256_and_si256(v0, m4), n01 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), m4);
+                const __m256i n10 = _mm256_and_si256(v1, m4), n11 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), m4);
+                const __m256i scm = _mm256_shuffle_epi8(sc, _mm256_load_si256((const __m256i *)r4k_spat[4 * p + m]));
+#pragma GCC unroll 4
+                for (int t = 0; t < NT; t++) {
+                    const __m256i *xt = (const __m256i *)(T + (size_t)t * R4K_TAB + 64 + 128 * m);
+                    __m256i q = _mm256_add_epi16(
+                        _mm256_add_epi16(_mm256_maddubs_epi16(n00, _mm256_load_si256(xt)),
+                                         _mm256_maddubs_epi16(n01, _mm256_load_si256(xt + 1))),
+                        _mm256_add_epi16(_mm256_maddubs_epi16(n10, _mm256_load_si256(xt + 2)),
+                                         _mm256_maddubs_epi16(n11, _mm256_load_si256(xt + 3))));
+                    __m256i mi = _mm256_madd_epi16(q, scm);
+                    ia[t] = m ? _mm256_add_epi32(ia[t], mi) : mi;
+                }
+            }
+            const __m256i mnp = _mm256_shuffle_epi8(mn, pmn[p]);
+#pragma GCC unroll 4
+            for (int t = 0; t < NT; t++) {
+                /* [L01 L23 M01 M23] of row 2p + lane */
+                __m256i h = _mm256_hadd_epi32(ia[t], _mm256_madd_epi16(mnp, _mm256_load_si256((const __m256i *)(T + (size_t)t * R4K_TAB))));
+                h0[t] = p ? _mm256_hadd_epi32(h0[t], h) : h; /* [r0 L, r0 M, r2 L, r2 M | r1 .., r3 ..] */
+            }
+        }
+        /* dd [d0 m0 d2 m2 | d1 m1 d3 m3] -> [d0 d1 d2 d3], [m0 m1 m2 m3] */
+        const __m256 dd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(o + 48)));
+        const __m128 dl = _mm256_castps256_ps128(dd), dh = _mm256_extractf128_ps(dd, 1);
+        const __m128 u0 = _mm_unpacklo_ps(dl, dh), u1 = _mm_unpackhi_ps(dl, dh); /* [d0 d1 m0 m1], [d2 d3 m2 m3] */
+        const __m128 dv = _mm_movelh_ps(u0, u1), mv = _mm_movehl_ps(u1, u0);
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) {
+            const __m128i hl = _mm256_castsi256_si128(h0[t]), hh = _mm256_extracti128_si256(h0[t], 1);
+            const __m128i v0 = _mm_unpacklo_epi32(hl, hh), v1 = _mm_unpackhi_epi32(hl, hh); /* [L0 L1 M0 M1], [L2 L3 M2 M3] */
+            const __m128i si = _mm_unpacklo_epi64(v0, v1), mi = _mm_unpackhi_epi64(v0, v1);
+            const __m128 dxv = _mm_broadcast_ss((const float *)(T + (size_t)t * R4K_TAB + 32));
+            __m128 a1 = _mm_mul_ps(dv, dxv), a2 = _mm_mul_ps(mv, dxv);
+            yv[t] = _mm_add_ps(yv[t], _mm_sub_ps(_mm_mul_ps(_mm_cvtepi32_ps(si), a1),
+                                                 _mm_mul_ps(_mm_cvtepi32_ps(mi), a2)));
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; t++)
+        _mm_storeu_ps(y + t * ldy, yv[t]);
+}
+
+/* tokens t0.. (nt of them, <= 4) of a call, over K chunks whose table fits the budget */
+static void r4k_multi_block(const cpu_gemm_args *a, int t0, int nt, size_t budget)
+{
+    const int64_t ns = a->n / 256;
+    int64_t kch = (int64_t)(budget / ((size_t)nt * R4K_TAB)); /* >= 1: nt * R4K_TAB <= budget */
+    if (kch > R4K_MKCH)
+        kch = R4K_MKCH;
+    const size_t gb = 4 * a->w_stride;
+    const uint8_t *x = a->x + t0 * a->x_stride;
+    for (int64_t c0 = 0; c0 < ns; c0 += kch) {
+        const int nsc = (int)(ns - c0 < kch ? ns - c0 : kch);
+        for (int t = 0; t < nt; t++)
+            r4k_table(x + t * a->x_stride, a->n, c0, nsc, a->scratch + (size_t)t * R4K_TAB, (size_t)nt * R4K_TAB);
+        for (int64_t g = 0; g < a->n_rows / 4; g++) {
+            const uint8_t *w = a->w + g * gb;
+            float *y = a->y + t0 * a->ldy + 4 * g;
+            switch (nt) {
+            case 1: r4k_mgroup(w, c0, nsc, a->scratch, nt, y, a->ldy, c0 == 0, 1); break;
+            case 2: r4k_mgroup(w, c0, nsc, a->scratch, nt, y, a->ldy, c0 == 0, 2); break;
+            case 3: r4k_mgroup(w, c0, nsc, a->scratch, nt, y, a->ldy, c0 == 0, 3); break;
+            default: r4k_mgroup(w, c0, nsc, a->scratch, nt, y, a->ldy, c0 == 0, 4); break;
+            }
+        }
+    }
+}
+
+/* Tokens in blocks of <= 4 (5..8 tokens: 2 blocks, each streaming the
+ * weights): 16384 x 2048, 8 tokens, 1 thread, alternating, 2 blocks of 4
+ * ~3.3-3.5 ms vs one pass of 8 (accumulators spilled, 4-super-block chunks
+ * for the 8 tables) ~4.4-4.8, mt_k on standard rows ~3.8. */
+int cpu_r4_q4_k_multi(const cpu_gemm_args *a)
+{
+    const int nt = (int)a->n_tok;
+    if (nt < 2 || nt > 8 || !a->r4 || a->n_rows % 4 || a->n % 256 || !a->scratch)
+        return 0;
+    /* table budget: the scratch (>= 4 tokens' super-block records: 2816 B
+     * at n = 256), at most R4K_MTAB (kept in L1) */
+    size_t budget = cpu_scratch_bytes(CPU_ACT_Q8KB, a->n);
+    if (budget > R4K_MTAB)
+        budget = R4K_MTAB;
+    if (4 * R4K_TAB > budget)
+        return 0;
+    const int nb = (nt + 3) / 4;
+    for (int b = 0; b < nb; b++)
+        r4k_multi_block(a, nt * b / nb, nt * (b + 1) / nb - nt * b / nb, budget);
     return 1;
 }

@@ -62,7 +62,7 @@ static const cpu_repack r4_q4_0 = {DT_Q4_0, cpu_r4_q4_0_pack, cpu_r4_q4_0_unpack
 static const cpu_repack r4_q8_0 = {DT_Q8_0, cpu_r4_q8_0_pack, cpu_r4_q8_0_unpack, cpu_r4_q8_0_gemv,
                                    CPU_ACT_Q8B, 1};
 static const cpu_repack r4_q4_k = {DT_Q4_K, cpu_r4_q4_k_pack, cpu_r4_q4_k_unpack,
-                                   cpu_r4_q4_k_gemv, CPU_ACT_Q8KB, 0};
+                                   cpu_r4_q4_k_gemv, CPU_ACT_Q8KB, 1};
 #endif
 
 const cpu_repack *cpu_repack_avx2(int type)
