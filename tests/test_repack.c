@@ -72,11 +72,11 @@ static double run_case(cpu_matmul *mm, int type, int64_t n, int64_t rows, int64_
     be_weight bw = {.type = type, .ne0 = n, .ne1 = rows, .row_bytes = rb, .data = w};
     be_weight b4 = bw;
     b4.data = w4;
-    TU_CHECK(cpu_weight_repack(cpu_matmul_level(mm), &b4), "%s n=%lld rows=%lld: not re-laid",
+    TU_CHECK(cpu_weight_repack(mm, &b4), "%s n=%lld rows=%lld: not re-laid",
              dtype_name(type), (long long)n, (long long)rows);
     TU_CHECK(cpu_weight_layout(&b4) != NULL && memcmp(w, w4, rb * (size_t)rows) != 0,
              "%s: cpu_weight_repack said yes but the bytes are the standard rows", dtype_name(type));
-    TU_CHECK(!cpu_weight_repack(cpu_matmul_level(mm), &b4), "%s: re-laid twice", dtype_name(type));
+    TU_CHECK(!cpu_weight_repack(mm, &b4), "%s: re-laid twice", dtype_name(type));
     for (int64_t i = 0; i < rows * n_tok; i++)
         y[i] = y4[i] = 12345.0f; /* every output must be written */
     cpu_matmul_run(mm, y, &bw, x, n_tok);
@@ -115,7 +115,7 @@ static double run_case(cpu_matmul *mm, int type, int64_t n, int64_t rows, int64_
     return worst;
 }
 
-static void check_refusals(cpu_matmul *mm, int type, uint64_t *rng)
+static void check_refusals(cpu_matmul *mm, cpu_matmul *scalar, int type, uint64_t *rng)
 {
     int64_t n = dtype_get(type)->block_size == 256 ? 512 : 64;
     size_t rb = dtype_row_size(type, n);
@@ -123,10 +123,10 @@ static void check_refusals(cpu_matmul *mm, int type, uint64_t *rng)
     fill_rows(type, w, n, 8, rng);
     memcpy(c, w, rb * 8);
     be_weight bw = {.type = type, .ne0 = n, .ne1 = 6, .row_bytes = rb, .data = w};
-    TU_CHECK(!cpu_weight_repack(cpu_matmul_level(mm), &bw) && !bw.priv,
+    TU_CHECK(!cpu_weight_repack(mm, &bw) && !bw.priv,
              "%s: 6 rows (not whole groups of 4) re-laid", dtype_name(type));
     bw.ne1 = 8;
-    TU_CHECK(!cpu_weight_repack(CPU_SCALAR, &bw) && !bw.priv, "%s: re-laid for the scalar level",
+    TU_CHECK(!cpu_weight_repack(scalar, &bw) && !bw.priv, "%s: re-laid for the scalar level",
              dtype_name(type));
     TU_CHECK(memcmp(w, c, rb * 8) == 0, "%s: a refused weight was changed", dtype_name(type));
     free(w), free(c);
@@ -141,7 +141,7 @@ int main(void)
         threadpool *tp = threadpool_create(1);
         cpu_matmul *mm = cpu_matmul_create(tp, CPU_SCALAR);
         for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
-            check_refusals(mm, types[ti], &rng);
+            check_refusals(mm, mm, types[ti], &rng);
         cpu_matmul_free(mm);
         threadpool_free(tp);
         return tu_finish("test_repack");
@@ -149,13 +149,12 @@ int main(void)
     for (int nt_i = 0; nt_i < 2; nt_i++) {
         int n_threads = nt_i == 0 ? 1 : 3;
         threadpool *tp = threadpool_create(n_threads);
-        cpu_matmul *mm = cpu_matmul_create(tp, CPU_AVX2);
+        cpu_matmul *mm = cpu_matmul_create(tp, CPU_AVX2), *scalar = cpu_matmul_create(tp, CPU_SCALAR);
         for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
             const cpu_repack *rp = cpu_repack_avx2(types[ti]);
-            if (!rp) {
-                check_refusals(mm, types[ti], &rng);
+            check_refusals(mm, scalar, types[ti], &rng);
+            if (!rp)
                 continue;
-            }
             n_types += nt_i == 0;
             int64_t bs = dtype_get(rp->type)->block_size;
             /* odd and even block counts; rows: one group, a few, many */
@@ -178,6 +177,7 @@ int main(void)
                    dtype_name(rp->type), n_threads, worst);
         }
         cpu_matmul_free(mm);
+        cpu_matmul_free(scalar);
         threadpool_free(tp);
     }
     TU_CHECK(n_types > 0, "no type has an R4 layout on this AVX2 CPU");

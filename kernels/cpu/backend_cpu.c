@@ -152,7 +152,7 @@ static void cpu_weight_optimize(backend *be, be_weight *w)
     const char *env = getenv("CARAVAN_REPACK");
     if (env && strcmp(env, "0") == 0)
         return;
-    cpu_weight_repack(cpu_matmul_level(cpu_of(be)->mm), w);
+    cpu_weight_repack(cpu_of(be)->mm, w);
 }
 
 static void cpu_weight_free(backend *be, be_weight *w)

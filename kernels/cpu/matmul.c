@@ -86,24 +86,45 @@ const cpu_repack *cpu_weight_layout(const be_weight *w)
     return (const cpu_repack *)w->priv;
 }
 
-bool cpu_weight_repack(cpu_level level, be_weight *w)
+typedef struct repack_job {
+    const cpu_repack *rp;
+    be_weight *w;
+    uint8_t *tmp; /* nth x 4 rows */
+} repack_job;
+
+static void repack_worker(void *ctx, int ith, int nth)
+{
+    repack_job *j = ctx;
+    const be_weight *w = j->w;
+    const size_t gb = 4 * w->row_bytes;
+    const int64_t ng = w->ne1 / 4, g0 = ng * ith / nth, g1 = ng * (ith + 1) / nth;
+    uint8_t *tmp = j->tmp + (size_t)ith * gb;
+    /* group by group in place: a group takes exactly its 4 rows' bytes */
+    for (int64_t g = g0; g < g1; g++) {
+        uint8_t *p = (uint8_t *)w->data + (size_t)g * gb;
+        memcpy(tmp, p, gb);
+        j->rp->pack(tmp, w->row_bytes, p, w->ne0);
+    }
+}
+
+bool cpu_weight_repack(cpu_matmul *mm, be_weight *w)
 {
     /* AVX2 only: an AVX-512 CPU runs the wider kernels on standard rows */
-    if (level != CPU_AVX2 || cpu_level_detect() < CPU_AVX2 || w->priv || w->ne1 % 4 != 0)
+    if (mm->level != CPU_AVX2 || cpu_level_detect() < CPU_AVX2 || w->priv || w->ne1 % 4 != 0)
         return false;
     const cpu_repack *rp = cpu_repack_avx2(w->type);
     if (!rp)
         return false;
-    uint8_t *tmp = malloc(4 * w->row_bytes);
-    if (!tmp)
+    /* every thread's buffer first: a weight is re-laid whole or not at all */
+    int nth = threadpool_size(mm->tp);
+    repack_job j = {rp, w, malloc((size_t)nth * 4 * w->row_bytes)};
+    if (!j.tmp)
         return false;
-    /* group by group in place: a group takes exactly its 4 rows' bytes */
-    for (int64_t g = 0; g < w->ne1 / 4; g++) {
-        uint8_t *p = (uint8_t *)w->data + (size_t)g * 4 * w->row_bytes;
-        memcpy(tmp, p, 4 * w->row_bytes);
-        rp->pack(tmp, w->row_bytes, p, w->ne0);
-    }
-    free(tmp);
+    if (nth > 1 && w->ne1 >= 64)
+        threadpool_run(mm->tp, repack_worker, &j);
+    else
+        repack_worker(&j, 0, 1);
+    free(j.tmp);
     w->priv = (void *)rp;
     return true;
 }

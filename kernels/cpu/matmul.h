@@ -38,14 +38,15 @@ cpu_level cpu_matmul_level(const cpu_matmul *mm);
 /* y (n_tok, w->ne1) = x (n_tok, w->ne0) @ W^T, W in host memory. */
 void cpu_matmul_run(cpu_matmul *mm, float *y, const be_weight *w, const float *x, int64_t n_tok);
 /* Re-lay a weight in place, once, at load, for the one-token kernels of
- * `level` (the row-interleaved R4 layouts of cpu_kernels.h) when its type
- * has one there and its rows come in whole groups of 4. w->data must be
+ * mm's level (the row-interleaved R4 layouts of cpu_kernels.h) when its
+ * type has one there and its rows come in whole groups of 4; the groups
+ * are split over mm's threads. w->data must be
  * writable, and from then on the weight is read only by cpu_matmul_run
  * (which unpacks groups where a kernel wants standard rows), never as
  * standard rows (an embedding lookup). Marks the weight through w->priv.
  * Returns true when it re-laid the weight; false leaves it untouched (no
  * layout for the type or level, a row count not a multiple of 4, or no
- * memory for the 4-row buffer). */
-bool cpu_weight_repack(cpu_level level, be_weight *w);
+ * memory for the threads' 4-row buffers). */
+bool cpu_weight_repack(cpu_matmul *mm, be_weight *w);
 /* The R4 layout of a weight re-laid by cpu_weight_repack, else NULL. */
 const struct cpu_repack *cpu_weight_layout(const be_weight *w);

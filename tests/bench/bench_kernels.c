@@ -173,7 +173,7 @@ int main(int argc, char **argv)
                 be_weight b4 = bw;
                 b4.data = malloc(bw.row_bytes * (size_t)rows);
                 memcpy(b4.data, w, bw.row_bytes * (size_t)rows);
-                if (cpu_weight_repack(CPU_AVX2, &b4)) {
+                if (cpu_weight_repack(mm[CPU_AVX2], &b4)) {
                     cpu_matmul_run(mm[CPU_AVX2], y, &b4, x, n_tok);
                     double err = validate(type, CPU_AVX2, &bw, x, y, n_tok < 4 ? n_tok : 4, 64);
                     int ok = err <= 2e-5;
