@@ -75,13 +75,23 @@ static int r4_half(int r) { return 8 * (r >> 1); }
  * standard qs byte 32 (g >> 1) + l holds element l of group g in nibble g & 1). */
 static void r4k_put_qs(const uint8_t *qs, uint8_t *o, int r)
 {
-    for (int k = 0; k < 8; k++)
-        for (int q = 0; q < 16; q++) {
-            const int m = k >> 1, u = k & 1, i = q >> 2, t = (q >> 1) & 1, e = q & 1;
-            const int l = 32 * m + 4 * i + 2 * u + e;
-            o[256 * (r >> 1) + 32 * k + 16 * (r & 1) + q] =
-                (uint8_t)(((qs[l] >> (4 * t)) & 15) | ((qs[l + 16] >> (4 * t)) & 15) << 4);
-        }
+    /* output byte q = 4i + 2t + e of step k = 2m + u: nibble t of standard
+     * bytes l = 32m + 4i + 2u + e (low) and l + 16 (high); one vpshufb per
+     * source half picks the bytes, a blend on t the nibbles (load time:
+     * ~10x the per-nibble loop) */
+    const __m128i m4 = _mm_set1_epi8(15), hi4 = _mm_set1_epi8((char)0xf0);
+    const __m128i tm = _mm_setr_epi8(0, 0, -1, -1, 0, 0, -1, -1, 0, 0, -1, -1, 0, 0, -1, -1);
+    for (int k = 0; k < 8; k++) {
+        const int m = k >> 1, u = k & 1;
+        const char c = (char)(2 * u);
+        const __m128i idx = _mm_setr_epi8(c, c + 1, c, c + 1, c + 4, c + 5, c + 4, c + 5, c + 8, c + 9,
+                                          c + 8, c + 9, c + 12, c + 13, c + 12, c + 13);
+        __m128i a = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(qs + 32 * m)), idx);
+        __m128i b = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(qs + 32 * m + 16)), idx);
+        __m128i lo = _mm_blendv_epi8(_mm_and_si128(a, m4), _mm_and_si128(_mm_srli_epi16(a, 4), m4), tm);
+        __m128i hi = _mm_blendv_epi8(_mm_and_si128(_mm_slli_epi16(b, 4), hi4), _mm_and_si128(b, hi4), tm);
+        _mm_storeu_si128((__m128i *)(o + 256 * (r >> 1) + 32 * k + 16 * (r & 1)), _mm_or_si128(lo, hi));
+    }
 }
 
 void cpu_r4_q4_k_pack(const uint8_t *rows, size_t row_bytes, uint8_t *grp, int64_t n)
