@@ -606,8 +606,10 @@ static void model_optimize(model *m)
             be_weight *lw[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
             w = lw[(i - 1) % 7];
         }
+        if (!w->data)
+            continue;
         const uint8_t *a = w->data, *b = a + w->row_bytes * (size_t)w->ne1;
-        if (!a || (ta && a < tb && b > ta))
+        if (ta && a < tb && b > ta)
             continue;
         bool own = w->owned;
         for (int k = 0; k < m->n_anon && !own; k++)

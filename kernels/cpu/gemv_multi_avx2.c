@@ -196,7 +196,7 @@ AI void mt_a_kernel(const int type, const uint8_t *w0, const uint8_t *w1, const 
     for (int p = 0; p < np; p++, T += (size_t)ntt * MT_TV) {
         const size_t o = 2 * (size_t)(pb + p) * bs;
         const uint8_t *b[4] = {w0 + o, w1 + o, w2 + o, w3 + o};
-        /* R4 group, per pair of blocks (Q4_0: gemv_a45_avx2.c, Q8_0: gemv_avx2.c):
+        /* R4 group (gemv_a45_avx2.c), per pair of blocks:
          * [8 scales | per row its 2 * (bs - 2) level bytes] at w0 + 4 o */
         const uint8_t *rec = w0 + 4 * o;
         const size_t rl = 2 * (bs - 2);
