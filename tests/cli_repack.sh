@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # cli_repack.sh - a model whose weights the CPU backend re-lays at load (the
-# row-interleaved R4 layouts: Q4_0, Q8_0, Q4_K) answers exactly as from the GGUF
-# layout: `caravan run` greedy, 2 prompts in one batch (prefill GEMM and
-# 2-token decode on unpacked groups) and one alone (one-token R4 kernel), with
+# row-interleaved R4 layouts: Q4_0, Q8_0, Q4_K; also a Q4_0 model with a
+# head tied to the embedding table) answers exactly as from the GGUF
+# layout: `caravan run` greedy, 2 prompts in one batch (prefill GEMM on
+# unpacked groups, 2-token decode on the groups) and one alone (one-token R4
+# kernel), with
 # CARAVAN_REPACK=0 (GGUF layout), the default (re-laid) and --mmap (the file
 # mapping: never re-laid), 1 and 2 threads; the per-token logprobs must agree
 # to 1e-4 and the tokens exactly. mkmodel models (n_embd 512, 2 layers,
@@ -18,10 +20,13 @@ PY=${CARAVAN_PYTHON:-python3}
 tmp=$(mktemp -d /tmp/cv-repack-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 fails=0 n=0
-for ty in Q4_0 Q8_0 Q4_K; do
-  m=$tmp/m-$ty.gguf
+# Q4_0-tied: the head shares the embedding table, which is read as rows and
+# must never be re-laid
+for ty in Q4_0 Q8_0 Q4_K Q4_0-tied; do
+  m=$tmp/m-$ty.gguf tied=""
+  [ "${ty#*-}" = tied ] && tied=--tied
   "$BIN" mkmodel -o "$m" --vocab-from "$V" --n-layer 2 --n-embd 512 --n-head 8 --n-head-kv 4 \
-    --n-ff 1536 --type $ty --seed 11 -t 1 >/dev/null || { echo "FAIL: mkmodel $ty"; exit 1; }
+    --n-ff 1536 --type ${ty%-tied} $tied --seed 11 -t 1 >/dev/null || { echo "FAIL: mkmodel $ty"; exit 1; }
   for t in 1 2; do
     for prompts in one two; do
       if [ $prompts = one ]; then set -- -p "Once upon a time"; else set -- -p "Once upon a time" -p "The cat"; fi
