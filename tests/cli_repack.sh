@@ -4,11 +4,10 @@
 # head tied to the embedding table) answers exactly as from the GGUF
 # layout: `caravan run` greedy, 2 prompts in one batch (prefill GEMM on
 # unpacked groups, 2-token decode on the groups) and one alone (one-token R4
-# kernel), with
-# CARAVAN_REPACK=0 (GGUF layout), the default (re-laid) and --mmap (the file
-# mapping: never re-laid), 1 and 2 threads; the per-token logprobs must agree
-# to 1e-4 and the tokens exactly. mkmodel models (n_embd 512, 2 layers,
-# stories260K vocab).
+# kernel), with CARAVAN_REPACK=0 (GGUF layout), the default (re-laid) and
+# --mmap (the file mapping: never re-laid), 1 and 2 threads; the per-token
+# logprobs must agree to 1e-4 and the tokens exactly. mkmodel models (n_embd
+# 512, 2 layers, stories260K vocab).
 set -u
 BIN=${CARAVAN_BIN:?}
 V=${CARAVAN_MODELS:?}/stories260K.gguf
