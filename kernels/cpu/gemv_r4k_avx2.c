@@ -158,7 +158,8 @@ void cpu_r4_q4_k_unpack(const uint8_t *grp, uint8_t *rows, size_t row_bytes, int
         for (int r = 0; r < 4; r++)
             b[r] = (dt_block_q4_k *)(rows + r * row_bytes) + s;
         for (int r = 0; r < 4; r++) {
-            /* the 8 scales / mins of row r as bytes of 64-bit words (SWAR form of the C above) */
+            /* the 8 scales / mins of row r as bytes of 64-bit words, re-encoded to the
+             * standard 12 bytes (k4_get_scales inverted, 8 values at a time) */
             const int L = r4_lane(r), i = 2 * L + (r >> 1);
             uint64_t x, y;
             memcpy(&x, o + 16 * L + r4_half(r), 8);
