@@ -484,6 +484,75 @@ AVX2_FN static inline __m256 hsum8x8(const __m256 *a)
     return _mm256_add_ps(_mm256_permute2f128_ps(t0, t2, 0x20), _mm256_permute2f128_ps(t0, t2, 0x31));
 }
 
+/* The 8 dot products of query qg with the rows k0 + r * ks (r < 8) of base,
+ * hd elements each, as one vector (unscaled). */
+AVX2_FN static inline __attribute__((always_inline)) __m256
+att_dot8(const float *qg, const void *base, int64_t k0, int64_t ks, int hd, const bool f16)
+{
+    /* eight named accumulators: GCC -O2 keeps these in registers
+     * (an array indexed in a loop spills to the stack) */
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    for (int i = 0; i < hd; i += 8) {
+        __m256 qv = _mm256_loadu_ps(qg + i);
+        a0 = _mm256_fmadd_ps(qv, ld8(base, k0 + 0 * ks + i, f16), a0);
+        a1 = _mm256_fmadd_ps(qv, ld8(base, k0 + 1 * ks + i, f16), a1);
+        a2 = _mm256_fmadd_ps(qv, ld8(base, k0 + 2 * ks + i, f16), a2);
+        a3 = _mm256_fmadd_ps(qv, ld8(base, k0 + 3 * ks + i, f16), a3);
+        a4 = _mm256_fmadd_ps(qv, ld8(base, k0 + 4 * ks + i, f16), a4);
+        a5 = _mm256_fmadd_ps(qv, ld8(base, k0 + 5 * ks + i, f16), a5);
+        a6 = _mm256_fmadd_ps(qv, ld8(base, k0 + 6 * ks + i, f16), a6);
+        a7 = _mm256_fmadd_ps(qv, ld8(base, k0 + 7 * ks + i, f16), a7);
+    }
+    __m256 acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+    return hsum8x8(acc);
+}
+
+/* P V of one head over positions [p0, p1) (weights sg[p]), nv <= 8 output
+ * vectors: row p of base at vb0 + p * vs; the accumulators start at zero
+ * (first) or at o[0 .. 8 nv), and end there times sc. */
+AVX2_FN static inline __attribute__((always_inline)) void
+att_pv64(const float *sg, int64_t p0, int64_t p1, const void *base, int64_t vb0, int64_t vs, int nv,
+         float *o, bool first, float sc, const bool f16)
+{
+    __m256 a[8];
+    for (int r = 0; r < 8; r++)
+        a[r] = first || r >= nv ? _mm256_setzero_ps() : _mm256_loadu_ps(o + 8 * r);
+    __m256 a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5], a6 = a[6], a7 = a[7];
+    if (nv == 8) {
+        for (int64_t p = p0; p < p1; p++) {
+            __m256 w = _mm256_set1_ps(sg[p]);
+            int64_t vb = vb0 + p * vs;
+            a0 = _mm256_fmadd_ps(w, ld8(base, vb + 0, f16), a0);
+            a1 = _mm256_fmadd_ps(w, ld8(base, vb + 8, f16), a1);
+            a2 = _mm256_fmadd_ps(w, ld8(base, vb + 16, f16), a2);
+            a3 = _mm256_fmadd_ps(w, ld8(base, vb + 24, f16), a3);
+            a4 = _mm256_fmadd_ps(w, ld8(base, vb + 32, f16), a4);
+            a5 = _mm256_fmadd_ps(w, ld8(base, vb + 40, f16), a5);
+            a6 = _mm256_fmadd_ps(w, ld8(base, vb + 48, f16), a6);
+            a7 = _mm256_fmadd_ps(w, ld8(base, vb + 56, f16), a7);
+        }
+    } else {
+        for (int64_t p = p0; p < p1; p++) {
+            __m256 w = _mm256_set1_ps(sg[p]);
+            int64_t vb = vb0 + p * vs;
+            a0 = _mm256_fmadd_ps(w, ld8(base, vb + 0, f16), a0);
+            if (nv > 1) a1 = _mm256_fmadd_ps(w, ld8(base, vb + 8, f16), a1);
+            if (nv > 2) a2 = _mm256_fmadd_ps(w, ld8(base, vb + 16, f16), a2);
+            if (nv > 3) a3 = _mm256_fmadd_ps(w, ld8(base, vb + 24, f16), a3);
+            if (nv > 4) a4 = _mm256_fmadd_ps(w, ld8(base, vb + 32, f16), a4);
+            if (nv > 5) a5 = _mm256_fmadd_ps(w, ld8(base, vb + 40, f16), a5);
+            if (nv > 6) a6 = _mm256_fmadd_ps(w, ld8(base, vb + 48, f16), a6);
+        }
+    }
+    __m256 acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+    __m256 vi = _mm256_set1_ps(sc);
+    for (int r = 0; r < nv; r++) /* x * 1.0f == x: the partial sums are stored as they are */
+        _mm256_storeu_ps(o + 8 * r, _mm256_mul_ps(acc[r], vi));
+}
+
+#define ATT_SHARE_HD 256 /* largest head_dim whose F16 K/V blocks are converted once per group */
+#define ATT_SHARE_PV 32  /* positions per converted V block */
+
 /* att_group with 8-wide FMA (head_dim % 8 == 0): scores for 8 positions at
  * a time, softmax with exp256, then P V with the output chunk in registers. */
 AVX2_FN static inline __attribute__((always_inline)) void
@@ -499,29 +568,26 @@ att_group_avx2_t(att_ctx *c, int64_t t, int h0, int nh, float *s, const bool f16
     float *o = c->out + (t * c->n_head + h0) * (int64_t)hd;
     const __m256 vscale = _mm256_set1_ps(c->scale);
 
+    /* An F16 cache shared by several query heads (GQA) is converted once per
+     * block of positions into kf / vf (L1) instead of once per head: the
+     * vcvtph2ps were half of the vector operations of decode attention.
+     * Same float operations in the same order either way. */
+    const bool share = f16 && nh > 1 && hd <= ATT_SHARE_HD;
+    float kf[8 * ATT_SHARE_HD] __attribute__((aligned(32)));
     int64_t j = 0;
     for (; j + 8 <= n_pos; j += 8) {
         int64_t kb = base + j * kvd;
-        for (int g = 0; g < nh; g++) {
-            const float *qg = q + g * hd;
-            /* eight named accumulators: GCC -O2 keeps these in registers
-             * (an array indexed in a loop spills to the stack) */
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
-                   a6 = a0, a7 = a0;
-            const int64_t k0 = kb;
-            for (int i = 0; i < hd; i += 8) {
-                __m256 qv = _mm256_loadu_ps(qg + i);
-                a0 = _mm256_fmadd_ps(qv, ld8(kv->k, k0 + 0 * kvd + i, f16), a0);
-                a1 = _mm256_fmadd_ps(qv, ld8(kv->k, k0 + 1 * kvd + i, f16), a1);
-                a2 = _mm256_fmadd_ps(qv, ld8(kv->k, k0 + 2 * kvd + i, f16), a2);
-                a3 = _mm256_fmadd_ps(qv, ld8(kv->k, k0 + 3 * kvd + i, f16), a3);
-                a4 = _mm256_fmadd_ps(qv, ld8(kv->k, k0 + 4 * kvd + i, f16), a4);
-                a5 = _mm256_fmadd_ps(qv, ld8(kv->k, k0 + 5 * kvd + i, f16), a5);
-                a6 = _mm256_fmadd_ps(qv, ld8(kv->k, k0 + 6 * kvd + i, f16), a6);
-                a7 = _mm256_fmadd_ps(qv, ld8(kv->k, k0 + 7 * kvd + i, f16), a7);
-            }
-            __m256 acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
-            _mm256_storeu_ps(s + g * n_pos + j, _mm256_mul_ps(hsum8x8(acc), vscale));
+        if (share) {
+            for (int r = 0; r < 8; r++)
+                for (int i = 0; i < hd; i += 8)
+                    _mm256_store_ps(kf + r * hd + i, ld8(kv->k, kb + r * kvd + i, true));
+            for (int g = 0; g < nh; g++)
+                _mm256_storeu_ps(s + g * n_pos + j,
+                                 _mm256_mul_ps(att_dot8(q + g * hd, kf, 0, hd, hd, false), vscale));
+        } else {
+            for (int g = 0; g < nh; g++)
+                _mm256_storeu_ps(s + g * n_pos + j,
+                                 _mm256_mul_ps(att_dot8(q + g * hd, kv->k, kb, kvd, hd, f16), vscale));
         }
     }
     for (; j < n_pos; j++) {
@@ -533,6 +599,7 @@ att_group_avx2_t(att_ctx *c, int64_t t, int h0, int nh, float *s, const bool f16
             s[g * n_pos + j] = hsum256(acc) * c->scale;
         }
     }
+    float inv[64]; /* nh <= 64 (cpu_attention) */
     for (int g = 0; g < nh; g++) {
         float *sg = s + g * n_pos;
         float mx = -INFINITY;
@@ -551,43 +618,31 @@ att_group_avx2_t(att_ctx *c, int64_t t, int h0, int nh, float *s, const bool f16
             sg[jj] = expf(sg[jj] - mx);
             sum += sg[jj];
         }
-        float inv = (float)(1.0 / sum);
+        inv[g] = (float)(1.0 / sum);
+        if (share)
+            continue;
         /* P V for this head, 64 output dims (8 registers) at a time */
         for (int i0 = 0; i0 < hd; i0 += 64) {
             int nv = (hd - i0) / 8 < 8 ? (hd - i0) / 8 : 8;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
-                   a6 = a0, a7 = a0;
-            if (nv == 8) {
-                for (int64_t p = 0; p < n_pos; p++) {
-                    __m256 w = _mm256_set1_ps(sg[p]);
-                    int64_t vb = base + p * kvd + i0;
-                    a0 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 0, f16), a0);
-                    a1 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 8, f16), a1);
-                    a2 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 16, f16), a2);
-                    a3 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 24, f16), a3);
-                    a4 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 32, f16), a4);
-                    a5 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 40, f16), a5);
-                    a6 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 48, f16), a6);
-                    a7 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 56, f16), a7);
-                }
-            } else {
-                for (int64_t p = 0; p < n_pos; p++) {
-                    __m256 w = _mm256_set1_ps(sg[p]);
-                    int64_t vb = base + p * kvd + i0;
-                    a0 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 0, f16), a0);
-                    if (nv > 1) a1 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 8, f16), a1);
-                    if (nv > 2) a2 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 16, f16), a2);
-                    if (nv > 3) a3 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 24, f16), a3);
-                    if (nv > 4) a4 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 32, f16), a4);
-                    if (nv > 5) a5 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 40, f16), a5);
-                    if (nv > 6) a6 = _mm256_fmadd_ps(w, ld8(kv->v, vb + 48, f16), a6);
-                }
-            }
-            __m256 acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
-            __m256 vi = _mm256_set1_ps(inv);
-            for (int r = 0; r < nv; r++)
-                _mm256_storeu_ps(o + g * hd + i0 + 8 * r, _mm256_mul_ps(acc[r], vi));
+            att_pv64(sg, 0, n_pos, kv->v, base + i0, kvd, nv, o + g * hd + i0, true, inv[g], f16);
         }
+    }
+    if (!share)
+        return;
+    /* shared F16 V: blocks of positions converted once for all heads; each
+     * head's running sums wait in o between blocks (same order of FMAs) */
+    float vf[ATT_SHARE_PV * ATT_SHARE_HD] __attribute__((aligned(32)));
+    for (int64_t p0 = 0; p0 < n_pos; p0 += ATT_SHARE_PV) {
+        int64_t p1 = n_pos - p0 < ATT_SHARE_PV ? n_pos : p0 + ATT_SHARE_PV;
+        for (int64_t p = p0; p < p1; p++)
+            for (int i = 0; i < hd; i += 8)
+                _mm256_store_ps(vf + (p - p0) * hd + i, ld8(kv->v, base + p * kvd + i, true));
+        for (int g = 0; g < nh; g++)
+            for (int i0 = 0; i0 < hd; i0 += 64) {
+                int nv = (hd - i0) / 8 < 8 ? (hd - i0) / 8 : 8;
+                att_pv64(s + g * n_pos + p0, 0, p1 - p0, vf, i0, hd, nv, o + g * hd + i0, p0 == 0,
+                         p1 == n_pos ? inv[g] : 1.0f, false);
+            }
     }
 }
 
