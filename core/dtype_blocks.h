@@ -102,3 +102,16 @@ _Static_assert(sizeof(dt_block_q4_k) == 144, "q4_k layout");
 _Static_assert(sizeof(dt_block_q5_k) == 176, "q5_k layout");
 _Static_assert(sizeof(dt_block_q6_k) == 210, "q6_k layout");
 _Static_assert(sizeof(dt_block_q8_k) == 292, "q8_k layout");
+
+/* Q4_K / Q5_K: 6-bit scale and min of group g (0..7) from the 12 packed
+ * scale bytes (the scalar oracle, and the CPU backend's R4 re-lay) */
+static inline void k4_scale_min(const uint8_t *s, int g, int *sc, int *mn)
+{
+    if (g < 4) {
+        *sc = s[g] & 63;
+        *mn = s[g + 4] & 63;
+    } else {
+        *sc = (s[g + 4] & 15) | ((s[g - 4] >> 6) << 4);
+        *mn = (s[g + 4] >> 4) | ((s[g] >> 6) << 4);
+    }
+}

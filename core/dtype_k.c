@@ -39,16 +39,7 @@ static inline int nint_clamp(float v, int lo, int hi)
 
 /* ---- 6-bit scales of Q4_K / Q5_K and Q3_K ------------------------------- */
 
-static inline void k4_scale_min(const uint8_t *s, int g, int *sc, int *mn)
-{
-    if (g < 4) {
-        *sc = s[g] & 63;
-        *mn = s[g + 4] & 63;
-    } else {
-        *sc = (s[g + 4] & 15) | ((s[g - 4] >> 6) << 4);
-        *mn = (s[g + 4] >> 4) | ((s[g] >> 6) << 4);
-    }
-}
+/* k4_scale_min: dtype_blocks.h */
 
 static void k4_scale_min_pack(uint8_t s[12], const int sc[8], const int mn[8])
 {

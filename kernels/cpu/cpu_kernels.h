@@ -23,6 +23,7 @@
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 enum { CPU_ACT_F32 = 0, CPU_ACT_Q8B = 1, CPU_ACT_Q8KB = 2, CPU_ACT_P8 = 3, CPU_ACT_P8K = 4, CPU_ACT_P16 = 5 };
 
@@ -176,6 +177,14 @@ typedef struct cpu_repack {
      * when given a->r4 = 1 (rows in whole groups) */
     int multi;
 } cpu_repack;
+/* Row r's standard block (bs bytes: f16 scale, then bs - 2 level bytes)
+ * from the odd last record of a Q4_0 / Q8_0 R4 group (gemv_a45_avx2.c):
+ * the 4 rows' scales, then their level bytes. */
+static inline void cpu_r4_tail_block(const uint8_t *rec, int r, size_t bs, uint8_t *blk)
+{
+    memcpy(blk, rec + 2 * r, 2);
+    memcpy(blk + 2, rec + 8 + (bs - 2) * r, bs - 2);
+}
 /* The AVX2 R4 layout of a type, NULL when it has none. */
 const cpu_repack *cpu_repack_avx2(int type);
 /* Q4_0 (gemv_a45_avx2.c), Q8_0 (gemv_avx2.c) and Q4_K (gemv_r4k_avx2.c) R4 functions. */

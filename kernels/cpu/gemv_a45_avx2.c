@@ -373,16 +373,15 @@ static void r4_tail(const int type, const uint8_t *g, const uint8_t *xq, int64_t
     const int8_t *x = (const int8_t *)xq + 32 * b;
     const float *dx = (const float *)(xq + n), *sx = dx + cpu_pad8(nb);
     for (int r = 0; r < 4; r++) {
+        uint8_t blk[34];
+        cpu_r4_tail_block(g, r, r4_bs(type), blk);
         if (type == DT_Q8_0) {
-            const int8_t *lv = (const int8_t *)(g + 8 + 32 * r);
+            const int8_t *lv = (const int8_t *)(blk + 2);
             int32_t si = 0;
             for (int i = 0; i < 32; i++)
                 si += lv[i] * x[i];
-            tail[r] = h2f((uint16_t)ld_u16(g + 2 * r)) * dx[b] * (float)si;
+            tail[r] = h2f((uint16_t)ld_u16(blk)) * dx[b] * (float)si;
         } else {
-            uint8_t blk[18];
-            memcpy(blk, g + 2 * r, 2);
-            memcpy(blk + 2, g + 8 + 16 * r, 16);
             tail[r] = a45_blk_value(DT_Q4_0, blk, a45_blk_dot_scalar(DT_Q4_0, blk, x), dx[b], sx[b]);
         }
     }

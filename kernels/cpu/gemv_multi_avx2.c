@@ -411,10 +411,8 @@ static void mt_a(const cpu_gemm_args *a)
             for (int64_t r = 0; r < nrows; r++) {
                 const uint8_t *blk = a->w + r * ws + b * bs;
                 uint8_t sb[34];
-                if (r4) { /* the group's last record: [4 scales | 4 x (bs - 2) level bytes] */
-                    const uint8_t *g = a->w + (r & ~(int64_t)3) * ws + npairs * 8 * bs;
-                    memcpy(sb, g + 2 * (r & 3), 2);
-                    memcpy(sb + 2, g + 8 + (bs - 2) * (r & 3), bs - 2);
+                if (r4) { /* the group's last record, after its pairs */
+                    cpu_r4_tail_block(a->w + (r & ~(int64_t)3) * ws + npairs * 8 * bs, (int)(r & 3), bs, sb);
                     blk = sb;
                 }
                 float v = mt_a_block_scalar(type, blk, (const int8_t *)xq + 32 * b, dx[b], sx[b]);

@@ -55,16 +55,6 @@ enum { R4K_SB = 4 * 144 }; /* bytes of one super-block of a group */
 
 /* ---- pack (load time, plain C) / unpack (AVX2, per prefill block) -------- */
 
-/* standard 12-byte Q4_K scales <-> sc[8], mn[8] (6-bit; the map is a bijection) */
-static void k4_get_scales(const uint8_t *q, uint8_t sc[8], uint8_t mn[8])
-{
-    for (int j = 0; j < 4; j++) {
-        sc[j] = q[j] & 63, mn[j] = q[j + 4] & 63;
-        sc[j + 4] = (uint8_t)((q[j + 8] & 15) | (q[j] >> 6) << 4);
-        mn[j + 4] = (uint8_t)((q[j + 8] >> 4) | (q[j + 4] >> 6) << 4);
-    }
-}
-
 /* row r's slot in the lane order [row 0, row 2 | row 1, row 3]: lane, then byte offset */
 static int r4_lane(int r) { return r & 1; }
 static int r4_half(int r) { return 8 * (r >> 1); }
@@ -99,10 +89,11 @@ void cpu_r4_q4_k_pack(const uint8_t *rows, size_t row_bytes, uint8_t *grp, int64
     const int64_t ns = n / 256;
     for (int64_t s = 0; s < ns; s++) {
         uint8_t *o = grp + s * R4K_SB;
-        uint8_t sc[4][8], mn[4][8];
+        int sc[4][8], mn[4][8];
         for (int r = 0; r < 4; r++) {
             const dt_block_q4_k *b = (const dt_block_q4_k *)(rows + r * row_bytes) + s;
-            k4_get_scales(b->scales, sc[r], mn[r]);
+            for (int g = 0; g < 8; g++)
+                k4_scale_min(b->scales, g, &sc[r][g], &mn[r][g]);
             const int i = 2 * r4_lane(r) + (r >> 1); /* dd: [d0 m0 d2 m2 d1 m1 d3 m3] */
             memcpy(o + 48 + 4 * i, &b->d, 2);
             memcpy(o + 48 + 4 * i + 2, &b->dmin, 2);
@@ -159,7 +150,7 @@ void cpu_r4_q4_k_unpack(const uint8_t *grp, uint8_t *rows, size_t row_bytes, int
             b[r] = (dt_block_q4_k *)(rows + r * row_bytes) + s;
         for (int r = 0; r < 4; r++) {
             /* the 8 scales / mins of row r as bytes of 64-bit words, re-encoded to the
-             * standard 12 bytes (k4_get_scales inverted, 8 values at a time) */
+             * standard 12 bytes (k4_scale_min inverted, 8 values at a time) */
             const int L = r4_lane(r), i = 2 * L + (r >> 1);
             uint64_t x, y;
             memcpy(&x, o + 16 * L + r4_half(r), 8);
@@ -251,6 +242,10 @@ static const int8_t r4k_spat[8][32] __attribute__((aligned(32))) = {
     {R4K_SPAT(6), R4K_SPAT(6)},   {R4K_SPAT(8), R4K_SPAT(8)},   {R4K_SPAT(10), R4K_SPAT(10)},
     {R4K_SPAT(12), R4K_SPAT(12)}, {R4K_SPAT(14), R4K_SPAT(14)}};
 
+/* vpshufb patterns of the mins of pair p: bytes 8p..8p+7 of MN's lanes as 16-bit */
+#define R4K_MPAT(b) b, -1, b + 1, -1, b + 2, -1, b + 3, -1, b + 4, -1, b + 5, -1, b + 6, -1, b + 7, -1
+static const int8_t r4k_pmn[2][32] __attribute__((aligned(32))) = {{R4K_MPAT(0), R4K_MPAT(0)},
+                                                                   {R4K_MPAT(8), R4K_MPAT(8)}};
 
 /* NG groups (gs bytes apart; group j's 4 results to y + j * ys) x the
  * activation table. Per super-block, pair 0 of every group, then pair 1;
@@ -266,12 +261,6 @@ static const int8_t r4k_spat[8][32] __attribute__((aligned(32))) = {
  * (in memory: 4 groups' state does not fit the 16 registers). */
 AI void r4k_groups(const uint8_t *w, size_t gs, const uint8_t *tab, int64_t ns, float *y, size_t ys, const int NG)
 {
-    /* mins of pair p: bytes 8p..8p+7 of MN's lanes as 16-bit */
-    const __m256i pmn[2] = {
-        _mm256_setr_epi8(0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5, -1, 6, -1, 7, -1,
-                         0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5, -1, 6, -1, 7, -1),
-        _mm256_setr_epi8(8, -1, 9, -1, 10, -1, 11, -1, 12, -1, 13, -1, 14, -1, 15, -1,
-                         8, -1, 9, -1, 10, -1, 11, -1, 12, -1, 13, -1, 14, -1, 15, -1)};
     __m256 acc[4][2];
     __m256i ia[4];
     struct { __m256i sc, mn; __m256 dd; } hd[4];
@@ -293,7 +282,8 @@ AI void r4k_groups(const uint8_t *w, size_t gs, const uint8_t *tab, int64_t ns, 
                             hd[j].dd = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(og + 48))),
                                                      _mm256_load_ps((const float *)(tab + 32)));
                         }
-                        __m256i m = _mm256_madd_epi16(_mm256_shuffle_epi8(hd[j].mn, pmn[p]),
+                        const __m256i pm = _mm256_load_si256((const __m256i *)r4k_pmn[p]);
+                        __m256i m = _mm256_madd_epi16(_mm256_shuffle_epi8(hd[j].mn, pm),
                                                       _mm256_load_si256((const __m256i *)tab));
                         acc[j][p] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_permute_ps(hd[j].dd, p ? 0xff : 0x55),
                                                      acc[j][p]);
@@ -361,11 +351,6 @@ AI void r4k_mgroup(const uint8_t *w, int64_t s0, int nsc, const uint8_t *T, int 
                    int first, const int NT)
 {
     const __m256i m4 = _mm256_set1_epi8(15);
-    const __m256i pmn[2] = {
-        _mm256_setr_epi8(0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5, -1, 6, -1, 7, -1,
-                         0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5, -1, 6, -1, 7, -1),
-        _mm256_setr_epi8(8, -1, 9, -1, 10, -1, 11, -1, 12, -1, 13, -1, 14, -1, 15, -1,
-                         8, -1, 9, -1, 10, -1, 11, -1, 12, -1, 13, -1, 14, -1, 15, -1)};
     __m128 yv[4];
 #pragma GCC unroll 4
     for (int t = 0; t < NT; t++)
@@ -396,7 +381,7 @@ AI void r4k_mgroup(const uint8_t *w, int64_t s0, int nsc, const uint8_t *T, int 
                     ia[t] = m ? _mm256_add_epi32(ia[t], mi) : mi;
                 }
             }
-            const __m256i mnp = _mm256_shuffle_epi8(mn, pmn[p]);
+            const __m256i mnp = _mm256_shuffle_epi8(mn, _mm256_load_si256((const __m256i *)r4k_pmn[p]));
 #pragma GCC unroll 4
             for (int t = 0; t < NT; t++) {
                 /* [L01 L23 M01 M23] of row 2p + lane */
