@@ -507,11 +507,11 @@ att_dot8(const float *qg, const void *base, int64_t k0, int64_t ks, int hd, cons
     return hsum8x8(acc);
 }
 
-/* P V of one head over positions [p0, p1) (weights sg[p]), nv <= 8 output
+/* P V of one head over positions [0, np) (weights sg[p]), nv <= 8 output
  * vectors: row p of base at vb0 + p * vs; the accumulators start at zero
  * (first) or at o[0 .. 8 nv), and end there times sc. */
 AVX2_FN static inline __attribute__((always_inline)) void
-att_pv64(const float *sg, int64_t p0, int64_t p1, const void *base, int64_t vb0, int64_t vs, int nv,
+att_pv64(const float *sg, int64_t np, const void *base, int64_t vb0, int64_t vs, int nv,
          float *o, bool first, float sc, const bool f16)
 {
     __m256 a[8];
@@ -519,7 +519,7 @@ att_pv64(const float *sg, int64_t p0, int64_t p1, const void *base, int64_t vb0,
         a[r] = first || r >= nv ? _mm256_setzero_ps() : _mm256_loadu_ps(o + 8 * r);
     __m256 a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5], a6 = a[6], a7 = a[7];
     if (nv == 8) {
-        for (int64_t p = p0; p < p1; p++) {
+        for (int64_t p = 0; p < np; p++) {
             __m256 w = _mm256_set1_ps(sg[p]);
             int64_t vb = vb0 + p * vs;
             a0 = _mm256_fmadd_ps(w, ld8(base, vb + 0, f16), a0);
@@ -532,7 +532,7 @@ att_pv64(const float *sg, int64_t p0, int64_t p1, const void *base, int64_t vb0,
             a7 = _mm256_fmadd_ps(w, ld8(base, vb + 56, f16), a7);
         }
     } else {
-        for (int64_t p = p0; p < p1; p++) {
+        for (int64_t p = 0; p < np; p++) {
             __m256 w = _mm256_set1_ps(sg[p]);
             int64_t vb = vb0 + p * vs;
             a0 = _mm256_fmadd_ps(w, ld8(base, vb + 0, f16), a0);
@@ -624,7 +624,7 @@ att_group_avx2_t(att_ctx *c, int64_t t, int h0, int nh, float *s, const bool f16
         /* P V for this head, 64 output dims (8 registers) at a time */
         for (int i0 = 0; i0 < hd; i0 += 64) {
             int nv = (hd - i0) / 8 < 8 ? (hd - i0) / 8 : 8;
-            att_pv64(sg, 0, n_pos, kv->v, base + i0, kvd, nv, o + g * hd + i0, true, inv[g], f16);
+            att_pv64(sg, n_pos, kv->v, base + i0, kvd, nv, o + g * hd + i0, true, inv[g], f16);
         }
     }
     if (!share)
@@ -640,7 +640,7 @@ att_group_avx2_t(att_ctx *c, int64_t t, int h0, int nh, float *s, const bool f16
         for (int g = 0; g < nh; g++)
             for (int i0 = 0; i0 < hd; i0 += 64) {
                 int nv = (hd - i0) / 8 < 8 ? (hd - i0) / 8 : 8;
-                att_pv64(s + g * n_pos + p0, 0, p1 - p0, vf, i0, hd, nv, o + g * hd + i0, p0 == 0,
+                att_pv64(s + g * n_pos + p0, p1 - p0, vf, i0, hd, nv, o + g * hd + i0, p0 == 0,
                          p1 == n_pos ? inv[g] : 1.0f, false);
             }
     }
