@@ -274,7 +274,8 @@ AI int ld_i32(const uint8_t *p)
 
 /* Per-call table of the q8kb activation row for dec4_k4, one K4_TAB-byte
  * record per super-block: [B_0..B_7 | B_0..B_7] int16 (B_g: sum of group
- * g's 32 levels, for the mins), dx x 8 floats, then the 256 levels as 16
+ * g's 32 levels, for the mins), [dx, -dx] x 4 floats (the lanes [T, M] of
+ * dec4_k4's super-block totals), then the 256 levels as 16
  * vectors xd[j][h][l] = the 16 levels 64j + 32l + 16h.. in both 128-bit
  * lanes (lane = row of a pair; j: 32 bytes of qs, l: low/high nibbles,
  * h: which half of the 32). Built per token in the thread's scratch:
@@ -289,7 +290,7 @@ static void k4_table(const uint8_t *xq, int64_t n, uint8_t *tab)
         __m256i b = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bsums + 16 * s)),
                                       _mm256_set1_epi16(1)); /* [B0..3 | B4..7] int32, |.| <= 4096 */
         _mm256_store_si256((__m256i *)tab, _mm256_permute4x64_epi64(_mm256_packs_epi32(b, b), 0x88));
-        _mm256_store_ps((float *)(tab + 32), _mm256_set1_ps(dx[s]));
+        _mm256_store_ps((float *)(tab + 32), _mm256_setr_ps(dx[s], -dx[s], dx[s], -dx[s], dx[s], -dx[s], dx[s], -dx[s]));
         for (int k = 0; k < 16; k++) { /* k = 4j + 2h + l */
             const uint8_t *x = xq + 256 * s + 64 * (k >> 2) + 32 * (k & 1) + 16 * ((k >> 1) & 1);
             _mm256_store_si256((__m256i *)(tab + 64 + 32 * k),
@@ -298,9 +299,9 @@ static void k4_table(const uint8_t *xq, int64_t n, uint8_t *tab)
     }
 }
 
-/* [d, dmin] of the 4 rows' super-blocks at b0 (rows ws apart) times dx, as
- * [d0 m0 d2 m2 | d1 m1 d3 m3]: row 2k + i's pair in lane i, so one in-lane
- * vpermilps gives pair k's [d x4 | d x4] or [dmin x4 | dmin x4]. */
+/* [d, dmin] of the 4 rows' super-blocks at b0 (rows ws apart) times [dx,
+ * -dx], as [d0 -m0 d2 -m2 | d1 -m1 d3 -m3] (the lanes of dec4_k4's
+ * super-block totals [T0 M0 T2 M2 | T1 M1 T3 M3]). */
 AI __m256 k4_dd(const uint8_t *b0, size_t ws, const uint8_t *tab)
 {
     __m128i h = _mm_cvtsi32_si128(ld_i32(b0));
@@ -334,10 +335,19 @@ AI void k4_prod(const uint8_t *ra, const uint8_t *rb, const __m256i *xd, __m256i
  * group are summed across the two halves of the group, then one vpshufb of
  * the pair's decoded scales (q4k_scales2, rows in lanes as well) gives the
  * group's scale for both rows and one vpmaddwd applies it (int32, |.| <=
- * 8 * 2 * 7620 * 63 per lane), so a pair shares the scale vectors, the
- * vpmaddwd and the per-super-block convert + FMA (lanes [row a x4 | row b
- * x4], d and dmin from k4_dd by vpermilps). The mins term is one vpmaddwd
- * of the pair's mins by the table's group sums.
+ * 8 * 2 * 7620 * 63 per lane), so a pair shares the scale vectors and the
+ * vpmaddwd. The mins term is one vpmaddwd of the pair's mins by the
+ * table's group sums.
+ * Per super-block and row the integer sums are reduced to two exact int32
+ * totals, T = sum_g sc_g * (group g's level products) and M = sum_g mn_g *
+ * B_g (|T| <= 256 * 63 * 15 * 127), by 3 vphaddd into [T0 M0 T2 M2 | T1 M1
+ * T3 M3], and then added in float by one convert and one FMA by [d dx,
+ * -dmin dx] (k4_dd); y = (sum of the T lane) + (sum of the M lane). So the
+ * result does not depend on how the integer work is partitioned into
+ * lanes: the R4 kernel (gemv_r4k_avx2.c) does the same float operations on
+ * the same totals and is bit-identical to this one with another partition.
+ * (The vphaddd tree costs about what it replaced, a convert, a vpermilps
+ * and an FMA per pair for each of T and M: same speed within ~1%.)
  * Zen 3 (one thread, L2-resident rows) ran the earlier kernel (8 group sums
  * of a row folded transposed in 16 bits, 4 rows separately) at ~20.6
  * cycles per row and super-block, this one at ~16.5: the vector pipes are
@@ -355,18 +365,17 @@ AI void dec4_k4(const uint8_t *w, size_t ws, const uint8_t *tab, int64_t n, floa
     const size_t bsz = sizeof(dt_block_q4_k);
     const __m256i pmn = _mm256_setr_epi8(4, -1, 5, -1, 6, -1, 7, -1, 12, -1, 13, -1, 14, -1, 15, -1,
                                          4, -1, 5, -1, 6, -1, 7, -1, 12, -1, 13, -1, 14, -1, 15, -1);
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 acc = _mm256_setzero_ps();
     __m256i tn[2] = {q4k_scales2(w, ws), q4k_scales2(w + 2 * ws, ws)};
     __m256 ddn = k4_dd(w, ws, tab);
     for (int64_t s = 0; s < ns; s++, tab += K4_TAB) {
         const uint8_t *b0 = w + s * bsz;
         const __m256i t[2] = {tn[0], tn[1]};
         const __m256 dd = ddn;
+        __m256i mi[2];
 #pragma GCC unroll 2
-        for (int k = 0; k < 2; k++) { /* mins: sum of mn_g * B_g in 4 lanes per row */
-            __m256i m = _mm256_madd_epi16(_mm256_shuffle_epi8(t[k], pmn), _mm256_load_si256((const __m256i *)tab));
-            acc[k] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_permute_ps(dd, k ? 0xff : 0x55), acc[k]);
-        }
+        for (int k = 0; k < 2; k++) /* mins: sum of mn_g * B_g in 4 lanes per row */
+            mi[k] = _mm256_madd_epi16(_mm256_shuffle_epi8(t[k], pmn), _mm256_load_si256((const __m256i *)tab));
         /* steps u = (j, pair k): products of step u, then the scaling of step u - 1 */
         __m256i ia[2], pl = _mm256_setzero_si256(), ph = pl;
 #pragma GCC unroll 9
@@ -392,16 +401,15 @@ AI void dec4_k4(const uint8_t *w, size_t ws, const uint8_t *tab, int64_t n, floa
             tn[1] = q4k_scales2(b0 + bsz + 2 * ws, ws);
             ddn = k4_dd(b0 + bsz, ws, tab + K4_TAB);
         }
-#pragma GCC unroll 2
-        for (int k = 0; k < 2; k++)
-            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[k]), _mm256_permute_ps(dd, k ? 0xaa : 0x00), acc[k]);
+        /* [Ta Ta Ma Ma | Tb ..] per pair, then [T0 M0 T2 M2 | T1 M1 T3 M3] */
+        const __m256i v = _mm256_hadd_epi32(_mm256_hadd_epi32(ia[0], mi[0]), _mm256_hadd_epi32(ia[1], mi[1]));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), dd, acc);
     }
-    float v[16];
-    _mm256_storeu_ps(v, acc[0]);
-    _mm256_storeu_ps(v + 8, acc[1]);
-#pragma GCC unroll 4
-    for (int r = 0; r < 4; r++)
-        y[r * ys] = (v[4 * r] + v[4 * r + 1]) + (v[4 * r + 2] + v[4 * r + 3]);
+    /* row r: T + M, the operation of r4k_groups */
+    const __m256 t = _mm256_hadd_ps(acc, acc); /* [r0, r2, r0, r2 | r1, r3, r1, r3] */
+    float v[8];
+    _mm256_storeu_ps(v, t);
+    y[0] = v[0], y[ys] = v[4], y[2 * ys] = v[1], y[3 * ys] = v[5];
 }
 
 static void gemv_k4(const cpu_gemm_args *a)
