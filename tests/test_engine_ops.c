@@ -3,7 +3,9 @@
  * level the CPU has (AVX2 attention and SwiGLU) against the scalar level,
  * on seeded random data: attention over F32 and F16 KV caches with several
  * slots, head sizes 8..128 (odd multiples of 8 and a size that is not),
- * GQA ratios 1/4/8, prefill rows and single decode rows. */
+ * GQA ratios 1/4/8, prefill rows and single decode rows; and the wider
+ * level's tiled prefill path (several tokens of a run per work item)
+ * bit-identical to its per-token path. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,6 +113,73 @@ static void run_attention(backend *be, const att_case *ac, float *outs[3], int w
     free(kv.k), free(kv.v), free(q), free(k), free(v), free(o), free(pos), free(slot);
 }
 
+/* A batch of runs of consecutive positions (three sequences interleaved;
+ * slot 1's run continues a prompt from position 70; run lengths that are not
+ * multiples of a tile; a lone token) goes through the tiled path, several
+ * tokens per work item; the same batch reversed has no two neighbours at
+ * consecutive positions, so each token is its own item (the per-token
+ * path). The two must give the same bits; the tiled one is also checked
+ * against the scalar level. */
+static int check_tiled(backend *wide, backend *sc, const att_case *ac)
+{
+    static const int seg[][3] = {{0, 0, 21}, {1, 70, 23}, {2, 0, 3}, {0, 21, 19}, {1, 93, 1}};
+    int H = ac->n_head, HK = ac->n_head_kv, hd = ac->hd, n = 0;
+    int64_t n_ctx = 128, kvd = (int64_t)HK * hd, qd = (int64_t)H * hd;
+    size_t elt = ac->kv_type == DT_F16 ? 2 : 4;
+    be_kv_layer kv = {.type = ac->kv_type, .n_slots = 3, .n_ctx = n_ctx, .kv_dim = kvd};
+    kv.k = calloc((size_t)(3 * n_ctx * kvd), elt);
+    kv.v = calloc((size_t)(3 * n_ctx * kvd), elt);
+    int max_tok = 80;
+    float *q = malloc(sizeof(float) * max_tok * qd), *k = malloc(sizeof(float) * max_tok * kvd);
+    float *v = malloc(sizeof(float) * max_tok * kvd), *o = malloc(sizeof(float) * max_tok * qd);
+    float *q2 = malloc(sizeof(float) * max_tok * qd), *k2 = malloc(sizeof(float) * max_tok * kvd);
+    float *v2 = malloc(sizeof(float) * max_tok * kvd), *o2 = malloc(sizeof(float) * max_tok * qd);
+    float *o3 = malloc(sizeof(float) * max_tok * qd);
+    int32_t pos[80], slot[80], pos2[80], slot2[80];
+    uint64_t rs = 99 + hd + H;
+    /* slot 1's first 70 positions, from an earlier call */
+    for (int p = 0; p < 70; p++)
+        pos[p] = p, slot[p] = 1;
+    for (int64_t i = 0; i < 70 * kvd; i++) {
+        k[i] = 2 * tu_rand_f(&rs);
+        v[i] = tu_rand_f(&rs);
+    }
+    for (int64_t i = 0; i < 70 * qd; i++)
+        q[i] = tu_rand_f(&rs);
+    wide->ops->attention(wide, o, q, k, v, &kv, slot, pos, 70, H, HK, hd, 1.0f / sqrtf((float)hd));
+    for (size_t s = 0; s < sizeof seg / sizeof seg[0]; s++)
+        for (int p = seg[s][1]; p < seg[s][1] + seg[s][2]; p++, n++)
+            pos[n] = p, slot[n] = seg[s][0];
+    for (int64_t i = 0; i < n * kvd; i++) {
+        k[i] = 2 * tu_rand_f(&rs);
+        v[i] = tu_rand_f(&rs);
+    }
+    for (int64_t i = 0; i < n * qd; i++)
+        q[i] = tu_rand_f(&rs);
+    for (int t = 0; t < n; t++) { /* the reversed batch */
+        int r = n - 1 - t;
+        pos2[r] = pos[t], slot2[r] = slot[t];
+        memcpy(q2 + r * qd, q + t * qd, sizeof(float) * qd);
+        memcpy(k2 + r * kvd, k + t * kvd, sizeof(float) * kvd);
+        memcpy(v2 + r * kvd, v + t * kvd, sizeof(float) * kvd);
+    }
+    float scale = 1.0f / sqrtf((float)hd);
+    wide->ops->attention(wide, o, q, k, v, &kv, slot, pos, n, H, HK, hd, scale);
+    wide->ops->attention(wide, o2, q2, k2, v2, &kv, slot2, pos2, n, H, HK, hd, scale);
+    sc->ops->attention(sc, o3, q, k, v, &kv, slot, pos, n, H, HK, hd, scale);
+    int differ = 0;
+    for (int t = 0; t < n; t++)
+        differ += memcmp(o + t * qd, o2 + (n - 1 - t) * qd, sizeof(float) * qd) != 0;
+    double r_sc = max_rel(o, o3, n * qd);
+    fprintf(stderr, "tiled attention H %d HK %d hd %3d kv %s: %d of %d tokens differ from the "
+            "per-token path; vs scalar %.2g\n", H, HK, hd, dtype_name(ac->kv_type), differ, n, r_sc);
+    TU_CHECK(differ == 0, "tiled attention differs from the per-token path in %d tokens", differ);
+    TU_CHECK(r_sc < 1e-5, "tiled attention vs scalar: %g", r_sc);
+    free(kv.k), free(kv.v), free(q), free(k), free(v), free(o), free(q2), free(k2), free(v2);
+    free(o2), free(o3);
+    return differ;
+}
+
 int main(void)
 {
     cv_err e = {0};
@@ -156,6 +225,16 @@ int main(void)
         TU_CHECK(r_pre < 1e-5 && r_dec < 1e-5, "wide attention vs scalar: %g %g", r_pre, r_dec);
         for (int i = 0; i < 3; i++)
             free(a[i]), free(b[i]);
+    }
+
+    if (wide) {
+        att_case tiled[] = {
+            {4, 4, 64, DT_F16},  {8, 2, 64, DT_F16}, {8, 2, 64, DT_F32}, {4, 4, 128, DT_F32},
+            {8, 2, 128, DT_F16}, {8, 2, 72, DT_F16}, {4, 1, 8, DT_F32},  {2, 2, 128, DT_F16},
+            {4, 2, 264, DT_F16}, {2, 2, 320, DT_F32}, /* rows too wide to copy: read in place */
+        };
+        for (size_t c = 0; c < sizeof tiled / sizeof tiled[0]; c++)
+            check_tiled(wide, sc, &tiled[c]);
     }
 
     /* swiglu over an odd length with large magnitudes (exp range) */

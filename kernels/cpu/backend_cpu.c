@@ -276,7 +276,12 @@ typedef struct att_ctx {
     float scale;
     int heads_per_item; /* query heads one work item handles (all of a KV group, or 1) */
     bool simd;          /* use the AVX2 variant */
+    const int64_t *tile; /* first token of each tile (att_cut_tiles), or NULL: one token each */
+    int64_t n_tiles;
 } att_ctx;
+
+#define ATT_TILE 16                /* most tokens of one run of positions per work item */
+#define ATT_TILE_SCRATCH (1 << 18) /* floats of scores (per thread) that tiles may take */
 
 /* fp16 -> f32 for every half value: KV reads become one load. */
 static float f16_table[65536];
@@ -514,10 +519,13 @@ AVX2_FN static inline __attribute__((always_inline)) void
 att_pv64(const float *sg, int64_t np, const void *base, int64_t vb0, int64_t vs, int nv,
          float *o, bool first, float sc, const bool f16)
 {
-    __m256 a[8];
-    for (int r = 0; r < 8; r++)
-        a[r] = first || r >= nv ? _mm256_setzero_ps() : _mm256_loadu_ps(o + 8 * r);
-    __m256 a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5], a6 = a[6], a7 = a[7];
+    /* named registers, not an array: an array went through the stack at
+     * both ends of every call */
+    const __m256 z = _mm256_setzero_ps();
+#define ATT_PV_LD(r) (first || (r) >= nv ? z : _mm256_loadu_ps(o + 8 * (r)))
+    __m256 a0 = ATT_PV_LD(0), a1 = ATT_PV_LD(1), a2 = ATT_PV_LD(2), a3 = ATT_PV_LD(3);
+    __m256 a4 = ATT_PV_LD(4), a5 = ATT_PV_LD(5), a6 = ATT_PV_LD(6), a7 = ATT_PV_LD(7);
+#undef ATT_PV_LD
     if (nv == 8) {
         for (int64_t p = 0; p < np; p++) {
             __m256 w = _mm256_set1_ps(sg[p]);
@@ -544,142 +552,235 @@ att_pv64(const float *sg, int64_t np, const void *base, int64_t vb0, int64_t vs,
             if (nv > 6) a6 = _mm256_fmadd_ps(w, ld8(base, vb + 48, f16), a6);
         }
     }
-    __m256 acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
-    __m256 vi = _mm256_set1_ps(sc);
-    for (int r = 0; r < nv; r++) /* x * 1.0f == x: the partial sums are stored as they are */
-        _mm256_storeu_ps(o + 8 * r, _mm256_mul_ps(acc[r], vi));
+    __m256 vi = _mm256_set1_ps(sc); /* x * 1.0f == x: partial sums are stored as they are */
+    _mm256_storeu_ps(o, _mm256_mul_ps(a0, vi));
+#define ATT_PV_ST(r, a)                                                                            \
+    if (nv > (r))                                                                                  \
+        _mm256_storeu_ps(o + 8 * (r), _mm256_mul_ps(a, vi));
+    ATT_PV_ST(1, a1) ATT_PV_ST(2, a2) ATT_PV_ST(3, a3) ATT_PV_ST(4, a4) ATT_PV_ST(5, a5)
+    ATT_PV_ST(6, a6) ATT_PV_ST(7, a7)
+#undef ATT_PV_ST
 }
 
-#define ATT_SHARE_HD 256 /* largest head_dim whose F16 K/V blocks are converted once per group */
-#define ATT_SHARE_PV 32  /* positions per converted V block */
+#define ATT_SHARE_HD 256   /* largest head_dim whose K/V blocks are copied into L1 per item */
+#define ATT_PV_FLOATS 4096 /* floats of V per block of positions (L1; 8 positions at least) */
 
-/* att_group with 8-wide FMA (head_dim % 8 == 0): scores for 8 positions at
- * a time, softmax with exp256, then P V with the output chunk in registers. */
+/* The score of one position (a token's last < 8 positions, after its whole
+ * blocks of 8): one accumulator, unscaled. */
+AVX2_FN static inline __attribute__((always_inline)) float
+att_dot1(const float *qg, const void *base, int64_t kb, int hd, const bool f16)
+{
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < hd; i += 8)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(qg + i), ld8(base, kb + i, f16), acc);
+    return hsum256(acc);
+}
+
+/* Softmax of one (token, head)'s n scores in place, left unnormalised:
+ * returns 1 / sum (applied at the end of P V). The max is exact in any
+ * order, so it is taken 8 lanes at a time. */
+AVX2_FN static float att_softmax(float *sg, int64_t n)
+{
+    __m256 vmx = _mm256_set1_ps(-INFINITY);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(sg + j));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmx), _mm256_extractf128_ps(vmx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float mx = _mm_cvtss_f32(m4);
+    for (; j < n; j++)
+        if (sg[j] > mx)
+            mx = sg[j];
+    vmx = _mm256_set1_ps(mx);
+    __m256 vsum = _mm256_setzero_ps();
+    j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(sg + j), vmx));
+        _mm256_storeu_ps(sg + j, e);
+        vsum = _mm256_add_ps(vsum, e);
+    }
+    double sum = hsum256(vsum);
+    for (; j < n; j++) {
+        sg[j] = expf(sg[j] - mx);
+        sum += sg[j];
+    }
+    return (float)(1.0 / sum);
+}
+
+/* One work item: query heads [h0, h0 + nh), which share one KV head, of
+ * tokens t0 .. t0 + nt - 1, consecutive positions of one sequence; token
+ * t0 + k sees np0 + k positions. Query row r = k * nh + g (token t0 + k,
+ * head h0 + g) keeps its scores at s + r * npm. */
+typedef struct att_tile {
+    int64_t t0, np0, npm;
+    int nt, h0, nh;
+    float *s;
+} att_tile;
+
+/* Scores of the positions j .. j + 7 (row r at ko + r * ks of kb) for every
+ * token of the tile that sees any of them: whole blocks with att_dot8, a
+ * token's last < 8 positions one at a time (as a token alone does). */
 AVX2_FN static inline __attribute__((always_inline)) void
-att_group_avx2_t(att_ctx *c, int64_t t, int h0, int nh, float *s, const bool f16)
+att_tile_scores(const att_ctx *c, const att_tile *tl, int64_t j, const void *kb, int64_t ko,
+                int64_t ks, const bool f16)
+{
+    const int hd = c->head_dim, nh = tl->nh;
+    const int64_t npm = tl->npm;
+    const __m256 vscale = _mm256_set1_ps(c->scale);
+    for (int k = 0; k < tl->nt; k++) {
+        const int64_t n = tl->np0 + k;
+        const float *q = c->q + ((tl->t0 + k) * c->n_head + tl->h0) * (int64_t)hd;
+        float *sk = tl->s + (int64_t)k * nh * npm;
+        if (j + 8 <= n) {
+            for (int g = 0; g < nh; g++)
+                _mm256_storeu_ps(sk + g * npm + j,
+                                 _mm256_mul_ps(att_dot8(q + g * hd, kb, ko, ks, hd, f16), vscale));
+        } else {
+            for (int64_t p = j; p < n; p++)
+                for (int g = 0; g < nh; g++)
+                    sk[g * npm + p] = att_dot1(q + g * hd, kb, ko + (p - j) * ks, hd, f16) * c->scale;
+        }
+    }
+}
+
+/* P V over the positions [p0, p1) (row p at vo + (p - p0) * vs of vb) for
+ * every token of the tile that sees any of them; a row's partial sums wait
+ * in its output between blocks (x * 1.0f == x), 1 / sum applied after its
+ * last position. */
+AVX2_FN static inline __attribute__((always_inline)) void
+att_tile_pv(const att_ctx *c, const att_tile *tl, const float *inv, int64_t p0, int64_t p1,
+            const void *vb, int64_t vo, int64_t vs, const bool f16)
+{
+    const int hd = c->head_dim, nh = tl->nh;
+    for (int k = 0; k < tl->nt; k++) {
+        const int64_t n = tl->np0 + k;
+        if (n <= p0)
+            continue;
+        int64_t pe = p1 < n ? p1 : n;
+        float *o = c->out + ((tl->t0 + k) * c->n_head + tl->h0) * (int64_t)hd;
+        for (int g = 0; g < nh; g++) {
+            const float *sg = tl->s + (int64_t)(k * nh + g) * tl->npm + p0;
+            float sc = pe == n ? inv[k * nh + g] : 1.0f;
+            for (int i0 = 0; i0 < hd; i0 += 64) {
+                int nv = (hd - i0) / 8 < 8 ? (hd - i0) / 8 : 8;
+                att_pv64(sg, pe - p0, vb, vo + i0, vs, nv, o + g * hd + i0, p0 == 0, sc, f16);
+            }
+        }
+    }
+}
+
+/* Attention of one work item (att_tile; nt == 1: any token). Each block of
+ * K rows (8 positions) and of V rows (ATT_PV_FLOATS) is read, and copied or
+ * converted from F16 into L1, once for all the item's queries: the tile's
+ * tokens share all but their last few positions, and with one token per
+ * item a prefill read (and converted) each row ~n/2 times per head group.
+ * Every (token, head) still does the float operations of a token alone, in
+ * the same order: scores (att_tile_scores), softmax, P V in position order.
+ * s holds nt * nh * (pos[t0] + nt) floats. */
+AVX2_FN static inline __attribute__((always_inline)) void
+att_tile_avx2_t(att_ctx *c, int64_t t0, int nt, int h0, int nh, float *s, const bool f16)
 {
     be_kv_layer *kv = c->kv;
     const int hd = c->head_dim;
     const int64_t kvd = kv->kv_dim;
     int hk = h0 / (c->n_head / c->n_head_kv);
-    int64_t n_pos = (int64_t)c->pos[t] + 1;
-    int64_t base = (int64_t)c->slot[t] * kv->n_ctx * kvd + (int64_t)hk * hd;
-    const float *q = c->q + (t * c->n_head + h0) * (int64_t)hd;
-    float *o = c->out + (t * c->n_head + h0) * (int64_t)hd;
-    const __m256 vscale = _mm256_set1_ps(c->scale);
+    int64_t np0 = (int64_t)c->pos[t0] + 1;
+    att_tile tl = {t0, np0, np0 + nt - 1, nt, h0, nh, s};
+    const int64_t npm = tl.npm;
+    int64_t base = (int64_t)c->slot[t0] * kv->n_ctx * kvd + (int64_t)hk * hd;
 
-    /* An F16 cache shared by several query heads (GQA) is converted once per
-     * block of positions into kf / vf (L1) instead of once per head: the
-     * vcvtph2ps were half of the vector operations of decode attention.
-     * Same float operations in the same order either way. */
-    const bool share = f16 && nh > 1 && hd <= ATT_SHARE_HD;
+    /* Blocks of rows are copied (F16: converted) into kf / vf, contiguous,
+     * for the item's queries to share: read in place, the V rows of an F32
+     * cache, kv_dim floats apart, fell into a few L1 sets and evicted each
+     * other before their reuse. One token and head reads each row once
+     * anyway: no copy. */
+    const bool conv = hd <= ATT_SHARE_HD && nt * nh > 1;
     float kf[8 * ATT_SHARE_HD] __attribute__((aligned(32)));
-    int64_t j = 0;
-    for (; j + 8 <= n_pos; j += 8) {
+    for (int64_t j = 0; j < npm; j += 8) {
         int64_t kb = base + j * kvd;
-        if (share) {
-            for (int r = 0; r < 8; r++)
-                for (int i = 0; i < hd; i += 8)
-                    _mm256_store_ps(kf + r * hd + i, ld8(kv->k, kb + r * kvd + i, true));
-            for (int g = 0; g < nh; g++)
-                _mm256_storeu_ps(s + g * n_pos + j,
-                                 _mm256_mul_ps(att_dot8(q + g * hd, kf, 0, hd, hd, false), vscale));
-        } else {
-            for (int g = 0; g < nh; g++)
-                _mm256_storeu_ps(s + g * n_pos + j,
-                                 _mm256_mul_ps(att_dot8(q + g * hd, kv->k, kb, kvd, hd, f16), vscale));
-        }
-    }
-    for (; j < n_pos; j++) {
-        int64_t kb = base + j * kvd;
-        for (int g = 0; g < nh; g++) {
-            __m256 acc = _mm256_setzero_ps();
-            for (int i = 0; i < hd; i += 8)
-                acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * hd + i), ld8(kv->k, kb + i, f16), acc);
-            s[g * n_pos + j] = hsum256(acc) * c->scale;
-        }
-    }
-    float inv[64]; /* nh <= 64 (cpu_attention) */
-    for (int g = 0; g < nh; g++) {
-        float *sg = s + g * n_pos;
-        float mx = -INFINITY;
-        for (int64_t jj = 0; jj < n_pos; jj++)
-            if (sg[jj] > mx)
-                mx = sg[jj];
-        __m256 vmx = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
-        int64_t jj = 0;
-        for (; jj + 8 <= n_pos; jj += 8) {
-            __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(sg + jj), vmx));
-            _mm256_storeu_ps(sg + jj, e);
-            vsum = _mm256_add_ps(vsum, e);
-        }
-        double sum = hsum256(vsum);
-        for (; jj < n_pos; jj++) {
-            sg[jj] = expf(sg[jj] - mx);
-            sum += sg[jj];
-        }
-        inv[g] = (float)(1.0 / sum);
-        if (share)
+        if (!conv) {
+            att_tile_scores(c, &tl, j, kv->k, kb, kvd, f16);
             continue;
-        /* P V for this head, 64 output dims (8 registers) at a time */
-        for (int i0 = 0; i0 < hd; i0 += 64) {
-            int nv = (hd - i0) / 8 < 8 ? (hd - i0) / 8 : 8;
-            att_pv64(sg, n_pos, kv->v, base + i0, kvd, nv, o + g * hd + i0, true, inv[g], f16);
         }
+        int nrow = npm - j < 8 ? (int)(npm - j) : 8;
+        for (int r = 0; r < nrow; r++)
+            for (int i = 0; i < hd; i += 8)
+                _mm256_store_ps(kf + r * hd + i, ld8(kv->k, kb + r * kvd + i, f16));
+        att_tile_scores(c, &tl, j, kf, 0, hd, false);
     }
-    if (!share)
-        return;
-    /* shared F16 V: blocks of positions converted once for all heads; each
-     * head's running sums wait in o between blocks (same order of FMAs) */
-    float vf[ATT_SHARE_PV * ATT_SHARE_HD] __attribute__((aligned(32)));
-    for (int64_t p0 = 0; p0 < n_pos; p0 += ATT_SHARE_PV) {
-        int64_t p1 = n_pos - p0 < ATT_SHARE_PV ? n_pos : p0 + ATT_SHARE_PV;
+    float inv[ATT_TILE * 64]; /* nt <= ATT_TILE, nh <= 64 (cpu_attention) */
+    for (int r = 0; r < nt * nh; r++)
+        inv[r] = att_softmax(s + r * npm, np0 + r / nh);
+
+    /* a single (token, head) sums over all its positions in one pass */
+    const int64_t pvb = conv || nt > 1 ? (hd <= ATT_PV_FLOATS / 8 ? ATT_PV_FLOATS / hd : 8) : npm;
+    float vf[ATT_PV_FLOATS > 8 * ATT_SHARE_HD ? ATT_PV_FLOATS : 8 * ATT_SHARE_HD]
+        __attribute__((aligned(32)));
+    for (int64_t p0 = 0; p0 < npm; p0 += pvb) {
+        int64_t p1 = npm - p0 < pvb ? npm : p0 + pvb;
+        if (!conv) {
+            att_tile_pv(c, &tl, inv, p0, p1, kv->v, base + p0 * kvd, kvd, f16);
+            continue;
+        }
         for (int64_t p = p0; p < p1; p++)
             for (int i = 0; i < hd; i += 8)
-                _mm256_store_ps(vf + (p - p0) * hd + i, ld8(kv->v, base + p * kvd + i, true));
-        for (int g = 0; g < nh; g++)
-            for (int i0 = 0; i0 < hd; i0 += 64) {
-                int nv = (hd - i0) / 8 < 8 ? (hd - i0) / 8 : 8;
-                att_pv64(s + g * n_pos + p0, p1 - p0, vf, i0, hd, nv, o + g * hd + i0, p0 == 0,
-                         p1 == n_pos ? inv[g] : 1.0f, false);
-            }
+                _mm256_store_ps(vf + (p - p0) * hd + i, ld8(kv->v, base + p * kvd + i, f16));
+        att_tile_pv(c, &tl, inv, p0, p1, vf, 0, hd, false);
     }
 }
 
-AVX2_FN static void att_group_avx2(att_ctx *c, int64_t t, int h0, int nh, float *s)
+AVX2_FN static void att_tile_avx2(att_ctx *c, int64_t t0, int nt, int h0, int nh, float *s)
 {
     if (c->kv->type == DT_F16)
-        att_group_avx2_t(c, t, h0, nh, s, true);
+        att_tile_avx2_t(c, t0, nt, h0, nh, s, true);
     else
-        att_group_avx2_t(c, t, h0, nh, s, false);
+        att_tile_avx2_t(c, t0, nt, h0, nh, s, false);
 }
 #endif
 
+/* Work item i: head group i / n_tiles (head-group major: a thread walks the
+ * tokens of one KV head, whose cache rows then stay in its L2), tile
+ * i % n_tiles: tokens tile[i] .. tile[i + 1] - 1, or token i % n_tiles
+ * when there are no tiles. */
 static void att_range(void *p, int64_t i0, int64_t i1, int ith)
 {
     att_ctx *c = p;
     int per = c->heads_per_item;
-    int64_t items_per_tok = c->n_head / per;
     float *s = c->cb->att_scratch ? c->cb->att_scratch + (int64_t)ith * c->cb->att_cap : NULL;
-    (void)items_per_tok;
     for (int64_t i = i0; i < i1; i++) {
-        /* head-group major: a thread walks the tokens of one KV head, whose
-         * cache rows then stay in its L2 */
-        int64_t t = i % c->n_tok;
-        int h0 = (int)(i / c->n_tok) * per;
+        int64_t ti = i % c->n_tiles;
+        int h0 = (int)(i / c->n_tiles) * per;
+        int64_t ta = c->tile ? c->tile[ti] : ti, tb = c->tile ? c->tile[ti + 1] : ti + 1;
         if (s) {
 #ifdef CPU_HAVE_AVX2_OPS
             if (c->simd) {
-                att_group_avx2(c, t, h0, per, s);
+                att_tile_avx2(c, ta, (int)(tb - ta), h0, per, s);
                 continue;
             }
 #endif
-            att_group(c, t, h0, per, s);
+            for (int64_t t = ta; t < tb; t++)
+                att_group(c, t, h0, per, s);
         } else {
-            for (int h = h0; h < h0 + per; h++)
-                att_one_noscratch(c, t, h);
+            for (int64_t t = ta; t < tb; t++)
+                for (int h = h0; h < h0 + per; h++)
+                    att_one_noscratch(c, t, h);
         }
     }
+}
+
+/* Cut the batch into tiles of at most `nt` tokens that are consecutive
+ * positions of one sequence: tile[i] is the first token of tile i,
+ * tile[n] = n_tok. Returns n. */
+static int64_t att_cut_tiles(const int32_t *slot, const int32_t *pos, int64_t n_tok, int nt,
+                             int64_t *tile)
+{
+    int64_t n = 0;
+    for (int64_t t = 0; t < n_tok; t++)
+        if (t == 0 || t - tile[n - 1] == nt || slot[t] != slot[t - 1] || pos[t] != pos[t - 1] + 1)
+            tile[n++] = t;
+    tile[n] = n_tok;
+    return n;
 }
 
 static void cpu_attention(backend *be, float *out, const float *q, const float *k, const float *v,
@@ -692,25 +793,41 @@ static void cpu_attention(backend *be, float *out, const float *q, const float *
      * that leaves threads idle, e.g. decoding one token with few KV heads */
     int per = (n_tok * n_head_kv >= cb->n_threads || group == 1) ? group : 1;
     att_ctx c = {cb, out, q, k, v, kv, slot, pos, n_tok, n_head, n_head_kv, head_dim, scale, per,
-                 cb->level >= CPU_AVX2 && head_dim % 8 == 0 && per <= 64};
+                 cb->level >= CPU_AVX2 && head_dim % 8 == 0 && per <= 64, NULL, n_tok};
     /* every token's K/V first, so tokens of one sequence in this batch see
      * the earlier ones (causal order holds through pos) */
     par_for(cb, n_tok, kv->kv_dim * 2, kv_store_range, &c);
 
-    int64_t need = 0;
+    int64_t need = 0; /* positions the longest row sees */
     for (int64_t t = 0; t < n_tok; t++)
         if (pos[t] + 1 > need)
             need = pos[t] + 1;
-    need *= per;
-    if (need > cb->att_cap) {
+    /* tiles of several tokens (AVX2 only: the scalar path stays one token
+     * per item) while their scores fit ATT_TILE_SCRATCH floats */
+    int nt = c.simd ? ATT_TILE : 1;
+    while (nt > 1 && (int64_t)nt * per * need > ATT_TILE_SCRATCH)
+        nt /= 2;
+    int64_t *tile = nt > 1 ? malloc((size_t)(n_tok + 1) * sizeof *tile) : NULL;
+    if (tile) {
+        c.n_tiles = att_cut_tiles(slot, pos, n_tok, nt, tile);
+        c.tile = tile;
+        if (c.n_tiles == n_tok || c.n_tiles * (n_head / per) < cb->n_threads) {
+            c.tile = NULL; /* no runs, or too few items for the threads */
+            c.n_tiles = n_tok;
+        }
+    }
+    int64_t cap_need = (c.tile ? nt : 1) * per * need; /* the tile's last token sees <= need */
+    if (cap_need > cb->att_cap) {
         free(cb->att_scratch);
         cb->att_cap = 0;
-        int64_t cap = need < 4096 ? 4096 : need;
+        int64_t cap = cap_need < 4096 ? 4096 : cap_need;
         cb->att_scratch = malloc((size_t)cap * cb->n_threads * sizeof(float));
         if (cb->att_scratch)
             cb->att_cap = cap; /* else: att_one_noscratch recomputes the scores */
     }
-    par_for(cb, n_tok * (n_head / per), (need / per) * head_dim * 2 * per, att_range, &c);
+    par_for(cb, c.n_tiles * (n_head / per), need * head_dim * 2 * per * (n_tok / c.n_tiles),
+            att_range, &c);
+    free(tile);
 }
 
 typedef struct ew_ctx {
