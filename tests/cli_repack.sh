@@ -2,9 +2,11 @@
 # cli_repack.sh - a model whose weights the CPU backend re-lays at load (the
 # row-interleaved R4 layouts: Q4_0, Q8_0, Q4_K; also a Q4_0 model with a
 # head tied to the embedding table) answers exactly as from the GGUF
-# layout: `caravan run` greedy, 2 prompts in one batch (prefill GEMM on
-# unpacked groups, 2-token decode on the groups) and one alone (one-token R4
-# kernel), with CARAVAN_REPACK=0 (GGUF layout), the default (re-laid) and
+# layout: `caravan run` greedy, 2 prompts in one batch (2-token decode on
+# the groups) and one longer prompt alone (its prefill, well over 8 tokens,
+# in the GEMM: panels packed straight from the Q4_0 / Q8_0 groups, from
+# unpacked Q4_K groups; then the one-token R4 kernel), with
+# CARAVAN_REPACK=0 (GGUF layout), the default (re-laid) and
 # --mmap (the file mapping: never re-laid), 1 and 2 threads; the per-token
 # logprobs must agree to 1e-4 and the tokens exactly. mkmodel models (n_embd
 # 512, 2 layers, stories260K vocab).
@@ -28,7 +30,11 @@ for ty in Q4_0 Q8_0 Q4_K Q4_0-tied; do
     --n-ff 1536 --type ${ty%-tied} $tied --seed 11 -t 1 >/dev/null || { echo "FAIL: mkmodel $ty"; exit 1; }
   for t in 1 2; do
     for prompts in one two; do
-      if [ $prompts = one ]; then set -- -p "Once upon a time"; else set -- -p "Once upon a time" -p "The cat"; fi
+      if [ $prompts = one ]; then
+        set -- -p "Once upon a time there was a little girl named Lily. She liked to play in the park with her dog"
+      else
+        set -- -p "Once upon a time" -p "The cat"
+      fi
       for mode in gguf r4 mmap; do
         case $mode in
           gguf) env=CARAVAN_REPACK=0 extra="";;

@@ -2,10 +2,16 @@
  * (cpu_kernels.h: cpu_repack; matmul.h: cpu_weight_repack), for every type
  * that has one at the AVX2 level:
  *  - pack then unpack gives back the standard rows byte for byte;
- *  - cpu_matmul_run on the re-laid weight (one token: the R4 kernel; 2..64
- *    tokens: groups unpacked, then the standard kernels, prefill GEMM
- *    included) equals the integer-path oracle vec_dot_q8 within 2e-5 of
+ *  - cpu_matmul_run on the re-laid weight (one token: the R4 kernel; 2..8
+ *    tokens: the few-token kernels on the groups; more: the prefill GEMM,
+ *    see below) equals the integer-path oracle vec_dot_q8 within 2e-5 of
  *    sum|w||x| (as test_simd), and the standard-layout run within the same;
+ *  - the prefill GEMM (n_tok above the few-token kernels: 9, 64, 300) on the
+ *    re-laid weight gives bit for bit the y of the standard layout: Q4_0 and
+ *    Q8_0 pack their panels straight from the groups, Q4_K from unpacked
+ *    rows, the same panel bytes either way; odd block counts (an R4 group's
+ *    one-block last record), several K chunks of GEMM_KC_SB super-blocks,
+ *    a last super-block that is not whole, row chunks of 4..64 rows;
  *  - cpu_weight_repack refuses (and leaves alone) a row count that is not a
  *    multiple of 4, the scalar level, and a weight already re-laid.
  * Odd and even block counts, 1 and 3 threads. On a CPU without AVX2 there is
@@ -115,6 +121,39 @@ static double run_case(cpu_matmul *mm, int type, int64_t n, int64_t rows, int64_
     return worst;
 }
 
+/* y of the prefill GEMM on the re-laid weight == on the standard rows, bit
+ * for bit (the integer sums and the float operations are the same) */
+static void check_gemm_exact(cpu_matmul *mm, int type, int64_t n, int64_t rows, int64_t n_tok,
+                             uint64_t *rng)
+{
+    size_t rb = dtype_row_size(type, n);
+    uint8_t *w = malloc(rb * (size_t)rows), *w4 = malloc(rb * (size_t)rows);
+    float *x = malloc((size_t)(n * n_tok) * 4);
+    float *y = malloc((size_t)(rows * n_tok) * 4), *y4 = malloc((size_t)(rows * n_tok) * 4);
+    fill_rows(type, w, n, rows, rng);
+    memcpy(w4, w, rb * (size_t)rows);
+    for (int64_t i = 0; i < n * n_tok; i++)
+        x[i] = tu_rand_f(rng) * (1.0f + (float)((i / 32) % 3));
+    be_weight bw = {.type = type, .ne0 = n, .ne1 = rows, .row_bytes = rb, .data = w};
+    be_weight b4 = bw;
+    b4.data = w4;
+    TU_CHECK(cpu_weight_repack(mm, &b4), "%s n=%lld rows=%lld: not re-laid", dtype_name(type),
+             (long long)n, (long long)rows);
+    for (int64_t i = 0; i < rows * n_tok; i++)
+        y[i] = 12345.0f, y4[i] = -12345.0f; /* every output must be written */
+    cpu_matmul_run(mm, y, &bw, x, n_tok);
+    cpu_matmul_run(mm, y4, &b4, x, n_tok);
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < rows * n_tok; i++)
+        if (memcmp(&y[i], &y4[i], 4) != 0 && bad++ == 0)
+            first = i;
+    TU_CHECK(bad == 0, "%s n=%lld rows=%lld n_tok=%lld: prefill GEMM on R4 differs from the standard "
+             "layout in %lld outputs, first y[%lld][%lld] = %.9g vs %.9g", dtype_name(type), (long long)n,
+             (long long)rows, (long long)n_tok, (long long)bad, (long long)(first / rows),
+             (long long)(first % rows), first >= 0 ? y4[first] : 0.0, first >= 0 ? y[first] : 0.0);
+    free(w), free(w4), free(x), free(y), free(y4);
+}
+
 static void check_refusals(cpu_matmul *mm, cpu_matmul *scalar, int type, uint64_t *rng)
 {
     int64_t n = dtype_get(type)->block_size == 256 ? 512 : 64;
@@ -173,8 +212,30 @@ int main(void)
                         worst = d > worst ? d : worst;
                     }
             }
-            printf("%s R4, %d thread(s): worst |R4 - standard layout| / sum|w||x| = %.3g\n",
-                   dtype_name(rp->type), n_threads, worst);
+            /* the prefill GEMM (n_tok > cpu_avx2_gemv_multi_max): blocks 7 (less
+             * than a super-block), 24 (whole ones), 65 and 129 (odd: n % 64 ==
+             * 32, 2 and 3 K chunks, the last super-block not whole); K types
+             * 9 and 17 super-blocks */
+            int64_t gnbs[] = {bs == 256 ? 1 : 7, bs == 256 ? 3 : 24, bs == 256 ? 9 : 65,
+                              bs == 256 ? 17 : 129};
+            int64_t gtoks[] = {9, 64, 300};
+            int n_exact = 0;
+            for (int k = 0; k < 4; k++)
+                for (int ri = 0; ri < 4; ri++)
+                    for (int q = 0; q < 3; q++) {
+                        int64_t n = bs * gnbs[k];
+                        if (gtoks[q] <= cpu_avx2_gemv_multi_max(rp->type) ||
+                            rowss[ri] * n * gtoks[q] > (int64_t)1 << 26)
+                            continue;
+                        check_gemm_exact(mm, rp->type, n, rowss[ri], gtoks[q], &rng);
+                        n_exact++;
+                    }
+            /* and one such case against the oracle */
+            double d = run_case(mm, rp->type, bs * gnbs[2], 12, 300, &rng);
+            worst = d > worst ? d : worst;
+            printf("%s R4, %d thread(s): worst |R4 - standard layout| / sum|w||x| = %.3g; "
+                   "prefill GEMM bit-identical in %d cases\n",
+                   dtype_name(rp->type), n_threads, worst, n_exact);
         }
         cpu_matmul_free(mm);
         cpu_matmul_free(scalar);

@@ -159,9 +159,10 @@ void cpu_avx2_gemm_p(const cpu_gemm_args *a);
  * offset of row 4g, so row chunks that start and end on multiples of 4 rows
  * still address their bytes as r * row_bytes, and a token reads the same
  * bytes as before. The group layout is the type's own (see its .c file).
- * One token goes to .gemv; every other path (prefill GEMM, few-token decode,
- * the scalar oracle) unpacks the chunk's groups to standard rows in the
- * thread's scratch first (matmul.c). */
+ * One token goes to .gemv; a few tokens (.multi) and the AVX2 prefill GEMM
+ * (.gemm) read the groups themselves where the type says so; every other
+ * path (the Q4_K GEMM, the scalar oracle) unpacks the chunk's groups to
+ * standard rows in the thread's scratch first (matmul.c). */
 typedef struct cpu_repack {
     int type;
     /* 4 standard rows (row_bytes apart) -> one group of 4 * row_bytes at grp */
@@ -176,6 +177,9 @@ typedef struct cpu_repack {
     /* the few-token decode (cpu_avx2_gemv_multi) reads the groups itself
      * when given a->r4 = 1 (rows in whole groups) */
     int multi;
+    /* the prefill GEMM (cpu_avx2_gemm_p) packs its panels from the groups
+     * when given a->r4 = 1 (rows in whole groups) */
+    int gemm;
 } cpu_repack;
 /* Row r's standard block (bs bytes: f16 scale, then bs - 2 level bytes)
  * from the odd last record of a Q4_0 / Q8_0 R4 group (gemv_a45_avx2.c):
@@ -184,6 +188,18 @@ static inline void cpu_r4_tail_block(const uint8_t *rec, int r, size_t bs, uint8
 {
     memcpy(blk, rec + 2 * r, 2);
     memcpy(blk + 2, rec + 8 + (bs - 2) * r, bs - 2);
+}
+/* Block b (of the row's nb) of row r in a Q4_0 / Q8_0 R4 group at grp (bs
+ * bytes a block): returns its first 16 level bytes; its f16 scale is at *d
+ * and its level bytes 16..31 (Q8_0) *hstep bytes after the first 16. */
+static inline const uint8_t *cpu_r4_block(const uint8_t *grp, int r, int64_t b, int64_t nb, size_t bs,
+                                          const uint8_t **d, size_t *hstep)
+{
+    const uint8_t *rec = grp + (size_t)(b / 2) * 8 * bs; /* the record of blocks b & ~1, (b | 1) */
+    const size_t nbk = (b | 1) < nb ? 2 : 1, k = (size_t)(b % 2);
+    *d = rec + 2 * (4 * k + (size_t)r);
+    *hstep = 16 * nbk;
+    return rec + 8 * nbk + (bs - 2) * nbk * (size_t)r + 16 * k;
 }
 /* The AVX2 R4 layout of a type, NULL when it has none. */
 const cpu_repack *cpu_repack_avx2(int type);

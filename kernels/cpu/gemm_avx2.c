@@ -30,7 +30,10 @@
  * prefetched during the previous group) passes over them. The full 2 x 4
  * tile's inner steps are inline asm (GCC's version moved a register per
  * accumulate); partial tiles use the intrinsics loop. Rows of other types,
- * and n_tok < 2, stay in matmul_avx2.c / gemv_avx2.c.
+ * and n_tok < 2, stay in matmul_avx2.c / gemv_avx2.c. Q4_0 and Q8_0 weights
+ * re-laid at load as R4 groups (cpu_kernels.h, a->r4) are packed straight
+ * from the groups (sb_src): the same panel bytes as from standard rows,
+ * without the unpacked copy matmul.c made before.
  *
  * Measured on the AMD Zen 3 this was tuned on (instruction-mix loops): the
  * integer multiplies (vpmaddubsw, vpmaddwd) and the float FMA/mul share two
@@ -53,11 +56,25 @@
  * per 32 products the four vector pipes are exactly full, so the lost
  * quarter is issue scheduling. Also measured and dropped: a 2 x 6 tile
  * (12 accumulators, one temporary: ~1.0 cycle per multiply in a standalone
- * loop), prefetching the next panel super-block (slower), and building the
- * int16 panels / P16 activations with two 8 x 8 dword transposes instead of
- * scalar stores (no faster: ~185 cycles per row and super-block either way). */
+ * loop) and prefetching the next panel super-block (slower). Packing
+ * (rdtsc, 64 rows x 2048 of Q8_0 / Q4_0, this machine): the Q8_0 int16
+ * panels and P16 activations built by scalar stores per block took ~130
+ * cycles per row and super-block (P16 quantization ~330 per token and
+ * super-block, P8 ~300); as in-lane transposes of 8 blocks in registers
+ * (p16_store, p8_store) and with the 8 blocks' scales computed in one
+ * vector (q8_blocks8): Q8_0 ~40, Q4_0 ~34 (was ~88), P16 ~140, P8 ~140.
+ * (An earlier try with two 8 x 8 dword transposes after widening was no
+ * faster than the scalar stores: cross-lane steps; these have none.) */
 #include <immintrin.h>
 #include <string.h>
+
+/* The tiles' speed depends on where their loops fall against 64-byte
+ * boundaries (Zen 3, pp512 Q4_K 2 threads: -3% when cpu_avx2_gemm_p, its
+ * code unchanged, started 48 bytes further along a line): pinned here
+ * instead of left to the size of whatever code comes first. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("align-functions=64", "align-loops=64")
+#endif
 
 #include "../../core/dtype.h"
 #include "../../core/dtype_blocks.h"
@@ -112,6 +129,88 @@ void cpu_avx2_quant_p8(const float *x, uint8_t *xq, int64_t n)
     }
 }
 
+/* The P8 levels of one super-block (8 blocks): vector v (of 8), at base +
+ * v * vstride bytes, holds in 4-byte lane j elements 2v, 2v+1, 16+2v, 17+2v
+ * of block j. In: a[k] = [elements 0..15 of block k | of block k + 4], b[k]
+ * the same of elements 16..31 (k < 4). perm_store's dwords, two blocks a
+ * vector, then 4 x 4 dword transposes in each 128-bit lane: 24 in-lane
+ * shuffles and 8 vector stores for the 64 scalar stores of 8 perm_store. */
+AI void p8_store(const __m256i a[4], const __m256i b[4], uint8_t *base, size_t vstride)
+{
+    __m256i lo[4], hi[4]; /* dwords v = 0..3 resp. 4..7 of blocks k | k + 4 */
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        lo[k] = _mm256_unpacklo_epi16(a[k], b[k]);
+        hi[k] = _mm256_unpackhi_epi16(a[k], b[k]);
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        const __m256i *d = h ? hi : lo;
+        __m256i l01 = _mm256_unpacklo_epi32(d[0], d[1]), l23 = _mm256_unpacklo_epi32(d[2], d[3]);
+        __m256i h01 = _mm256_unpackhi_epi32(d[0], d[1]), h23 = _mm256_unpackhi_epi32(d[2], d[3]);
+        uint8_t *o = base + (size_t)(4 * h) * vstride;
+        _mm256_storeu_si256((__m256i *)o, _mm256_unpacklo_epi64(l01, l23));
+        _mm256_storeu_si256((__m256i *)(o + vstride), _mm256_unpackhi_epi64(l01, l23));
+        _mm256_storeu_si256((__m256i *)(o + 2 * vstride), _mm256_unpacklo_epi64(h01, h23));
+        _mm256_storeu_si256((__m256i *)(o + 3 * vstride), _mm256_unpackhi_epi64(h01, h23));
+    }
+}
+
+/* q8_block32 for the 8 blocks of a super-block at x, nblk of them real
+ * (the rest: levels and scale 0): levels q[j] (32 int8 in order), returns
+ * the 8 scales. The 8 maxima are reduced into one vector, so the scales
+ * and their inverses take one division each instead of 8; the same IEEE
+ * operations per block, so the same bits. */
+AI __m256 q8_blocks8(const float *x, int nblk, __m256i q[8])
+{
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)), zero = _mm256_setzero_ps();
+    __m256 m[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) {
+        const float *xb = x + 32 * j;
+        m[j] = zero;
+        if (j < nblk) {
+            __m256 a0 = _mm256_and_ps(_mm256_loadu_ps(xb), abs_mask);
+            __m256 a1 = _mm256_and_ps(_mm256_loadu_ps(xb + 8), abs_mask);
+            __m256 a2 = _mm256_and_ps(_mm256_loadu_ps(xb + 16), abs_mask);
+            __m256 a3 = _mm256_and_ps(_mm256_loadu_ps(xb + 24), abs_mask);
+            m[j] = _mm256_max_ps(_mm256_max_ps(a0, a1), _mm256_max_ps(a2, a3));
+        }
+    }
+    __m256 s[4]; /* per lane: maxima of elements (0, 1), (2, 3) of blocks 2i, 2i + 1 */
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        s[i] = _mm256_max_ps(_mm256_shuffle_ps(m[2 * i], m[2 * i + 1], 0x88),
+                             _mm256_shuffle_ps(m[2 * i], m[2 * i + 1], 0xdd));
+    __m256 s03 = _mm256_max_ps(_mm256_shuffle_ps(s[0], s[1], 0x88), _mm256_shuffle_ps(s[0], s[1], 0xdd));
+    __m256 s47 = _mm256_max_ps(_mm256_shuffle_ps(s[2], s[3], 0x88), _mm256_shuffle_ps(s[2], s[3], 0xdd));
+    __m256 mx = _mm256_max_ps(_mm256_permute2f128_ps(s03, s47, 0x20), _mm256_permute2f128_ps(s03, s47, 0x31));
+    __m256 d = _mm256_div_ps(mx, _mm256_set1_ps(127.0f));
+    d = _mm256_cvtph_ps(_mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT)); /* rounded to f16 */
+    __m256 id = _mm256_and_ps(_mm256_cmp_ps(d, zero, _CMP_GT_OQ), _mm256_div_ps(_mm256_set1_ps(1.0f), d));
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) {
+        const float *xb = x + 32 * j;
+        q[j] = _mm256_setzero_si256();
+        if (j < nblk) {
+            __m256 vid = _mm256_permutevar8x32_ps(id, _mm256_set1_epi32(j));
+            q[j] = q8_pack(q8_round(_mm256_loadu_ps(xb), vid), q8_round(_mm256_loadu_ps(xb + 8), vid),
+                           q8_round(_mm256_loadu_ps(xb + 16), vid), q8_round(_mm256_loadu_ps(xb + 24), vid));
+        }
+    }
+    return d;
+}
+
+/* a[k], b[k] of p8_store / p16_store from the levels q[j] of 8 blocks */
+AI void blocks_to_halves(const __m256i q[8], __m256i a[4], __m256i b[4])
+{
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        a[k] = _mm256_permute2x128_si256(q[k], q[k + 4], 0x20);
+        b[k] = _mm256_permute2x128_si256(q[k], q[k + 4], 0x31);
+    }
+}
+
 /* P8 with unsigned levels x + 128 (Q4_0/Q5_0 weights as signed levels, see
  * micro); c unused (the levels' offset term is removed at pack time) */
 static void quant_p8_u(const float *x, uint8_t *xq, int64_t n)
@@ -121,34 +220,53 @@ static void quant_p8_u(const float *x, uint8_t *xq, int64_t n)
     for (int64_t s = 0; s < nsb; s++) {
         uint8_t *sb = xq + s * PSB;
         float *da = (float *)(sb + 256), *c = da + 8;
-        for (int j = 0; j < 8; j++) {
-            int64_t b = 8 * s + j;
-            if (b >= nb) { /* padding: any level (the weights there are 0), da = 0 */
-                perm_store((uint32_t *)sb, 8, j, _mm256_setzero_si256());
-                da[j] = c[j] = 0.0f;
-                continue;
-            }
-            __m256i i0, i1, i2, i3;
-            float d = q8_block32(x + 32 * b, &i0, &i1, &i2, &i3);
-            perm_store((uint32_t *)sb, 8, j, _mm256_xor_si256(q8_pack(i0, i1, i2, i3), bias));
-            da[j] = d;
-            c[j] = 0.0f;
-        }
+        int nblk = nb - 8 * s < 8 ? (int)(nb - 8 * s) : 8;
+        __m256i q[8], a[4], b[4];
+        _mm256_storeu_ps(da, q8_blocks8(x + 256 * s, nblk, q));
+        _mm256_storeu_ps(c, _mm256_setzero_ps());
+        for (int j = 0; j < nblk; j++) /* padding: level 0 (the weights there are 0), da = 0 */
+            q[j] = _mm256_xor_si256(q[j], bias);
+        blocks_to_halves(q, a, b);
+        p8_store(a, b, sb, 32);
     }
 }
 
-/* 32 int8 of a block -> int16 pairs (el u, el u+16) at u32 slot u*8 + j */
-AI void perm16_store(uint32_t *base, int64_t vstride, int j, __m256i q)
+/* The P16 levels of one super-block (8 blocks; the weight panels' rows and
+ * the activation rows alike): vector u (of 16), at base + u * vstride bytes,
+ * holds in int32 lane j the int16 pair (element u, element u + 16) of block
+ * j. In: a[k] = [levels 0..15 of block k | of block k + 4], b[k] the same of
+ * levels 16..31 (k < 4). An 8 x 16 transpose of int8 pairs in registers,
+ * widened at the end: 8 byte interleaves give each block's 16 pairs (block
+ * k in the low 128-bit lane, k + 4 in the high one), two rounds of 16/32-bit
+ * interleaves gather blocks 0..3 (low lane) and 4..7 (high lane) of two u
+ * in one vector, and a byte interleave with the sign widens each half into
+ * a vector: 48 in-lane shuffles and 8 compares, no cross-lane step (the
+ * 128 scalar stores it replaces: see the head comment). */
+AI void p16_store(const __m256i a[4], const __m256i b[4], uint8_t *base, size_t vstride)
 {
-    __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
-    __m256i a = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(lo, hi)); /* (q0,q16),(q1,q17)..(q7,q23) */
-    __m256i b = _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(lo, hi)); /* (q8,q24)..(q15,q31) */
-    uint32_t da[8], db[8];
-    _mm256_storeu_si256((__m256i *)da, a);
-    _mm256_storeu_si256((__m256i *)db, b);
-    for (int u = 0; u < 8; u++) {
-        base[u * vstride + j] = da[u];
-        base[(u + 8) * vstride + j] = db[u];
+    const __m256i zero = _mm256_setzero_si256();
+    __m256i lo[4], hi[4]; /* pairs u = 0..7 resp. 8..15 of blocks k | k + 4 */
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        lo[k] = _mm256_unpacklo_epi8(a[k], b[k]);
+        hi[k] = _mm256_unpackhi_epi8(a[k], b[k]);
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        const __m256i *v = h ? hi : lo;
+        /* blocks (0, 1 | 4, 5) and (2, 3 | 6, 7): pairs u = 0..3, then 4..7 */
+        __m256i l01 = _mm256_unpacklo_epi16(v[0], v[1]), h01 = _mm256_unpackhi_epi16(v[0], v[1]);
+        __m256i l23 = _mm256_unpacklo_epi16(v[2], v[3]), h23 = _mm256_unpackhi_epi16(v[2], v[3]);
+        /* t[i]: blocks 0..3 | 4..7 of pairs u = 2i, 2i + 1 (8 + ... in hi) */
+        __m256i t[4] = {_mm256_unpacklo_epi32(l01, l23), _mm256_unpackhi_epi32(l01, l23),
+                        _mm256_unpacklo_epi32(h01, h23), _mm256_unpackhi_epi32(h01, h23)};
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            __m256i sg = _mm256_cmpgt_epi8(zero, t[i]);
+            uint8_t *o = base + (size_t)(8 * h + 2 * i) * vstride;
+            _mm256_storeu_si256((__m256i *)o, _mm256_unpacklo_epi8(t[i], sg));
+            _mm256_storeu_si256((__m256i *)(o + vstride), _mm256_unpackhi_epi8(t[i], sg));
+        }
     }
 }
 
@@ -159,19 +277,12 @@ void cpu_avx2_quant_p16(const float *x, uint8_t *xq, int64_t n)
     for (int64_t s = 0; s < nsb; s++) {
         uint8_t *sb = xq + s * GEMM_X16_SB_BYTES;
         float *da = (float *)(sb + 512), *c = da + 8;
-        for (int j = 0; j < 8; j++) {
-            int64_t b = 8 * s + j;
-            if (b >= nb) {
-                perm16_store((uint32_t *)sb, 8, j, _mm256_setzero_si256());
-                da[j] = c[j] = 0.0f;
-                continue;
-            }
-            __m256i i0, i1, i2, i3;
-            float d = q8_block32(x + 32 * b, &i0, &i1, &i2, &i3);
-            perm16_store((uint32_t *)sb, 8, j, q8_pack(i0, i1, i2, i3));
-            da[j] = d;
-            c[j] = 0.0f;
-        }
+        int nblk = nb - 8 * s < 8 ? (int)(nb - 8 * s) : 8;
+        __m256i q[8], a[4], b[4];
+        _mm256_storeu_ps(da, q8_blocks8(x + 256 * s, nblk, q));
+        _mm256_storeu_ps(c, _mm256_setzero_ps());
+        blocks_to_halves(q, a, b);
+        p16_store(a, b, sb, 32);
     }
 }
 
@@ -233,26 +344,82 @@ static void k4_decode(const uint8_t *s, int sc[8], int mn[8])
     }
 }
 
-/* super-block s of weight row w (type) -> row r of panel super-block p */
-static void pack_sb(int type, const uint8_t *w, int64_t n, int64_t s, uint8_t *p, int r)
+/* Where blocks 8s..8s+7 of a Q4_0 / Q8_0 row lie: block j's first 16 level
+ * bytes at q + (j / 2) * pair + (j % 2) * qodd, its f16 scale at d + (j / 2)
+ * * pair + (j % 2) * dodd, its level bytes 16..31 (Q8_0) hstep after the
+ * first 16. Standard rows and R4 groups alike are affine in j, so the
+ * packers' pointers are a few adds in registers. */
+typedef struct sb_map {
+    const uint8_t *q, *d;
+    size_t pair, qodd, dodd, hstep;
+} sb_map;
+
+AI const uint8_t *sb_q(const sb_map *m, int j)
+{
+    return m->q + (size_t)(j / 2) * m->pair + (size_t)(j % 2) * m->qodd;
+}
+AI uint16_t sb_d(const sb_map *m, int j)
+{
+    return (uint16_t)ld_u16(m->d + (size_t)(j / 2) * m->pair + (size_t)(j % 2) * m->dodd);
+}
+
+/* The map of super-block s (nb blocks a row) of w: the standard row (gr <
+ * 0) or the R4 group holding it as row gr. A super-block that is not whole
+ * (the last one, nb % 8 != 0) is copied as standard blocks into tmp (8 *
+ * 34 bytes), zeros past nb (the padding; also an odd last block, the R4
+ * record of one block, lands there). */
+AI sb_map sb_src(int type, const uint8_t *w, int gr, int64_t s, int64_t nb, uint8_t *tmp)
+{
+    const size_t bs = type == DT_Q8_0 ? 34 : 18;
+    sb_map m;
+    if (8 * s + 8 > nb) {
+        memset(tmp, 0, 8 * bs);
+        for (int64_t b = 8 * s; b < nb; b++) {
+            uint8_t *t = tmp + (size_t)(b - 8 * s) * bs;
+            if (gr < 0) {
+                memcpy(t, w + (size_t)b * bs, bs);
+            } else {
+                const uint8_t *d;
+                size_t hstep;
+                const uint8_t *q = cpu_r4_block(w, gr, b, nb, bs, &d, &hstep);
+                memcpy(t, d, 2);
+                for (size_t h = 0; h < (bs - 2) / 16; h++)
+                    memcpy(t + 2 + 16 * h, q + h * hstep, 16);
+            }
+        }
+        w = tmp, gr = -1, s = 0;
+    }
+    if (gr < 0) {
+        m.d = w + (size_t)(8 * s) * bs, m.q = m.d + 2;
+        m.pair = 2 * bs, m.qodd = m.dodd = bs, m.hstep = 16;
+    } else { /* 4 whole records of the group: | d(2i, rows 0..3) | d(2i + 1, ..) | rows' levels | */
+        const uint8_t *rec = w + (size_t)(4 * s) * 8 * bs;
+        m.d = rec + 2 * (size_t)gr, m.q = rec + 16 + 2 * (bs - 2) * (size_t)gr;
+        m.pair = 8 * bs, m.qodd = 16, m.dodd = 8, m.hstep = 32;
+    }
+    return m;
+}
+
+/* super-block s of weight row w (type; gr: as sb_src) -> row r of panel super-block p */
+static void pack_sb(int type, const uint8_t *w, int gr, int64_t n, int64_t s, uint8_t *p, int r)
 {
     uint32_t *q = (uint32_t *)(p + r * 32);
     const int64_t vs = RR * 8;
     if (type == DT_Q8_0) { /* int16 panel */
         float *dw = (float *)(p + RR * 512 + r * 64), *mw = dw + 8;
-        int64_t nb = n / 32;
-        for (int j = 0; j < 8; j++) {
-            int64_t b = 8 * s + j;
-            __m256i lv = _mm256_setzero_si256();
-            float d = 0.0f;
-            if (b < nb) {
-                const dt_block_q8_0 *bk = (const dt_block_q8_0 *)w + b;
-                lv = _mm256_loadu_si256((const __m256i *)bk->qs);
-                d = h2f(bk->d);
-            }
-            perm16_store(q, vs, j, lv);
-            dw[j] = d, mw[j] = 0.0f;
+        uint8_t tmp[8 * 34];
+        const sb_map m = sb_src(type, w, gr, s, n / 32, tmp);
+        __m256i a[4], b[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) { /* blocks k and k + 4 in the two 128-bit lanes */
+            const uint8_t *q0 = sb_q(&m, k), *q1 = sb_q(&m, k + 4);
+            a[k] = _mm256_loadu2_m128i((const __m128i *)q1, (const __m128i *)q0);
+            b[k] = _mm256_loadu2_m128i((const __m128i *)(q1 + m.hstep), (const __m128i *)(q0 + m.hstep));
         }
+        p16_store(a, b, (uint8_t *)q, RR * 32);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+            dw[j] = h2f(sb_d(&m, j)), mw[j] = 0.0f;
         return;
     }
     if (type == DT_Q2_K) { /* levels 0..3; tail | sc int16[16] | mn int8[16] | d | dmin |, see micro6 */
@@ -362,16 +529,46 @@ static void pack_sb(int type, const uint8_t *w, int64_t n, int64_t s, uint8_t *p
         return;
     }
     int64_t nb = n / 32;
+    if (type == DT_Q4_0 && 8 * s + 8 <= nb) { /* a whole super-block: transposed in registers */
+        uint8_t tmp[8 * 18];
+        const sb_map m = sb_src(type, w, gr, s, nb, tmp);
+        const __m256i m4 = _mm256_set1_epi8(15), eight = _mm256_set1_epi8(8), zero = _mm256_setzero_si256();
+        __m256i lv[4], hv[4], sums[4]; /* signed levels of elements 0..15, 16..31; their sums */
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) { /* blocks k | k + 4 in the two 128-bit lanes */
+            __m256i a = _mm256_loadu2_m128i((const __m128i *)sb_q(&m, k + 4), (const __m128i *)sb_q(&m, k));
+            __m256i lo = _mm256_and_si256(a, m4), hi = _mm256_and_si256(_mm256_srli_epi16(a, 4), m4);
+            /* sums of the levels of elements 0..15 and 16..31: [lo, hi, lo, lo] per lane */
+            __m256i sl = _mm256_sad_epu8(lo, zero), sh = _mm256_sad_epu8(hi, zero);
+            sums[k] = _mm256_shuffle_epi32(
+                _mm256_add_epi64(_mm256_unpacklo_epi64(sl, sh), _mm256_unpackhi_epi64(sl, sh)), 0x08);
+            lv[k] = _mm256_sub_epi8(lo, eight), hv[k] = _mm256_sub_epi8(hi, eight);
+        }
+        /* init[2j], init[2j + 1] = -128 * (sum - 16 * 8) as in the loop below */
+        __m256i s16 = _mm256_packs_epi32(_mm256_unpacklo_epi64(sums[0], sums[1]),
+                                         _mm256_unpacklo_epi64(sums[2], sums[3]));
+        s16 = _mm256_slli_epi16(_mm256_sub_epi16(_mm256_set1_epi16(128), s16), 7);
+        _mm256_storeu_si256((__m256i *)mw, s16);
+        p8_store(lv, hv, (uint8_t *)q, RR * 32);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+            dw[j] = h2f(sb_d(&m, j));
+        return;
+    }
     if (type == DT_Q4_0 || type == DT_Q5_0) { /* signed levels, see micro (bits 8) */
         int16_t *init = (int16_t *)mw;
+        uint8_t tmp[8 * 18];
+        sb_map m = {0};
+        if (type == DT_Q4_0)
+            m = sb_src(type, w, gr, s, nb, tmp);
+#pragma GCC unroll 8
         for (int j = 0; j < 8; j++) {
             int64_t b = 8 * s + j;
             __m256i lv = _mm256_setzero_si256();
             int off = 0;
             float d = 0.0f;
             if (b < nb && type == DT_Q4_0) {
-                const dt_block_q4_0 *bk = (const dt_block_q4_0 *)w + b;
-                lv = nibbles16(bk->qs), off = 8, d = h2f(bk->d);
+                lv = nibbles16(sb_q(&m, j)), off = 8, d = h2f(sb_d(&m, j));
             } else if (b < nb) {
                 const dt_block_q5_0 *bk = (const dt_block_q5_0 *)w + b;
                 uint32_t qh;
@@ -415,19 +612,45 @@ static void pack_sb(int type, const uint8_t *w, int64_t n, int64_t s, uint8_t *p
     }
 }
 
+#define R4_PF_AHEAD 4
+
 /* rows [0, rows) of w, super-blocks [s0, s0 + nsc) -> panels at p (row
- * groups of RR, the last one padded with zero rows) */
+ * groups of RR, the last one padded with zero rows). r4: w holds Q4_0 /
+ * Q8_0 R4 groups (rows a multiple of 4: no padding), read in place. */
 __attribute__((noinline)) static void pack_panels(int type, const uint8_t *w, size_t w_stride, int64_t rows, int64_t n,
-                        int64_t s0, int64_t nsc, uint8_t *p)
+                        int64_t s0, int64_t nsc, uint8_t *p, int r4)
 {
     const int64_t psb = type == DT_Q8_0 ? PANB(16) : PANB(4), qb = type == DT_Q8_0 ? 512 : 256;
+    if (r4) {
+        /* step i: super-block s0 + i % nsc of group i / nsc, its 4 rows (the
+         * group's records in memory order). The weights come from DRAM
+         * here (no earlier pass over them), so each step prefetches the
+         * bytes of the step R4_PF_AHEAD later (~4 rows x 40 cycles a step). */
+        const int64_t n_steps = rows / 4 * nsc, sbb = type == DT_Q8_0 ? 32 * 34 : 32 * 18;
+        for (int64_t i = -R4_PF_AHEAD; i < n_steps; i++) {
+            int64_t ip = i + R4_PF_AHEAD;
+            if (ip < n_steps) {
+                const uint8_t *src = w + ip / nsc * 4 * w_stride + (s0 + ip % nsc) * sbb;
+                for (int64_t l = 0; l < sbb; l += 64)
+                    _mm_prefetch((const char *)(src + l), _MM_HINT_T0);
+            }
+            if (i < 0)
+                continue;
+            int64_t g = i / nsc * 4, s = i % nsc;
+            for (int r = 0; r < 4; r++) {
+                uint8_t *ps = p + ((g + r) / RR * nsc + s) * psb;
+                pack_sb(type, w + g * w_stride, r, n, s0 + s, ps, (int)((g + r) % RR));
+            }
+        }
+        return;
+    }
     for (int64_t g = 0; g < rows; g += RR) {
         uint8_t *pg = p + (g / RR) * nsc * psb;
         for (int r = 0; r < RR; r++) {
             if (g + r < rows) {
                 const uint8_t *wr = w + (g + r) * w_stride;
                 for (int64_t s = 0; s < nsc; s++)
-                    pack_sb(type, wr, n, s0 + s, pg + s * psb, r);
+                    pack_sb(type, wr, -1, n, s0 + s, pg + s * psb, r);
             } else {
                 for (int64_t s = 0; s < nsc; s++) {
                     uint8_t *ps = pg + s * psb;
@@ -937,7 +1160,7 @@ void cpu_avx2_gemm_p(const cpu_gemm_args *a)
     int bits = type_bits(a->type);
     for (int64_t s0 = 0; s0 < nsb; s0 += GEMM_KC_SB) {
         int64_t nsc = nsb - s0 < GEMM_KC_SB ? nsb - s0 : GEMM_KC_SB;
-        pack_panels(a->type, a->w, a->w_stride, a->n_rows, a->n, s0, nsc, a->scratch);
+        pack_panels(a->type, a->w, a->w_stride, a->n_rows, a->n, s0, nsc, a->scratch, a->r4);
         int acc_y = s0 > 0;
         for (int64_t t0 = 0; t0 < a->n_tok; t0 += GEMM_RT) {
             int rt = (int)(a->n_tok - t0 < GEMM_RT ? a->n_tok - t0 : GEMM_RT);

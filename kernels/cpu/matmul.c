@@ -10,7 +10,9 @@
  * prefill also blocks the tokens so one block of quantized activations stays
  * in L2 while the weight rows stream through once per block. Prefill on
  * AVX2 goes to the packed-panel GEMM of gemm_avx2.c (row chunks of up to 64
- * rows, one token block unless the rows are too few to split). */
+ * rows, one token block unless the rows are too few to split), which packs
+ * Q4_0 / Q8_0 weights re-laid at load (R4, cpu_kernels.h) straight from the
+ * groups. */
 #include "matmul.h"
 
 #include <math.h>
@@ -58,11 +60,11 @@ cpu_level cpu_matmul_level(const cpu_matmul *mm)
 
 #if defined(__x86_64__)
 static const cpu_repack r4_q4_0 = {DT_Q4_0, cpu_r4_q4_0_pack, cpu_r4_q4_0_unpack, cpu_r4_q4_0_gemv,
-                                   CPU_ACT_Q8B, 1};
+                                   CPU_ACT_Q8B, 1, 1};
 static const cpu_repack r4_q8_0 = {DT_Q8_0, cpu_r4_q8_0_pack, cpu_r4_q8_0_unpack, cpu_r4_q8_0_gemv,
-                                   CPU_ACT_Q8B, 1};
+                                   CPU_ACT_Q8B, 1, 1};
 static const cpu_repack r4_q4_k = {DT_Q4_K, cpu_r4_q4_k_pack, cpu_r4_q4_k_unpack,
-                                   cpu_r4_q4_k_gemv, CPU_ACT_Q8KB, 1};
+                                   cpu_r4_q4_k_gemv, CPU_ACT_Q8KB, 1, 0};
 #endif
 
 const cpu_repack *cpu_repack_avx2(int type)
@@ -169,9 +171,10 @@ typedef struct mm_job {
     const float *xf;
     uint8_t *scratch;
     size_t scratch_each;
-    /* R4 weights: .gemv on the groups (one token), or groups unpacked to
-     * standard rows at unpack_off of the thread's scratch, unpack_rows at a
-     * time, before j->k runs on them */
+    /* R4 weights: .gemv on the groups (one token), j->k on the groups
+     * (rp_direct: the few-token decode, the prefill GEMM of Q4_0 / Q8_0), or
+     * groups unpacked to standard rows at unpack_off of the thread's
+     * scratch, unpack_rows at a time, before j->k runs on them */
     const cpu_repack *rp;
     bool rp_gemv, rp_direct; /* rp_direct: j->k reads the groups itself (a.r4) */
     size_t unpack_off;
@@ -276,14 +279,18 @@ void cpu_matmul_run(cpu_matmul *mm, float *y, const be_weight *w, const float *x
         }
     }
 #endif
-    /* R4 weights: one token on the groups, anything else on unpacked rows
-     * (row chunks stay multiples of 4 rows: whole groups) */
+    /* R4 weights: one token, a few tokens and the prefill GEMM of the types
+     * that say so on the groups (the GEMM packs its panels from them: an
+     * unpacked copy would be one more pass over the weights and 64 rows of
+     * L2), anything else on unpacked rows (row chunks stay multiples of 4
+     * rows: whole groups) */
     j.rp = cpu_weight_layout(w);
     if (j.rp) {
         j.rp_gemv = n_tok == 1 && mm->level == CPU_AVX2 && j.k.act == j.rp->act;
 #if defined(__x86_64__)
         j.rp_direct = !j.rp_gemv && !gemm_rc && j.rp->multi && mm->level == CPU_AVX2 &&
                       n_tok >= 2 && n_tok <= cpu_avx2_gemv_multi_max(w->type) && j.k.act == j.rp->act;
+        j.rp_direct = j.rp_direct || (gemm_rc && j.rp->gemm);
 #endif
         gemm_rc = (gemm_rc + 3) & ~(int64_t)3;
     }
