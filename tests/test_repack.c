@@ -61,49 +61,71 @@ static void check_roundtrip(const cpu_repack *rp, int64_t n, uint64_t *rng)
     free(a), free(g), free(b);
 }
 
+/* One random weight in both layouts and its outputs for n_tok random tokens:
+ * y on the standard rows w, y4 on the re-laid copy w4. */
+typedef struct pair_run {
+    size_t rb;
+    uint8_t *w, *w4;
+    float *x, *y, *y4;
+} pair_run;
+
+static pair_run pair_run_start(cpu_matmul *mm, int type, int64_t n, int64_t rows, int64_t n_tok,
+                               uint64_t *rng)
+{
+    pair_run p;
+    p.rb = dtype_row_size(type, n);
+    p.w = malloc(p.rb * (size_t)rows), p.w4 = malloc(p.rb * (size_t)rows);
+    p.x = malloc((size_t)(n * n_tok) * 4);
+    p.y = malloc((size_t)(rows * n_tok) * 4), p.y4 = malloc((size_t)(rows * n_tok) * 4);
+    fill_rows(type, p.w, n, rows, rng);
+    memcpy(p.w4, p.w, p.rb * (size_t)rows);
+    for (int64_t i = 0; i < n * n_tok; i++)
+        p.x[i] = tu_rand_f(rng) * (1.0f + (float)((i / 32) % 3));
+    be_weight bw = {.type = type, .ne0 = n, .ne1 = rows, .row_bytes = p.rb, .data = p.w};
+    be_weight b4 = bw;
+    b4.data = p.w4;
+    TU_CHECK(cpu_weight_repack(mm, &b4), "%s n=%lld rows=%lld: not re-laid",
+             dtype_name(type), (long long)n, (long long)rows);
+    TU_CHECK(cpu_weight_layout(&b4) != NULL && memcmp(p.w, p.w4, p.rb * (size_t)rows) != 0,
+             "%s: cpu_weight_repack said yes but the bytes are the standard rows", dtype_name(type));
+    TU_CHECK(!cpu_weight_repack(mm, &b4), "%s: re-laid twice", dtype_name(type));
+    for (int64_t i = 0; i < rows * n_tok; i++)
+        p.y[i] = 12345.0f, p.y4[i] = -12345.0f; /* every output must be written */
+    cpu_matmul_run(mm, p.y, &bw, p.x, n_tok);
+    cpu_matmul_run(mm, p.y4, &b4, p.x, n_tok);
+    return p;
+}
+
+static void pair_run_free(pair_run *p)
+{
+    free(p->w), free(p->w4), free(p->x), free(p->y), free(p->y4);
+}
+
 /* y of the standard and the re-laid weight vs the oracle; returns the worst
  * |y_r4 - y_std| / sum|w||x| */
 static double run_case(cpu_matmul *mm, int type, int64_t n, int64_t rows, int64_t n_tok,
                        uint64_t *rng)
 {
-    size_t rb = dtype_row_size(type, n);
-    uint8_t *w = malloc(rb * (size_t)rows), *w4 = malloc(rb * (size_t)rows);
-    float *x = malloc((size_t)(n * n_tok) * 4), *deq = malloc((size_t)n * 4);
-    float *y = malloc((size_t)(rows * n_tok) * 4), *y4 = malloc((size_t)(rows * n_tok) * 4);
+    pair_run p = pair_run_start(mm, type, n, rows, n_tok, rng);
+    float *deq = malloc((size_t)n * 4);
     uint8_t *xq = malloc((size_t)n * 2 + 1024);
-    fill_rows(type, w, n, rows, rng);
-    memcpy(w4, w, rb * (size_t)rows);
-    for (int64_t i = 0; i < n * n_tok; i++)
-        x[i] = tu_rand_f(rng) * (1.0f + (float)((i / 32) % 3));
-    be_weight bw = {.type = type, .ne0 = n, .ne1 = rows, .row_bytes = rb, .data = w};
-    be_weight b4 = bw;
-    b4.data = w4;
-    TU_CHECK(cpu_weight_repack(mm, &b4), "%s n=%lld rows=%lld: not re-laid",
-             dtype_name(type), (long long)n, (long long)rows);
-    TU_CHECK(cpu_weight_layout(&b4) != NULL && memcmp(w, w4, rb * (size_t)rows) != 0,
-             "%s: cpu_weight_repack said yes but the bytes are the standard rows", dtype_name(type));
-    TU_CHECK(!cpu_weight_repack(mm, &b4), "%s: re-laid twice", dtype_name(type));
-    for (int64_t i = 0; i < rows * n_tok; i++)
-        y[i] = y4[i] = 12345.0f; /* every output must be written */
-    cpu_matmul_run(mm, y, &bw, x, n_tok);
-    cpu_matmul_run(mm, y4, &b4, x, n_tok);
     int vt = dtype_vec_dot_type(type);
     double worst = 0;
     int shown = 0;
     for (int64_t t = 0; t < n_tok; t++) {
-        const float *xt = x + t * n;
+        const float *xt = p.x + t * n;
         if (vt == DT_Q8_0)
             quantize_row_q8_0(xt, xq, n);
         else
             quantize_row_q8_k(xt, xq, n);
         for (int64_t r = 0; r < rows; r++) {
-            const void *wr = w + r * rb;
+            const void *wr = p.w + r * p.rb;
             dequantize_row(type, wr, deq, n);
             double mag = 1e-30;
             for (int64_t i = 0; i < n; i++)
                 mag += fabs((double)deq[i] * xt[i]);
             float ref = vec_dot_q8(type, wr, xq, n);
-            float got = y4[t * rows + r], std = y[t * rows + r];
+            float got = p.y4[t * rows + r], std = p.y[t * rows + r];
             double rel = fabs((double)got - ref) / mag, d = fabs((double)got - std) / mag;
             if (!(rel <= 2e-5) || !(d <= 2e-5)) {
                 if (shown++ < 3)
@@ -117,7 +139,8 @@ static double run_case(cpu_matmul *mm, int type, int64_t n, int64_t rows, int64_
                 worst = d;
         }
     }
-    free(w), free(w4), free(x), free(deq), free(y), free(y4), free(xq);
+    pair_run_free(&p);
+    free(deq), free(xq);
     return worst;
 }
 
@@ -126,23 +149,8 @@ static double run_case(cpu_matmul *mm, int type, int64_t n, int64_t rows, int64_
 static void check_gemm_exact(cpu_matmul *mm, int type, int64_t n, int64_t rows, int64_t n_tok,
                              uint64_t *rng)
 {
-    size_t rb = dtype_row_size(type, n);
-    uint8_t *w = malloc(rb * (size_t)rows), *w4 = malloc(rb * (size_t)rows);
-    float *x = malloc((size_t)(n * n_tok) * 4);
-    float *y = malloc((size_t)(rows * n_tok) * 4), *y4 = malloc((size_t)(rows * n_tok) * 4);
-    fill_rows(type, w, n, rows, rng);
-    memcpy(w4, w, rb * (size_t)rows);
-    for (int64_t i = 0; i < n * n_tok; i++)
-        x[i] = tu_rand_f(rng) * (1.0f + (float)((i / 32) % 3));
-    be_weight bw = {.type = type, .ne0 = n, .ne1 = rows, .row_bytes = rb, .data = w};
-    be_weight b4 = bw;
-    b4.data = w4;
-    TU_CHECK(cpu_weight_repack(mm, &b4), "%s n=%lld rows=%lld: not re-laid", dtype_name(type),
-             (long long)n, (long long)rows);
-    for (int64_t i = 0; i < rows * n_tok; i++)
-        y[i] = 12345.0f, y4[i] = -12345.0f; /* every output must be written */
-    cpu_matmul_run(mm, y, &bw, x, n_tok);
-    cpu_matmul_run(mm, y4, &b4, x, n_tok);
+    pair_run p = pair_run_start(mm, type, n, rows, n_tok, rng);
+    const float *y = p.y, *y4 = p.y4;
     int64_t bad = 0, first = -1;
     for (int64_t i = 0; i < rows * n_tok; i++)
         if (memcmp(&y[i], &y4[i], 4) != 0 && bad++ == 0)
@@ -151,7 +159,7 @@ static void check_gemm_exact(cpu_matmul *mm, int type, int64_t n, int64_t rows, 
              "layout in %lld outputs, first y[%lld][%lld] = %.9g vs %.9g", dtype_name(type), (long long)n,
              (long long)rows, (long long)n_tok, (long long)bad, (long long)(first / rows),
              (long long)(first % rows), first >= 0 ? y4[first] : 0.0, first >= 0 ? y[first] : 0.0);
-    free(w), free(w4), free(x), free(y), free(y4);
+    pair_run_free(&p);
 }
 
 static void check_refusals(cpu_matmul *mm, cpu_matmul *scalar, int type, uint64_t *rng)
