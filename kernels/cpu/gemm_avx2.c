@@ -739,6 +739,24 @@ AI void tile_store(float facc[RR][GEMM_RT][8], float *y, int64_t ldy, int nr, in
     ADD " %[t0], %[a03], %[a03]\n\t"                                                               \
     ADD " %[t1], %[a13], %[a13]\n\t"
 
+/* TILE_STEP for the first vector of a super-block: the products go straight
+ * into the accumulators (no zeroed start, 8 adds fewer) */
+#define TILE_STEP0(MUL, P0, P1, WO0, WO1, XO)                                                      \
+    "vmovdqa " WO0 "(%[w]), %[w0]\n\t"                                                             \
+    "vmovdqa " WO1 "(%[w]), %[w1]\n\t"                                                             \
+    "vmovdqa " XO "(%[x0]), %[xv]\n\t"                                                             \
+    MUL " " P0 ", %[a00]\n\t"                                                                      \
+    MUL " " P1 ", %[a10]\n\t"                                                                      \
+    "vmovdqa " XO "(%[x1]), %[xv]\n\t"                                                             \
+    MUL " " P0 ", %[a01]\n\t"                                                                      \
+    MUL " " P1 ", %[a11]\n\t"                                                                      \
+    "vmovdqa " XO "(%[x2]), %[xv]\n\t"                                                             \
+    MUL " " P0 ", %[a02]\n\t"                                                                      \
+    MUL " " P1 ", %[a12]\n\t"                                                                      \
+    "vmovdqa " XO "(%[x3]), %[xv]\n\t"                                                             \
+    MUL " " P0 ", %[a03]\n\t"                                                                      \
+    MUL " " P1 ", %[a13]\n\t"
+
 /* the operands every tile asm block names */
 #define TILE_ASM_OPERANDS                                                                          \
     : [a00] "+x"(ai[0][0]), [a01] "+x"(ai[0][1]), [a02] "+x"(ai[0][2]), [a03] "+x"(ai[0][3]),     \
@@ -772,6 +790,16 @@ AI void w_steps4(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const u
     __m256i w0, w1, xv, t0, t1;
     __asm__(W_STEP("0", "32", "0") W_STEP("64", "96", "32") W_STEP("128", "160", "64")
                 W_STEP("192", "224", "96") TILE_ASM_OPERANDS);
+}
+
+/* w_steps4 for the first 4 vectors of a super-block (ai need no start value) */
+AI void w_steps4_first(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
+                       const uint8_t *x3, __m256i ai[RR][GEMM_RT])
+{
+    __m256i w0, w1, xv, t0, t1;
+    __asm__(TILE_STEP0("vpmaddwd", "%[xv], %[w0]", "%[xv], %[w1]", "0", "32", "0")
+                W_STEP("64", "96", "32") W_STEP("128", "160", "64") W_STEP("192", "224", "96")
+                    TILE_ASM_OPERANDS);
 }
 
 AI void q3_sb_asm(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
@@ -833,7 +861,8 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
             if (bits == 8) {
                 q3_sb_asm(ps, xs, x1, x2, x3, ai);
             } else if (bits == 16) {
-                for (int u = 0; u < 16; u += 4)
+                w_steps4_first(ps, xs, x1, x2, x3, ai);
+                for (int u = 4; u < 16; u += 4)
                     w_steps4(ps + u * RR * 32, xs + u * 32, x1 + u * 32, x2 + u * 32, x3 + u * 32, ai);
             } else {
                 u_steps4(ps, xs, x1, x2, x3, ai);
