@@ -181,14 +181,6 @@ typedef struct cpu_repack {
      * when given a->r4 = 1 (rows in whole groups) */
     int gemm;
 } cpu_repack;
-/* Row r's standard block (bs bytes: f16 scale, then bs - 2 level bytes)
- * from the odd last record of a Q4_0 / Q8_0 R4 group (gemv_a45_avx2.c):
- * the 4 rows' scales, then their level bytes. */
-static inline void cpu_r4_tail_block(const uint8_t *rec, int r, size_t bs, uint8_t *blk)
-{
-    memcpy(blk, rec + 2 * r, 2);
-    memcpy(blk + 2, rec + 8 + (bs - 2) * r, bs - 2);
-}
 /* Block b (of the row's nb) of row r in a Q4_0 / Q8_0 R4 group at grp (bs
  * bytes a block): returns its first 16 level bytes; its f16 scale is at *d
  * and its level bytes 16..31 (Q8_0) *hstep bytes after the first 16. */
@@ -200,6 +192,25 @@ static inline const uint8_t *cpu_r4_block(const uint8_t *grp, int r, int64_t b, 
     *d = rec + 2 * (4 * k + (size_t)r);
     *hstep = 16 * nbk;
     return rec + 8 * nbk + (bs - 2) * nbk * (size_t)r + 16 * k;
+}
+/* That block as a standard block (bs bytes: f16 scale, then bs - 2 level
+ * bytes) at blk. */
+static inline void cpu_r4_block_copy(const uint8_t *grp, int r, int64_t b, int64_t nb, size_t bs,
+                                     uint8_t *blk)
+{
+    const uint8_t *d;
+    size_t hstep;
+    const uint8_t *q = cpu_r4_block(grp, r, b, nb, bs, &d, &hstep);
+    memcpy(blk, d, 2);
+    for (size_t h = 0; h < (bs - 2) / 16; h++)
+        memcpy(blk + 2 + 16 * h, q + h * hstep, 16);
+}
+/* Row r's standard block from the odd last record of a group, rec (the
+ * 4 rows' scales, then their level bytes): that record alone is a group of
+ * one block. */
+static inline void cpu_r4_tail_block(const uint8_t *rec, int r, size_t bs, uint8_t *blk)
+{
+    cpu_r4_block_copy(rec, r, 0, 1, bs, blk);
 }
 /* The AVX2 R4 layout of a type, NULL when it has none. */
 const cpu_repack *cpu_repack_avx2(int type);

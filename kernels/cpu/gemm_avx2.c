@@ -376,16 +376,10 @@ AI sb_map sb_src(int type, const uint8_t *w, int gr, int64_t s, int64_t nb, uint
         memset(tmp, 0, 8 * bs);
         for (int64_t b = 8 * s; b < nb; b++) {
             uint8_t *t = tmp + (size_t)(b - 8 * s) * bs;
-            if (gr < 0) {
+            if (gr < 0)
                 memcpy(t, w + (size_t)b * bs, bs);
-            } else {
-                const uint8_t *d;
-                size_t hstep;
-                const uint8_t *q = cpu_r4_block(w, gr, b, nb, bs, &d, &hstep);
-                memcpy(t, d, 2);
-                for (size_t h = 0; h < (bs - 2) / 16; h++)
-                    memcpy(t + 2 + 16 * h, q + h * hstep, 16);
-            }
+            else
+                cpu_r4_block_copy(w, gr, b, nb, bs, t);
         }
         w = tmp, gr = -1, s = 0;
     }
