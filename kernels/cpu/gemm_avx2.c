@@ -56,7 +56,27 @@
  * per 32 products the four vector pipes are exactly full, so the lost
  * quarter is issue scheduling. Also measured and dropped: a 2 x 6 tile
  * (12 accumulators, one temporary: ~1.0 cycle per multiply in a standalone
- * loop) and prefetching the next panel super-block (slower). Packing
+ * loop) and prefetching the next panel super-block (slower). Session 8
+ * (register-only loops of 8 vpmaddwd + 8 other ops, 8 chains, ideal 4
+ * cycles): with vpaddd / vpsubd / vpor / vpblendd / vpmaxsd 4.7-4.8, vpaddw
+ * / vpandn / vpcmpeqd 5.1-5.2, vpaddsw / vpavgw / vaddps 6.0-6.1, but with
+ * shifts, vpshufd or vpunpckldq 4.0: only the shift/shuffle pipes are safe
+ * from the multiplies, and nothing there adds. 4 vpmaddwd + 12 vpaddd ran
+ * at 4.14 for 4, so Winograd's inner product was tried for Q8_0 ((w[2i] +
+ * x[2i+1]) (w[2i+1] + x[2i]) = the pair's two products + w[2i] w[2i+1] +
+ * x[2i] x[2i+1], the last two summed per block at pack / quantization
+ * time): 2 vpaddw + 1 vpmaddwd + 1 vpaddd per 32 products, the same op
+ * count with a quarter on the multiply pipes. Its 2 x 4 tile ran at 64.7
+ * cycles per super-block in registers (ideal 64; this tile's steps ~78),
+ * but 80 with its 12 loads per step (this tile 84), 95 vs 98.5 with the
+ * flush and weights in L1, level with the weights in L2, and the whole
+ * GEMM (bench_kernels Q8_0 4096 x 4096 x 512, 1 thread) went 126 -> 116
+ * GFLOP/s; with a software prefetch of the next super-block no better.
+ * Also no gain: the activations as vpmaddwd memory operands (18 instead of
+ * 22 instructions a step: 125.3-126.4 vs 124.6-127.4 GFLOP/s), a 3 x 4
+ * tile with memory operands (0.725 vs 0.655 cycles per multiply in L1),
+ * row chunks of 32 / 96 / 128 instead of 64 (pp512 2 threads 287 / 293 /
+ * 293 vs 296-300). Packing
  * (rdtsc, 64 rows x 2048 of Q8_0 / Q4_0, this machine): the Q8_0 int16
  * panels and P16 activations built by scalar stores per block took ~130
  * cycles per row and super-block (P16 quantization ~330 per token and
