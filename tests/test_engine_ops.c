@@ -264,61 +264,76 @@ int main(void)
         free(g), free(u), free(y0), free(y1);
     }
 
-    /* rmsnorm and rope (scalar) against double references */
-    {
-        int64_t n_tok = 5, n = 96;
-        float *x = malloc(n_tok * n * 4), *y = malloc(n_tok * n * 4), *gw = malloc(n * 4);
-        uint64_t rs = 9;
-        for (int64_t i = 0; i < n_tok * n; i++)
-            x[i] = 3 * tu_rand_f(&rs);
-        for (int64_t i = 0; i < n; i++)
-            gw[i] = 1 + 0.5f * tu_rand_f(&rs);
-        be_weight g = {.type = DT_F32, .ne0 = n, .ne1 = 1, .row_bytes = n * 4, .data = gw};
-        sc->ops->rmsnorm(sc, y, x, &g, n_tok, n, 1e-5f);
+    /* rmsnorm and rope of every level against double references; rope
+     * twice per case (the second call reads the CPU backend's table of the
+     * first), with the positions changed in place, and params changed */
+    for (int lv = 0; lv < 2; lv++) {
+        backend *be = lv ? wide : sc;
+        if (!be)
+            continue;
         double worst = 0;
-        for (int64_t t = 0; t < n_tok; t++) {
-            double ss = 0;
+        for (int64_t n = 95; n <= 96; n++) { /* the 16-wide AVX2 loop and its tail */
+            int64_t n_tok = 5;
+            float *x = malloc(n_tok * n * 4), *y = malloc(n_tok * n * 4), *gw = malloc(n * 4);
+            uint64_t rs = 9;
+            for (int64_t i = 0; i < n_tok * n; i++)
+                x[i] = 3 * tu_rand_f(&rs);
             for (int64_t i = 0; i < n; i++)
-                ss += (double)x[t * n + i] * x[t * n + i];
-            double r = 1 / sqrt(ss / n + 1e-5);
-            for (int64_t i = 0; i < n; i++)
-                worst = fmax(worst, fabs(y[t * n + i] - x[t * n + i] * r * gw[i]));
+                gw[i] = 1 + 0.5f * tu_rand_f(&rs);
+            be_weight g = {.type = DT_F32, .ne0 = n, .ne1 = 1, .row_bytes = n * 4, .data = gw};
+            be->ops->rmsnorm(be, y, x, &g, n_tok, n, 1e-5f);
+            for (int64_t t = 0; t < n_tok; t++) {
+                double ss = 0;
+                for (int64_t i = 0; i < n; i++)
+                    ss += (double)x[t * n + i] * x[t * n + i];
+                double r = 1 / sqrt(ss / n + 1e-5);
+                for (int64_t i = 0; i < n; i++)
+                    worst = fmax(worst, fabs(y[t * n + i] - x[t * n + i] * r * gw[i]));
+            }
+            free(x), free(y), free(gw);
         }
-        TU_CHECK(worst < 1e-5, "rmsnorm differs by %g", worst);
+        TU_CHECK(worst < 1e-5, "%s rmsnorm differs by %g", be->ops->name, worst);
 
         /* rope: 2 heads of 16, n_rot 12 (the last 4 dims untouched), both modes */
-        int hd = 16, nh = 2, n_rot = 12;
+        int n_tok = 5, hd = 16, nh = 2, n_rot = 12, n_calls = 0;
         int32_t pos[5] = {0, 1, 7, 100, 3000};
         float ff[6] = {1, 1.5f, 2, 4, 8, 16};
+        uint64_t rs = 11;
+        double wr = 0;
         for (int mode = 0; mode <= 2; mode += 2)
-            for (int use_ff = 0; use_ff < 2; use_ff++) {
-                float *r = malloc(n_tok * nh * hd * 4), *r0 = malloc(n_tok * nh * hd * 4);
-                for (int64_t i = 0; i < n_tok * nh * hd; i++)
-                    r0[i] = r[i] = tu_rand_f(&rs);
-                rope_params rp = {.mode = mode, .n_rot = n_rot, .freq_base = 10000.0f,
-                                  .freq_scale = 0.5f, .freq_factors = use_ff ? ff : NULL};
-                sc->ops->rope(sc, r, n_tok, nh, hd, pos, &rp);
-                double w = 0;
-                for (int t = 0; t < n_tok; t++)
-                    for (int h = 0; h < nh; h++) {
-                        float *a = r + (t * nh + h) * hd, *b = r0 + (t * nh + h) * hd;
-                        for (int i = 0; i < n_rot / 2; i++) {
-                            double th = pos[t] * 0.5 * pow(10000.0, -2.0 * i / n_rot) /
-                                        (use_ff ? ff[i] : 1.0);
-                            int i0 = mode == 2 ? i : 2 * i, i1 = mode == 2 ? i + n_rot / 2 : 2 * i + 1;
-                            double e0 = b[i0] * cos(th) - b[i1] * sin(th);
-                            double e1 = b[i0] * sin(th) + b[i1] * cos(th);
-                            w = fmax(w, fmax(fabs(a[i0] - e0), fabs(a[i1] - e1)));
+            for (int use_ff = 0; use_ff < 2; use_ff++)
+                for (int rep = 0; rep < 3; rep++) {
+                    if (rep == 2)
+                        pos[2] += 5, pos[4] -= 1000; /* same array, new positions */
+                    float *r = malloc(n_tok * nh * hd * 4), *r0 = malloc(n_tok * nh * hd * 4);
+                    for (int64_t i = 0; i < n_tok * nh * hd; i++)
+                        r0[i] = r[i] = tu_rand_f(&rs);
+                    rope_params rp = {.mode = mode, .n_rot = n_rot, .freq_base = 10000.0f,
+                                      .freq_scale = 0.5f, .freq_factors = use_ff ? ff : NULL};
+                    be->ops->rope(be, r, n_tok, nh, hd, pos, &rp);
+                    double w = 0;
+                    for (int t = 0; t < n_tok; t++)
+                        for (int h = 0; h < nh; h++) {
+                            float *a = r + (t * nh + h) * hd, *b = r0 + (t * nh + h) * hd;
+                            for (int i = 0; i < n_rot / 2; i++) {
+                                double th = pos[t] * 0.5 * pow(10000.0, -2.0 * i / n_rot) /
+                                            (use_ff ? ff[i] : 1.0);
+                                int i0 = mode == 2 ? i : 2 * i, i1 = mode == 2 ? i + n_rot / 2 : 2 * i + 1;
+                                double e0 = b[i0] * cos(th) - b[i1] * sin(th);
+                                double e1 = b[i0] * sin(th) + b[i1] * cos(th);
+                                w = fmax(w, fmax(fabs(a[i0] - e0), fabs(a[i1] - e1)));
+                            }
+                            for (int i = n_rot; i < hd; i++)
+                                w = fmax(w, fabs(a[i] - b[i]));
                         }
-                        for (int i = n_rot; i < hd; i++)
-                            w = fmax(w, fabs(a[i] - b[i]));
-                    }
-                TU_CHECK(w < 1e-5, "rope mode %d factors %d differs by %g", mode, use_ff, w);
-                free(r), free(r0);
-            }
-        fprintf(stderr, "rmsnorm max diff %.2g; rope checked in both modes with and without "
-                "factors\n", worst);
-        free(x), free(y), free(gw);
+                    TU_CHECK(w < 1e-5, "%s rope mode %d factors %d call %d differs by %g", be->ops->name, mode,
+                             use_ff, rep, w);
+                    wr = fmax(wr, w), n_calls++;
+                    free(r), free(r0);
+                }
+        fprintf(stderr, "%s: rmsnorm max diff %.2g (n 95, 96); rope max diff %.2g over %d calls (both "
+                "modes, with and without factors, repeated and moved positions)\n",
+                be->ops->name, worst, wr, n_calls);
     }
     backend_destroy(sc);
     backend_destroy(wide);

@@ -31,6 +31,16 @@ typedef struct cpu_backend {
     int n_threads;
     float *att_scratch;  /* n_threads x att_cap floats: attention scores */
     int64_t att_cap;     /* positions per thread in att_scratch */
+    /* RoPE's (cos, sin) per token and rotated pair, kept while the
+     * positions and parameters stay the same (every layer of a forward,
+     * q and k): rope_fill's values, computed once instead of per call */
+    struct {
+        rope_params rp;
+        int32_t *pos;
+        float *cs;          /* n_tok x n_rot/2 pairs (cos, sin) */
+        int64_t n_tok, cap; /* cap: tokens pos/cs have room for */
+        int half;
+    } rope;
 } cpu_backend;
 
 static cpu_backend *cpu_of(backend *be) { return (cpu_backend *)be->impl; }
@@ -213,33 +223,48 @@ static void rms_range(void *p, int64_t t0, int64_t t1, int ith)
     }
 }
 
-static void cpu_rmsnorm(backend *be, float *y, const float *x, const be_weight *g, int64_t n_tok,
-                        int64_t n, float eps)
-{
-    rms_ctx c = {y, x, (const float *)g->data, n, eps};
-    par_for(cpu_of(be), n_tok, n, rms_range, &c);
-}
-
 typedef struct rope_ctx {
     float *x;
     int n_head, head_dim;
     const int32_t *pos;
     const rope_params *rp;
+    const float *cs; /* rope_table's (cos, sin) per token and pair, or NULL */
 } rope_ctx;
+
+/* cos and sin of the rotation of pair i (< n_rot / 2) at position pos */
+static void rope_pair(const rope_params *rp, int32_t pos, int i, float *cn, float *sn)
+{
+    /* theta_i = pos * freq_scale * base^(-2i / n_rot) / factor_i */
+    double theta = (double)pos * rp->freq_scale * pow((double)rp->freq_base, -2.0 * i / (double)rp->n_rot);
+    if (rp->freq_factors)
+        theta /= rp->freq_factors[i];
+    *cn = (float)cos(theta), *sn = (float)sin(theta);
+}
+
+static void rope_table_range(void *p, int64_t t0, int64_t t1, int ith)
+{
+    (void)ith;
+    cpu_backend *cb = p;
+    for (int64_t t = t0; t < t1; t++) {
+        float *cs = cb->rope.cs + t * 2 * cb->rope.half;
+        for (int i = 0; i < cb->rope.half; i++)
+            rope_pair(&cb->rope.rp, cb->rope.pos[t], i, &cs[2 * i], &cs[2 * i + 1]);
+    }
+}
 
 static void rope_range(void *p, int64_t t0, int64_t t1, int ith)
 {
+    (void)ith;
     rope_ctx *c = p;
     const rope_params *rp = c->rp;
     int half = rp->n_rot / 2;
     for (int64_t t = t0; t < t1; t++) {
-        double pos = (double)c->pos[t] * rp->freq_scale;
         for (int i = 0; i < half; i++) {
-            /* theta_i = pos * base^(-2i / n_rot) / factor_i */
-            double theta = pos * pow((double)rp->freq_base, -2.0 * i / (double)rp->n_rot);
-            if (rp->freq_factors)
-                theta /= rp->freq_factors[i];
-            float cs = (float)cos(theta), sn = (float)sin(theta);
+            float cn, sn;
+            if (c->cs)
+                cn = c->cs[(t * half + i) * 2], sn = c->cs[(t * half + i) * 2 + 1];
+            else
+                rope_pair(rp, c->pos[t], i, &cn, &sn);
             for (int h = 0; h < c->n_head; h++) {
                 float *v = c->x + (t * c->n_head + h) * (int64_t)c->head_dim;
                 int a, b;
@@ -251,18 +276,53 @@ static void rope_range(void *p, int64_t t0, int64_t t1, int ith)
                     b = 2 * i + 1;
                 }
                 float x0 = v[a], x1 = v[b];
-                v[a] = x0 * cs - x1 * sn;
-                v[b] = x0 * sn + x1 * cs;
+                v[a] = x0 * cn - x1 * sn;
+                v[b] = x0 * sn + x1 * cn;
             }
         }
     }
 }
 
+static bool rope_same(const rope_params *a, const rope_params *b)
+{
+    return a->mode == b->mode && a->n_rot == b->n_rot && a->freq_base == b->freq_base &&
+           a->freq_scale == b->freq_scale && a->freq_factors == b->freq_factors;
+}
+
+/* The table for these positions and parameters in cb->rope (built unless
+ * the last call's), or NULL when it cannot be allocated (rope_range then
+ * computes per call, the same values). */
+static const float *rope_table(cpu_backend *cb, int64_t n_tok, const int32_t *pos, const rope_params *rp)
+{
+    int half = rp->n_rot / 2;
+    if (cb->rope.cs && cb->rope.n_tok == n_tok && cb->rope.half == half && rope_same(&cb->rope.rp, rp) &&
+        !memcmp(cb->rope.pos, pos, (size_t)n_tok * sizeof *pos))
+        return cb->rope.cs;
+    if (n_tok > cb->rope.cap || half > cb->rope.half) {
+        free(cb->rope.pos), free(cb->rope.cs);
+        int64_t cap = n_tok > cb->rope.cap ? n_tok : cb->rope.cap;
+        cb->rope.pos = malloc((size_t)cap * sizeof *pos);
+        cb->rope.cs = malloc((size_t)cap * 2 * (size_t)half * sizeof(float));
+        cb->rope.cap = cap;
+        if (!cb->rope.pos || !cb->rope.cs) {
+            free(cb->rope.pos), free(cb->rope.cs);
+            memset(&cb->rope, 0, sizeof cb->rope);
+            return NULL;
+        }
+    }
+    cb->rope.rp = *rp, cb->rope.half = half, cb->rope.n_tok = n_tok;
+    memcpy(cb->rope.pos, pos, (size_t)n_tok * sizeof *pos);
+    par_for(cb, n_tok, 64 * (int64_t)half, rope_table_range, cb);
+    return cb->rope.cs;
+}
+
 static void cpu_rope(backend *be, float *x, int64_t n_tok, int n_head, int head_dim,
                      const int32_t *pos, const rope_params *rp)
 {
-    rope_ctx c = {x, n_head, head_dim, pos, rp};
-    par_for(cpu_of(be), n_tok, (int64_t)n_head * head_dim * 8, rope_range, &c);
+    cpu_backend *cb = cpu_of(be);
+    const float *cs = rp->n_rot >= 2 ? rope_table(cb, n_tok, pos, rp) : NULL;
+    rope_ctx c = {x, n_head, head_dim, pos, rp, cs};
+    par_for(cb, n_tok, (int64_t)n_head * head_dim * 8, rope_range, &c);
 }
 
 typedef struct att_ctx {
@@ -865,6 +925,54 @@ AVX2_FN static void swiglu_range_avx2(void *p, int64_t i0, int64_t i1, int ith)
 }
 #endif
 
+#ifdef CPU_HAVE_AVX2_OPS
+/* rms_range with the sum of squares in 16 double lanes (then added in a
+ * fixed order): the same precision class as the scalar sum, not the same
+ * bits; y as rms_range (x * r * g in float, left to right) */
+AVX2_FN static void rms_range_avx2(void *p, int64_t t0, int64_t t1, int ith)
+{
+    (void)ith;
+    rms_ctx *c = p;
+    for (int64_t t = t0; t < t1; t++) {
+        const float *x = c->x + t * c->n;
+        float *y = c->y + t * c->n;
+        __m256d s[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+        int64_t i = 0;
+        for (; i + 16 <= c->n; i += 16) {
+            __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+            __m256d d[4] = {_mm256_cvtps_pd(_mm256_castps256_ps128(a)), _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)),
+                            _mm256_cvtps_pd(_mm256_castps256_ps128(b)), _mm256_cvtps_pd(_mm256_extractf128_ps(b, 1))};
+            for (int k = 0; k < 4; k++)
+                s[k] = _mm256_fmadd_pd(d[k], d[k], s[k]);
+        }
+        __m256d s4 = _mm256_add_pd(_mm256_add_pd(s[0], s[1]), _mm256_add_pd(s[2], s[3]));
+        __m128d s2 = _mm_add_pd(_mm256_castpd256_pd128(s4), _mm256_extractf128_pd(s4, 1));
+        double ss = _mm_cvtsd_f64(_mm_add_sd(s2, _mm_unpackhi_pd(s2, s2)));
+        for (; i < c->n; i++)
+            ss += (double)x[i] * x[i];
+        float r = (float)(1.0 / sqrt(ss / (double)c->n + (double)c->eps));
+        const __m256 vr = _mm256_set1_ps(r);
+        for (i = 0; i + 8 <= c->n; i += 8)
+            _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vr), _mm256_loadu_ps(c->g + i)));
+        for (; i < c->n; i++)
+            y[i] = x[i] * r * c->g[i];
+    }
+}
+#endif
+
+static void cpu_rmsnorm(backend *be, float *y, const float *x, const be_weight *g, int64_t n_tok,
+                        int64_t n, float eps)
+{
+    rms_ctx c = {y, x, (const float *)g->data, n, eps};
+#ifdef CPU_HAVE_AVX2_OPS
+    if (cpu_of(be)->level >= CPU_AVX2) {
+        par_for(cpu_of(be), n_tok, n, rms_range_avx2, &c);
+        return;
+    }
+#endif
+    par_for(cpu_of(be), n_tok, n, rms_range, &c);
+}
+
 static void cpu_swiglu(backend *be, float *y, const float *gate, const float *up, int64_t n)
 {
     ew_ctx c = {y, gate, up, 0, 0};
@@ -959,6 +1067,8 @@ static void cpu_destroy(backend *be)
         return;
     cpu_matmul_free(cb->mm);
     threadpool_free(cb->tp);
+    free(cb->rope.pos);
+    free(cb->rope.cs);
     free(cb->att_scratch);
     free(cb);
 }
