@@ -76,7 +76,11 @@
  * 22 instructions a step: 125.3-126.4 vs 124.6-127.4 GFLOP/s), a 3 x 4
  * tile with memory operands (0.725 vs 0.655 cycles per multiply in L1),
  * row chunks of 32 / 96 / 128 instead of 64 (pp512 2 threads 287 / 293 /
- * 293 vs 296-300). Packing
+ * 293 vs 296-300), GEMM_KC_SB 4 / 16 (261 / 277-283 vs 282-289: 16 puts
+ * the down projection's panels past L2), the tiles' final reductions
+ * deferred and done 32 at a time (283-284 vs 282-286; perf had put 5% of
+ * the GEMM's samples on tile_store) and no activation prefetch (287-289
+ * either way). Packing
  * (rdtsc, 64 rows x 2048 of Q8_0 / Q4_0, this machine): the Q8_0 int16
  * panels and P16 activations built by scalar stores per block took ~130
  * cycles per row and super-block (P16 quantization ~330 per token and
