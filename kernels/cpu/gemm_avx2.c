@@ -72,8 +72,12 @@
  * flush and weights in L1, level with the weights in L2, and the whole
  * GEMM (bench_kernels Q8_0 4096 x 4096 x 512, 1 thread) went 126 -> 116
  * GFLOP/s; with a software prefetch of the next super-block no better.
- * Also no gain: the activations as vpmaddwd memory operands (18 instead of
- * 22 instructions a step: 125.3-126.4 vs 124.6-127.4 GFLOP/s), a 3 x 4
+ * What did gain: tokens 1..3's activations as the multiply's memory operand
+ * (TILE_STEP_XM: 19 instructions a step instead of 22, 9 loads instead of
+ * 6; Q8_0 125.4 -> 128.2 GFLOP/s, pp512 2 threads +3-6%): the tile runs
+ * at ~4.4 instructions a cycle, with the loads' limit (2 a cycle) close
+ * behind, so all four tokens as memory operands (18 instructions, 10
+ * loads: 125.3-126.4 vs 124.6-127.4) gain nothing. Also no gain: a 3 x 4
  * tile with memory operands (0.725 vs 0.655 cycles per multiply in L1),
  * row chunks of 32 / 96 / 128 instead of 64 (pp512 2 threads 287 / 293 /
  * 293 vs 296-300), GEMM_KC_SB 4 / 16 (261 / 277-283 vs 282-289: 16 puts
