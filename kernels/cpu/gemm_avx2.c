@@ -823,22 +823,38 @@ AI void u_steps4(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const u
                 U_STEP("192", "224", "96") TILE_ASM_OPERANDS);
 }
 
-AI void w_steps4(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
+/* TILE_ASM_OPERANDS for blocks whose first step writes the accumulators
+ * (TILE_STEP0_XM): they need no start value (and GCC no zeroing) */
+#define TILE_ASM_OPERANDS_W                                                                        \
+    : [a00] "=&x"(ai[0][0]), [a01] "=&x"(ai[0][1]), [a02] "=&x"(ai[0][2]), [a03] "=&x"(ai[0][3]), \
+      [a10] "=&x"(ai[1][0]), [a11] "=&x"(ai[1][1]), [a12] "=&x"(ai[1][2]), [a13] "=&x"(ai[1][3]), \
+      [w0] "=&x"(w0), [w1] "=&x"(w1), [xv] "=&x"(xv), [t0] "=&x"(t0), [t1] "=&x"(t1)              \
+    : [w] "r"(w), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3)                          \
+    : "memory"
+
+/* Q8_0: the 16 vectors of a super-block in one block (constant offsets: no
+ * loop or address arithmetic between the steps) */
+AI void w_sb_asm(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
                  const uint8_t *x3, __m256i ai[RR][GEMM_RT])
 {
     __m256i w0, w1, xv, t0, t1;
-    __asm__(W_STEP("0", "32", "0") W_STEP("64", "96", "32") W_STEP("128", "160", "64")
-                W_STEP("192", "224", "96") TILE_ASM_OPERANDS);
+    __asm__(TILE_STEP0_XM("vpmaddwd", "0", "32", "0") W_STEP("64", "96", "32") W_STEP("128", "160", "64")
+                W_STEP("192", "224", "96") W_STEP("256", "288", "128") W_STEP("320", "352", "160")
+                    W_STEP("384", "416", "192") W_STEP("448", "480", "224") W_STEP("512", "544", "256")
+                        W_STEP("576", "608", "288") W_STEP("640", "672", "320") W_STEP("704", "736", "352")
+                            W_STEP("768", "800", "384") W_STEP("832", "864", "416")
+                                W_STEP("896", "928", "448") W_STEP("960", "992", "480") TILE_ASM_OPERANDS_W);
 }
 
-/* w_steps4 for the first 4 vectors of a super-block (ai need no start value) */
-AI void w_steps4_first(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
-                       const uint8_t *x3, __m256i ai[RR][GEMM_RT])
+/* unsigned 4-bit levels (bits 4; Q2_K's 2-bit ones): the 8 vectors of a
+ * super-block, int16 sums from zero */
+AI void u_sb_asm(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
+                 const uint8_t *x3, __m256i ai[RR][GEMM_RT])
 {
     __m256i w0, w1, xv, t0, t1;
-    __asm__(TILE_STEP0_XM("vpmaddwd", "0", "32", "0")
-                W_STEP("64", "96", "32") W_STEP("128", "160", "64") W_STEP("192", "224", "96")
-                    TILE_ASM_OPERANDS);
+    __asm__(TILE_STEP0_XM("vpmaddubsw", "0", "32", "0") U_STEP("64", "96", "32") U_STEP("128", "160", "64")
+                U_STEP("192", "224", "96") U_STEP("256", "288", "128") U_STEP("320", "352", "160")
+                    U_STEP("384", "416", "192") U_STEP("448", "480", "224") TILE_ASM_OPERANDS_W);
 }
 
 AI void q3_sb_asm(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
@@ -900,9 +916,9 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
             if (bits == 8) {
                 q3_sb_asm(ps, xs, x1, x2, x3, ai);
             } else if (bits == 16) {
-                w_steps4_first(ps, xs, x1, x2, x3, ai);
-                for (int u = 4; u < 16; u += 4)
-                    w_steps4(ps + u * RR * 32, xs + u * 32, x1 + u * 32, x2 + u * 32, x3 + u * 32, ai);
+                w_sb_asm(ps, xs, x1, x2, x3, ai);
+            } else if (bits == 4) {
+                u_sb_asm(ps, xs, x1, x2, x3, ai);
             } else {
                 u_steps4(ps, xs, x1, x2, x3, ai);
                 if (bits == 5) {
@@ -1098,8 +1114,7 @@ AI void micro6(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc
             if (bits == 3) {
                 q3_sb_asm(ps, xs, x1, x2, x3, ai);
             } else {
-                u_steps4(ps, xs, x1, x2, x3, ai);
-                u_steps4(ps + 4 * RR * 32, xs + 128, x1 + 128, x2 + 128, x3 + 128, ai);
+                u_sb_asm(ps, xs, x1, x2, x3, ai); /* Q2_K: sums from zero */
             }
 #pragma GCC unroll 4
             for (int r = 0; r < RR; r++) {
