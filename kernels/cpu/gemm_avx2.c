@@ -77,7 +77,12 @@
  * 6; Q8_0 125.4 -> 128.2 GFLOP/s, pp512 2 threads +3-6%): the tile runs
  * at ~4.4 instructions a cycle, with the loads' limit (2 a cycle) close
  * behind, so all four tokens as memory operands (18 instructions, 10
- * loads: 125.3-126.4 vs 124.6-127.4) gain nothing. Also no gain: a 3 x 4
+ * loads: 125.3-126.4 vs 124.6-127.4) gain nothing. For the same reason one
+ * asm block per super-block (w_sb_asm, u_sb_asm: no loop, address
+ * arithmetic or accumulator zeroing between steps) gained Q4_K 3.5%, Q8_0
+ * 0.5%. The flush's float work is the rest: timing runs with it cut
+ * (wrong results) gave Q8_0 +3% without the dw * da multiply and +7% with
+ * an integer add instead of cvt, multiply and FMA. Also no gain: a 3 x 4
  * tile with memory operands (0.725 vs 0.655 cycles per multiply in L1),
  * row chunks of 32 / 96 / 128 instead of 64 (pp512 2 threads 287 / 293 /
  * 293 vs 296-300), GEMM_KC_SB 4 / 16 (261 / 277-283 vs 282-289: 16 puts
