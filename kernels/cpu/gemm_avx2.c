@@ -802,13 +802,17 @@ AI void tile_store(float facc[RR][GEMM_RT][8], float *y, int64_t ldy, int nr, in
     MUL " " XO "(%[x3]), %[w0], %[a03]\n\t"                                                        \
     MUL " " XO "(%[x3]), %[w1], %[a13]\n\t"
 
-/* the operands every tile asm block names */
-#define TILE_ASM_OPERANDS                                                                          \
-    : [a00] "+x"(ai[0][0]), [a01] "+x"(ai[0][1]), [a02] "+x"(ai[0][2]), [a03] "+x"(ai[0][3]),     \
-      [a10] "+x"(ai[1][0]), [a11] "+x"(ai[1][1]), [a12] "+x"(ai[1][2]), [a13] "+x"(ai[1][3]),     \
+/* the operands every tile asm block names, the accumulators with
+ * constraint ACC: "+x" (read and written), or "=&x" for blocks whose first
+ * step writes them (TILE_STEP0_XM; no start value, and GCC no zeroing) */
+#define TILE_ASM_OPERANDS_C(ACC)                                                                   \
+    : [a00] ACC(ai[0][0]), [a01] ACC(ai[0][1]), [a02] ACC(ai[0][2]), [a03] ACC(ai[0][3]),         \
+      [a10] ACC(ai[1][0]), [a11] ACC(ai[1][1]), [a12] ACC(ai[1][2]), [a13] ACC(ai[1][3]),         \
       [w0] "=&x"(w0), [w1] "=&x"(w1), [xv] "=&x"(xv), [t0] "=&x"(t0), [t1] "=&x"(t1)              \
     : [w] "r"(w), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3)                          \
     : "memory"
+#define TILE_ASM_OPERANDS TILE_ASM_OPERANDS_C("+x")
+#define TILE_ASM_OPERANDS_W TILE_ASM_OPERANDS_C("=&x")
 
 /* unsigned 4/5-bit levels x signed activations, int16 sums */
 #define U_STEP(WO0, WO1, XO) TILE_STEP_XM("vpmaddubsw", "vpaddw", WO0, WO1, XO)
@@ -819,7 +823,8 @@ AI void tile_store(float facc[RR][GEMM_RT][8], float *y, int64_t ldy, int nr, in
 #define S_STEP(WO0, WO1, XO)                                                                       \
     TILE_STEP("vpmaddubsw", "vpaddw", "%[w0], %[xv]", "%[w1], %[xv]", WO0, WO1, XO)
 
-/* 4 vectors (w: panel at vector v0, xk: token k at vector v0), int16 sums */
+/* 4 vectors (w: panel at vector v0, xk: token k at vector v0), int16 sums
+ * (bits 5: two of these around the half flush) */
 AI void u_steps4(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
                  const uint8_t *x3, __m256i ai[RR][GEMM_RT])
 {
@@ -827,15 +832,6 @@ AI void u_steps4(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const u
     __asm__(U_STEP("0", "32", "0") U_STEP("64", "96", "32") U_STEP("128", "160", "64")
                 U_STEP("192", "224", "96") TILE_ASM_OPERANDS);
 }
-
-/* TILE_ASM_OPERANDS for blocks whose first step writes the accumulators
- * (TILE_STEP0_XM): they need no start value (and GCC no zeroing) */
-#define TILE_ASM_OPERANDS_W                                                                        \
-    : [a00] "=&x"(ai[0][0]), [a01] "=&x"(ai[0][1]), [a02] "=&x"(ai[0][2]), [a03] "=&x"(ai[0][3]), \
-      [a10] "=&x"(ai[1][0]), [a11] "=&x"(ai[1][1]), [a12] "=&x"(ai[1][2]), [a13] "=&x"(ai[1][3]), \
-      [w0] "=&x"(w0), [w1] "=&x"(w1), [xv] "=&x"(xv), [t0] "=&x"(t0), [t1] "=&x"(t1)              \
-    : [w] "r"(w), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3)                          \
-    : "memory"
 
 /* Q8_0: the 16 vectors of a super-block in one block (constant offsets: no
  * loop or address arithmetic between the steps) */
