@@ -31,9 +31,10 @@ typedef struct cpu_backend {
     int n_threads;
     float *att_scratch;  /* n_threads x att_cap floats: attention scores */
     int64_t att_cap;     /* positions per thread in att_scratch */
-    /* RoPE's (cos, sin) per token and rotated pair, kept while the
-     * positions and parameters stay the same (every layer of a forward,
-     * q and k): rope_fill's values, computed once instead of per call */
+    /* RoPE's (cos, sin) per token and rotated pair (rope_pair's values),
+     * kept while the positions and parameters stay the same (q and k of
+     * every layer of a forward): computed once instead of per call. Like
+     * att_scratch, it assumes one caller at a time per backend. */
     struct {
         rope_params rp;
         int32_t *pos;
