@@ -80,7 +80,9 @@
  * loads: 125.3-126.4 vs 124.6-127.4) gain nothing. For the same reason one
  * asm block per super-block (w_sb_asm, u_sb_asm: no loop, address
  * arithmetic or accumulator zeroing between steps) gained Q4_K 3.5%, Q8_0
- * 0.5%. The flush's float work is the rest: timing runs with it cut
+ * 0.5% (signed-byte displacements instead, pointers advanced every 4
+ * steps, 6.1 -> ~4.8 bytes an instruction: within noise, so instruction
+ * fetch is not the limit; not kept). The flush's float work is the rest: timing runs with it cut
  * (wrong results) gave Q8_0 +3% without the dw * da multiply and +7% with
  * an integer add instead of cvt, multiply and FMA. Also no gain: a 3 x 4
  * tile with memory operands (0.725 vs 0.655 cycles per multiply in L1),
