@@ -82,9 +82,10 @@
  * arithmetic or accumulator zeroing between steps) gained Q4_K 3.5%, Q8_0
  * 0.5% (signed-byte displacements instead, pointers advanced every 4
  * steps, 6.1 -> ~4.8 bytes an instruction: within noise, so instruction
- * fetch is not the limit; not kept). The flush's float work is the rest: timing runs with it cut
- * (wrong results) gave Q8_0 +3% without the dw * da multiply and +7% with
- * an integer add instead of cvt, multiply and FMA. Also no gain: a 3 x 4
+ * fetch is not the limit; not kept). The flush's float work is the rest:
+ * timing runs with it cut (wrong results) gave Q8_0 +3% without the dw *
+ * da multiply and +7% with an integer add instead of cvt, multiply and
+ * FMA. Also no gain: a 3 x 4
  * tile with memory operands (0.725 vs 0.655 cycles per multiply in L1),
  * row chunks of 32 / 96 / 128 instead of 64 (pp512 2 threads 287 / 293 /
  * 293 vs 296-300), GEMM_KC_SB 4 / 16 (261 / 277-283 vs 282-289: 16 puts
