@@ -265,8 +265,9 @@ int main(void)
     }
 
     /* rmsnorm and rope of every level against double references; rope
-     * twice per case (the second call reads the CPU backend's table of the
-     * first), with the positions changed in place, and params changed */
+     * three times per case: new params (the CPU backend rebuilds its
+     * table), the same again (its table reused), then positions moved in
+     * the same array (rebuilt: a stale table fails here) */
     for (int lv = 0; lv < 2; lv++) {
         backend *be = lv ? wide : sc;
         if (!be)

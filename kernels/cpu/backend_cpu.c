@@ -731,6 +731,16 @@ att_tile_pv(const att_ctx *c, const att_tile *tl, const float *inv, int64_t p0, 
     }
 }
 
+/* n rows of hd elements of a cache (row r at off + r * stride of src, F16
+ * converted) into dst, contiguous */
+AVX2_FN static inline __attribute__((always_inline)) void
+att_rows_copy(float *dst, const void *src, int64_t off, int64_t stride, int64_t n, int hd, const bool f16)
+{
+    for (int64_t r = 0; r < n; r++)
+        for (int i = 0; i < hd; i += 8)
+            _mm256_store_ps(dst + r * hd + i, ld8(src, off + r * stride + i, f16));
+}
+
 /* Attention of one work item (att_tile; nt == 1: any token). Each block of
  * K rows (8 positions) and of V rows (ATT_PV_FLOATS) is read, and copied or
  * converted from F16 into L1, once for all the item's queries: the tile's
@@ -764,10 +774,7 @@ att_tile_avx2_t(att_ctx *c, int64_t t0, int nt, int h0, int nh, float *s, const 
             att_tile_scores(c, &tl, j, kv->k, kb, kvd, f16);
             continue;
         }
-        int nrow = npm - j < 8 ? (int)(npm - j) : 8;
-        for (int r = 0; r < nrow; r++)
-            for (int i = 0; i < hd; i += 8)
-                _mm256_store_ps(kf + r * hd + i, ld8(kv->k, kb + r * kvd + i, f16));
+        att_rows_copy(kf, kv->k, kb, kvd, npm - j < 8 ? npm - j : 8, hd, f16);
         att_tile_scores(c, &tl, j, kf, 0, hd, false);
     }
     float inv[ATT_TILE * 64]; /* nt <= ATT_TILE, nh <= 64 (cpu_attention) */
@@ -784,9 +791,7 @@ att_tile_avx2_t(att_ctx *c, int64_t t0, int nt, int h0, int nh, float *s, const 
             att_tile_pv(c, &tl, inv, p0, p1, kv->v, base + p0 * kvd, kvd, f16);
             continue;
         }
-        for (int64_t p = p0; p < p1; p++)
-            for (int i = 0; i < hd; i += 8)
-                _mm256_store_ps(vf + (p - p0) * hd + i, ld8(kv->v, base + p * kvd + i, f16));
+        att_rows_copy(vf, kv->v, base + p0 * kvd, kvd, p1 - p0, hd, f16);
         att_tile_pv(c, &tl, inv, p0, p1, vf, 0, hd, false);
     }
 }
