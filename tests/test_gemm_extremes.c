@@ -1,11 +1,13 @@
 /* test_gemm_extremes.c - the prefill GEMM (gemm_avx2.c) against its scalar
- * oracle vec_dot_q8 on weight rows and activations at the ends of their
+ * oracle cpu_matmul_ref (vec_dot_q8; Q8_0: the 16-bit activations of
+ * cpu_x16_quantize_ref) on weight rows and activations at the ends of their
  * ranges: rows whose level bytes are all 0x00 (e.g. Q5_0 q = 0, w = -16,
  * where the int16 start value -128 * sum w of gemm_avx2.c's signed scheme is
  * 32768 and wraps, and the partial sums pass the int16 range), all 0xff,
  * 0x80 / 0x7f (Q8_0 levels -128 / 127), 0x55 and random, with sane f16
- * scales, against activations quantized to +127 / -127 everywhere, a sign
- * pattern and random ones. Random weights (test_simd) never reach these
+ * scales, against activations quantized to +127 / -127 everywhere (Q8_0:
+ * +32767 / -32767), a sign pattern and random ones (some with an outlier:
+ * Q8_0's scale per block). Random weights (test_simd) never reach these
  * bounds. Exits non-zero on any mismatch (relative error > 2e-5 of
  * sum |w||x|); a saturating int16 add in place of the wrapping one fails it. */
 #include <math.h>
@@ -82,7 +84,7 @@ static void act_floats(int t, float *x, int64_t n, uint64_t *rng)
 static void run(cpu_matmul *mm, int type, int64_t n, uint64_t *rng)
 {
     size_t rb = dtype_row_size(type, n);
-    uint8_t *w = malloc(rb * N_ROWS), *xq = malloc((size_t)n * 2 + 1024);
+    uint8_t *w = malloc(rb * N_ROWS);
     float *deq = malloc((size_t)n * 4);
     float *x = malloc((size_t)(n * N_TOK) * 4), *y = malloc((size_t)(N_ROWS * N_TOK) * 4);
     for (int r = 0; r < N_ROWS; r++)
@@ -93,21 +95,17 @@ static void run(cpu_matmul *mm, int type, int64_t n, uint64_t *rng)
         y[i] = 12345.0f;
     be_weight bw = {.type = type, .ne0 = n, .ne1 = N_ROWS, .row_bytes = rb, .data = w};
     cpu_matmul_run(mm, y, &bw, x, N_TOK);
-    int vt = dtype_vec_dot_type(type), shown = 0;
+    int shown = 0;
     double worst = 0.0;
     for (int t = 0; t < N_TOK; t++) {
         const float *xt = x + t * n;
-        if (vt == DT_Q8_0)
-            quantize_row_q8_0(xt, xq, n);
-        else
-            quantize_row_q8_k(xt, xq, n);
         for (int r = 0; r < N_ROWS; r++) {
             const void *wr = w + r * rb;
             dequantize_row(type, wr, deq, n);
             double mag = 1e-30;
             for (int64_t i = 0; i < n; i++)
                 mag += fabs((double)deq[i] * xt[i]);
-            float ref = vec_dot_q8(type, wr, xq, n), got = y[t * N_ROWS + r];
+            float ref = (float)cpu_matmul_ref(mm, type, wr, xt, n, N_TOK), got = y[t * N_ROWS + r];
             double rel = fabs((double)got - ref) / mag;
             if (!(rel <= 2e-5)) {
                 if (shown++ < 3)
@@ -122,7 +120,42 @@ static void run(cpu_matmul *mm, int type, int64_t n, uint64_t *rng)
     }
     printf("%-5s n=%-5lld rows=%d n_tok=%d max_rel_err_vs_oracle=%.2e\n", dtype_name(type), (long long)n, N_ROWS,
            N_TOK, worst);
-    free(w), free(xq), free(deq), free(x), free(y);
+    free(w), free(deq), free(x), free(y);
+}
+
+/* Q8_0's 16-bit activations (cpu_avx2_quant_p16) give a token the same bits
+ * whatever the other tokens of its tile: tokens 0..11 with one scale per row
+ * (tiles flushed without the dw * da multiply), then token 1 replaced by one
+ * with an outlier 1000x the rest (a scale per block: its tile takes the
+ * multiply), over several K chunks. */
+static void x16_tiles(cpu_matmul *mm, uint64_t *rng)
+{
+    const int64_t n = 2304, rows = 6, nt = 12;
+    size_t rb = dtype_row_size(DT_Q8_0, n);
+    uint8_t *w = malloc(rb * rows);
+    float *x = malloc((size_t)(n * nt) * 4), *y0 = malloc((size_t)(rows * nt) * 4);
+    float *y1 = malloc((size_t)(rows * nt) * 4);
+    int16_t *q = malloc((size_t)n * 2);
+    float da[2304 / 32], ds;
+    for (int r = 0; r < rows; r++)
+        weight_row(DT_Q8_0, 5, w + r * rb, n, rng);
+    for (int64_t i = 0; i < n * nt; i++)
+        x[i] = tu_rand_f(rng);
+    be_weight bw = {.type = DT_Q8_0, .ne0 = n, .ne1 = rows, .row_bytes = rb, .data = w};
+    TU_CHECK(cpu_matmul_x16(mm, DT_Q8_0, n, nt), "Q8_0 x %lld tokens is not the 16-bit GEMM path", (long long)nt);
+    TU_CHECK(cpu_x16_quantize_ref(x, n, q, da, &ds) == 1, "a random token has no single row scale");
+    cpu_matmul_run(mm, y0, &bw, x, nt);
+    x[n + 100] *= 1000.0f;
+    TU_CHECK(cpu_x16_quantize_ref(x + n, n, q, da, &ds) == 0, "the outlier token has a single row scale");
+    cpu_matmul_run(mm, y1, &bw, x, nt);
+    int same = 1;
+    for (int64_t t = 0; t < nt; t++)
+        if (t != 1)
+            same &= memcmp(y0 + t * rows, y1 + t * rows, rows * sizeof(float)) == 0;
+    TU_CHECK(same, "Q8_0: a token's outputs changed with the scale mode of another token in its tile");
+    printf("Q8_0  16-bit activations: token outputs independent of the tile's other tokens: %s\n",
+           same ? "yes" : "NO");
+    free(w), free(x), free(y0), free(y1), free(q);
 }
 
 int main(void)
@@ -142,6 +175,7 @@ int main(void)
             if (ns[k] % di->block_size == 0)
                 run(mm, types[i], ns[k], &rng);
         }
+    x16_tiles(mm, &rng);
     cpu_matmul_free(mm);
     threadpool_free(tp);
     return tu_finish("test_gemm_extremes");

@@ -4,7 +4,7 @@
  *  - pack then unpack gives back the standard rows byte for byte;
  *  - cpu_matmul_run on the re-laid weight (one token: the R4 kernel; 2..8
  *    tokens: the few-token kernels on the groups; more: the prefill GEMM,
- *    see below) equals the integer-path oracle vec_dot_q8 within 2e-5 of
+ *    see below) equals the integer-path oracle cpu_matmul_ref within 2e-5 of
  *    sum|w||x| (as test_simd), and the standard-layout run within the same;
  *  - the prefill GEMM (n_tok above the few-token kernels: 9, 64, 300) on the
  *    re-laid weight gives bit for bit the y of the standard layout: Q4_0 and
@@ -108,23 +108,17 @@ static double run_case(cpu_matmul *mm, int type, int64_t n, int64_t rows, int64_
 {
     pair_run p = pair_run_start(mm, type, n, rows, n_tok, rng);
     float *deq = malloc((size_t)n * 4);
-    uint8_t *xq = malloc((size_t)n * 2 + 1024);
-    int vt = dtype_vec_dot_type(type);
     double worst = 0;
     int shown = 0;
     for (int64_t t = 0; t < n_tok; t++) {
         const float *xt = p.x + t * n;
-        if (vt == DT_Q8_0)
-            quantize_row_q8_0(xt, xq, n);
-        else
-            quantize_row_q8_k(xt, xq, n);
         for (int64_t r = 0; r < rows; r++) {
             const void *wr = p.w + r * p.rb;
             dequantize_row(type, wr, deq, n);
             double mag = 1e-30;
             for (int64_t i = 0; i < n; i++)
                 mag += fabs((double)deq[i] * xt[i]);
-            float ref = vec_dot_q8(type, wr, xq, n);
+            float ref = (float)cpu_matmul_ref(mm, type, wr, xt, n, n_tok);
             float got = p.y4[t * rows + r], std = p.y[t * rows + r];
             double rel = fabs((double)got - ref) / mag, d = fabs((double)got - std) / mag;
             if (!(rel <= 2e-5) || !(d <= 2e-5)) {
@@ -140,7 +134,7 @@ static double run_case(cpu_matmul *mm, int type, int64_t n, int64_t rows, int64_
         }
     }
     pair_run_free(&p);
-    free(deq), free(xq);
+    free(deq);
     return worst;
 }
 

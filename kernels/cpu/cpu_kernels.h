@@ -32,10 +32,13 @@ enum { CPU_ACT_F32 = 0, CPU_ACT_Q8B = 1, CPU_ACT_Q8KB = 2, CPU_ACT_P8 = 3, CPU_A
  * quantize_row_q8_k): per super-block of 256 elements (the last one zero
  * padded), GEMM_X_SB_BYTES = | qs[256] s8, K-permuted (vector v, lane j =
  * elements 2v, 2v+1, 16+2v, 17+2v of block j) | da[8] f32 | c[8] f32 (= da *
- * sum of the block's qs) |. CPU_ACT_P16 (Q8_0 weights): the same with the
- * levels widened to int16, vector u (of 16), lane j = elements u, u+16 of
- * block j: GEMM_X16_SB_BYTES = | qs[256] s16 | da[8] | c[8] |. Weights are packed per thread into panels of
- * GEMM_RR rows x GEMM_KC_SB super-blocks; tiles are GEMM_RR x GEMM_RT. */
+ * sum of the block's qs) |. CPU_ACT_P16 (Q8_0 weights): 16-bit levels,
+ * vector u (of 16), lane j = elements u, u+16 of block j, x = ds * da[j] *
+ * level: GEMM_X16_SB_BYTES = | qs[256] s16 | da[8] f32 | ds f32 | one f32 |
+ * 0[6] |, where ds (the row's scale) and one (1: every da is 1) are the
+ * same in every super-block of the row (cpu_avx2_quant_p16). Weights are
+ * packed per thread into panels of GEMM_RR rows x GEMM_KC_SB super-blocks;
+ * tiles are GEMM_RR x GEMM_RT. */
 #define GEMM_X_SB_BYTES 320
 #define GEMM_X16_SB_BYTES 576
 #define GEMM_RR 2

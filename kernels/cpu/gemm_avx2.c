@@ -18,11 +18,18 @@
  * and each int16 sum starts at -128 * (sum of its 16 levels), precomputed at
  * pack time, so it ends at sum x*w exactly: no offset term per block in the
  * flush (one FMA fewer per super-block and tile entry), and Q5_0 needs no
- * half flush (bounds above micro). Q8_0 levels are signed 8-bit: they and the
- * activations are widened to int16 (layout P16: vector u, lane j = elements
- * u, u+16 of block j) and multiplied with vpmaddwd, 2 multiplies + 2 adds
- * per 32 elements (vpsignb + vpmaddubsw + vpmaddwd + vpaddd measured slower:
- * sign, maddubs and madd share the two multiply pipes here).
+ * half flush (bounds above micro). Q8_0 levels are signed 8-bit: they are
+ * widened to int16 and multiplied with vpmaddwd by 16-bit activations
+ * (layout P16: vector u, lane j = elements u, u+16 of block j), 2
+ * multiplies + 2 adds per 32 elements (vpsignb + vpmaddubsw + vpmaddwd +
+ * vpaddd measured slower: sign, maddubs and madd share the two multiply
+ * pipes here). Since the activations are 16-bit anyway, they get 16 bits
+ * of precision and, for rows without outliers (cpu_avx2_quant_p16), one
+ * scale per row instead of one per block: the flush of a tile of such rows
+ * is cvt + FMA by the weight scales, the row scale applied once in
+ * tile_store (Q8_0 1 thread 126-129 -> 128-131 GFLOP/s, pp512 2 threads
+ * ~+2%; activation error vs the float dot 3.3e-3 -> 1.0e-5 of sum |w||x|
+ * in test_simd).
  *
  * Weights are packed per (row chunk, K chunk of GEMM_KC_SB super-blocks)
  * into panels of GEMM_RR interleaved rows (cpu_gemm_scratch_bytes) that stay
@@ -102,6 +109,7 @@
  * (An earlier try with two 8 x 8 dword transposes after widening was no
  * faster than the scalar stores: cross-lane steps; these have none.) */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 /* The tiles' speed depends on where their loops fall against 64-byte
@@ -192,12 +200,9 @@ AI void p8_store(const __m256i a[4], const __m256i b[4], uint8_t *base, size_t v
     }
 }
 
-/* q8_block32 for the 8 blocks of a super-block at x, nblk of them real
- * (the rest: levels and scale 0): levels q[j] (32 int8 in order), returns
- * the 8 scales. The 8 maxima are reduced into one vector, so the scales
- * and their inverses take one division each instead of 8; the same IEEE
- * operations per block, so the same bits. */
-AI __m256 q8_blocks8(const float *x, int nblk, __m256i q[8])
+/* |x| maxima of the 8 blocks of 32 of a super-block at x, nblk of them
+ * real (the rest 0), in one vector (lane j: block j) */
+AI __m256 blocks8_amax(const float *x, int nblk)
 {
     const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)), zero = _mm256_setzero_ps();
     __m256 m[8];
@@ -220,7 +225,18 @@ AI __m256 q8_blocks8(const float *x, int nblk, __m256i q[8])
                              _mm256_shuffle_ps(m[2 * i], m[2 * i + 1], 0xdd));
     __m256 s03 = _mm256_max_ps(_mm256_shuffle_ps(s[0], s[1], 0x88), _mm256_shuffle_ps(s[0], s[1], 0xdd));
     __m256 s47 = _mm256_max_ps(_mm256_shuffle_ps(s[2], s[3], 0x88), _mm256_shuffle_ps(s[2], s[3], 0xdd));
-    __m256 mx = _mm256_max_ps(_mm256_permute2f128_ps(s03, s47, 0x20), _mm256_permute2f128_ps(s03, s47, 0x31));
+    return _mm256_max_ps(_mm256_permute2f128_ps(s03, s47, 0x20), _mm256_permute2f128_ps(s03, s47, 0x31));
+}
+
+/* q8_block32 for the 8 blocks of a super-block at x, nblk of them real
+ * (the rest: levels and scale 0): levels q[j] (32 int8 in order), returns
+ * the 8 scales. The 8 maxima are reduced into one vector, so the scales
+ * and their inverses take one division each instead of 8; the same IEEE
+ * operations per block, so the same bits. */
+AI __m256 q8_blocks8(const float *x, int nblk, __m256i q[8])
+{
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 mx = blocks8_amax(x, nblk);
     __m256 d = _mm256_div_ps(mx, _mm256_set1_ps(127.0f));
     d = _mm256_cvtph_ps(_mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT)); /* rounded to f16 */
     __m256 id = _mm256_and_ps(_mm256_cmp_ps(d, zero, _CMP_GT_OQ), _mm256_div_ps(_mm256_set1_ps(1.0f), d));
@@ -306,19 +322,86 @@ AI void p16_store(const __m256i a[4], const __m256i b[4], uint8_t *base, size_t 
     }
 }
 
-/* Q8_0 activations widened to int16 (P16 layout), scales as quantize_row_q8_0 */
+/* the 8 x 8 int32 r[0..7] transposed: column c (int32 c of every r[j],
+ * lane j) stored at base + c * 32 */
+AI void tr8x8_store(const __m256i r[8], uint8_t *base)
+{
+    __m256i t[8], u[8];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) { /* rows 2k, 2k + 1: ints (0, 1 | 4, 5) and (2, 3 | 6, 7) */
+        t[2 * k] = _mm256_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm256_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) { /* rows 4h .. 4h + 3 of columns (c | c + 4), c = 0..3 */
+        u[4 * h] = _mm256_unpacklo_epi64(t[4 * h], t[4 * h + 2]);
+        u[4 * h + 1] = _mm256_unpackhi_epi64(t[4 * h], t[4 * h + 2]);
+        u[4 * h + 2] = _mm256_unpacklo_epi64(t[4 * h + 1], t[4 * h + 3]);
+        u[4 * h + 3] = _mm256_unpackhi_epi64(t[4 * h + 1], t[4 * h + 3]);
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        _mm256_storeu_si256((__m256i *)(base + 32 * c), _mm256_permute2x128_si256(u[c], u[4 + c], 0x20));
+        _mm256_storeu_si256((__m256i *)(base + 32 * (c + 4)), _mm256_permute2x128_si256(u[c], u[4 + c], 0x31));
+    }
+}
+
+/* Activations for Q8_0 weights (P16 layout, cpu_kernels.h): 16-bit levels,
+ * one scale ds for the whole row (da = 1) when every block that is not all
+ * zero has a maximum of at least 1/256 of the row's: then no element's
+ * error, at most ds / 2 = amax / 65534, passes what quantize_row_q8_0's
+ * 8-bit levels allow in its block (block max / 254), and most are ~100x
+ * smaller. Rows with outliers past that (one element 1000x the rest) get a
+ * 16-bit scale per block (da[j] = block max / 32767, ds = 1). The GEMM
+ * flushes tiles of one-scale rows without the dw * da multiply (micro).
+ * cpu_x16_quantize_ref (matmul.c) is the scalar form, the tests' oracle. */
 void cpu_avx2_quant_p16(const float *x, uint8_t *xq, int64_t n)
 {
-    int64_t nb = n / 32, nsb = (nb + 7) / 8;
+    const int64_t nb = n / 32, nsb = (nb + 7) / 8;
+    const __m256 zero = _mm256_setzero_ps(), inf = _mm256_set1_ps(INFINITY);
+    __m256 vmax = zero, vmin = inf; /* max of all block maxima, min of the non-zero ones */
     for (int64_t s = 0; s < nsb; s++) {
+        __m256 m = blocks8_amax(x + 256 * s, nb - 8 * s < 8 ? (int)(nb - 8 * s) : 8);
+        vmax = _mm256_max_ps(vmax, m);
+        vmin = _mm256_min_ps(vmin, _mm256_blendv_ps(m, inf, _mm256_cmp_ps(m, zero, _CMP_EQ_OQ)));
+    }
+    __m128 l = _mm_min_ps(_mm256_castps256_ps128(vmin), _mm256_extractf128_ps(vmin, 1));
+    l = _mm_min_ps(l, _mm_movehl_ps(l, l));
+    float amax = hmax256(vmax), bmin = _mm_cvtss_f32(_mm_min_ss(l, _mm_movehdup_ps(l)));
+    const int one = bmin * 256.0f >= amax; /* no non-zero block: bmin = inf */
+    const float ds = one ? amax / 32767.0f : 1.0f;
+    const __m256 vid1 = _mm256_set1_ps(ds > 0.0f ? 1.0f / ds : 0.0f);
+    for (int64_t s = 0; s < nsb; s++) {
+        const float *xs = x + 256 * s;
         uint8_t *sb = xq + s * GEMM_X16_SB_BYTES;
         float *da = (float *)(sb + 512), *c = da + 8;
         int nblk = nb - 8 * s < 8 ? (int)(nb - 8 * s) : 8;
-        __m256i q[8], a[4], b[4];
-        _mm256_storeu_ps(da, q8_blocks8(x + 256 * s, nblk, q));
-        _mm256_storeu_ps(c, _mm256_setzero_ps());
-        blocks_to_halves(q, a, b);
-        p16_store(a, b, sb, 32);
+        __m256 vda = _mm256_set1_ps(1.0f), vid = vid1;
+        if (!one) {
+            vda = _mm256_div_ps(blocks8_amax(xs, nblk), _mm256_set1_ps(32767.0f));
+            vid = _mm256_and_ps(_mm256_cmp_ps(vda, zero, _CMP_GT_OQ), _mm256_div_ps(_mm256_set1_ps(1.0f), vda));
+        }
+        /* block j: int32 u = its levels (u, u + 16) for u = 0..7 (lo[j]) and 8..15 (hi[j]) */
+        __m256i lo[8], hi[8];
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            lo[j] = hi[j] = _mm256_setzero_si256();
+            if (j < nblk) {
+                const float *xb = xs + 32 * j;
+                __m256 v = _mm256_permutevar8x32_ps(vid, _mm256_set1_epi32(j));
+                /* elements (0..3, 8..11 | 4..7, 12..15) and the same + 16 */
+                __m256i p = _mm256_packs_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb), v)),
+                                               _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 8), v)));
+                __m256i q = _mm256_packs_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 16), v)),
+                                               _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 24), v)));
+                lo[j] = _mm256_unpacklo_epi16(p, q);
+                hi[j] = _mm256_unpackhi_epi16(p, q);
+            }
+        }
+        tr8x8_store(lo, sb);
+        tr8x8_store(hi, sb + 256);
+        _mm256_storeu_ps(da, vda);
+        _mm256_storeu_ps(c, _mm256_setr_ps(ds, one ? 1.0f : 0.0f, 0, 0, 0, 0, 0, 0));
     }
 }
 
@@ -693,11 +776,13 @@ __attribute__((noinline)) static void pack_panels(int type, const uint8_t *w, si
     }
 }
 
-/* y[t*ldy + r] = (acc_y ? y : 0) + sum of the 8 lanes of facc[r][t], r < nr.
- * The full 2 x 4 tile reduces its 8 vectors together with the same adds in
- * the same order as hsum256 (halves, then lanes 0+2 / 1+3, then the two), so
- * the results are bit-identical to the one-vector-at-a-time path. */
-AI void tile_store(float facc[RR][GEMM_RT][8], float *y, int64_t ldy, int nr, int acc_y, const int RT)
+/* y[t*ldy + r] = (acc_y ? y : 0) + ds[t] * (sum of the 8 lanes of
+ * facc[r][t]), r < nr (ds NULL: no factor). The full 2 x 4 tile reduces its
+ * 8 vectors together with the same adds in the same order as hsum256
+ * (halves, then lanes 0+2 / 1+3, then the two), so the results are
+ * bit-identical to the one-vector-at-a-time path. */
+AI void tile_store(float facc[RR][GEMM_RT][8], float *y, int64_t ldy, int nr, int acc_y, const int RT,
+                   const float *ds)
 {
 #if GEMM_RR == 2 && GEMM_RT == 4
     if (RT == 4 && nr == 2) {
@@ -715,6 +800,10 @@ AI void tile_store(float facc[RR][GEMM_RT][8], float *y, int64_t ldy, int nr, in
         __m128 r0 = _mm256_castps256_ps128(r), r1 = _mm256_extractf128_ps(r, 1);
         __m128 p01 = _mm_unpacklo_ps(r0, r1), p23 = _mm_unpackhi_ps(r0, r1); /* (r0,r1) of t0, t1 | t2, t3 */
         float *y0 = y, *y1 = y + ldy, *y2 = y + 2 * ldy, *y3 = y + 3 * ldy;
+        if (ds) {
+            p01 = _mm_mul_ps(p01, _mm_setr_ps(ds[0], ds[0], ds[1], ds[1]));
+            p23 = _mm_mul_ps(p23, _mm_setr_ps(ds[2], ds[2], ds[3], ds[3]));
+        }
         if (acc_y) {
             p01 = _mm_add_ps(p01, _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)y0), (const __m64 *)y1));
             p23 = _mm_add_ps(p23, _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)y2), (const __m64 *)y3));
@@ -732,6 +821,8 @@ AI void tile_store(float facc[RR][GEMM_RT][8], float *y, int64_t ldy, int nr, in
         for (int r = 0; r < RR; r++)
             if (r < nr) {
                 float v = hsum256(_mm256_load_ps(facc[r][t]));
+                if (ds)
+                    v *= ds[t];
                 y[t * ldy + r] = acc_y ? y[t * ldy + r] + v : v;
             }
 }
@@ -886,7 +977,7 @@ AI void q3_sb_asm(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const 
  * Panel tail per row for bits 8: | dw[8] f32 | start int16[16] |.
  * y[t*ldy + r] = (acc ? y : 0) + dot, for r < nr. */
 AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc, float *y, int64_t ldy,
-              int nr, int acc_y, const int RT, const int bits)
+              int nr, int acc_y, const int RT, const int bits, const int one)
 {
     float facc[RR][GEMM_RT][8] __attribute__((aligned(32)));
     const __m256i ones = _mm256_set1_epi16(1);
@@ -895,6 +986,12 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
 #pragma GCC unroll 4
         for (int t = 0; t < RT; t++)
             _mm256_store_ps(facc[r][t], _mm256_setzero_ps());
+    /* bits 16: the tokens' row scales, applied in tile_store */
+    float ds[GEMM_RT] = {1.0f, 1.0f, 1.0f, 1.0f};
+    if (bits == 16)
+#pragma GCC unroll 4
+        for (int t = 0; t < RT; t++)
+            ds[t] = ((const float *)(x + t * x_stride + 512 + 32))[0];
     for (int64_t s = 0; s < nsc; s++) {
         const uint8_t *ps = pg + s * PANB(bits);
         const uint8_t *xs = x + s * XSB(bits);
@@ -970,6 +1067,16 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
         }
         }
         const float *dwp = (const float *)(ps + RR * QB(bits));
+        if (bits == 16 && one) { /* every da is 1 */
+#pragma GCC unroll 4
+            for (int r = 0; r < RR; r++) {
+                __m256 dw = _mm256_load_ps(dwp + 16 * r);
+#pragma GCC unroll 4
+                for (int t = 0; t < RT; t++)
+                    _mm256_store_ps(facc[r][t], _mm256_fmadd_ps(_mm256_cvtepi32_ps(ai[r][t]), dw,
+                                                                _mm256_load_ps(facc[r][t])));
+            }
+        } else
 #pragma GCC unroll 4
         for (int r = 0; r < RR; r++) {
             __m256 dw = _mm256_load_ps(dwp + 16 * r), mw = _mm256_load_ps(dwp + 16 * r + 8);
@@ -990,7 +1097,7 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
         }
         __asm__ volatile("" ::: "memory"); /* keep facc in memory, registers for the loop */
     }
-    tile_store(facc, y, ldy, nr, acc_y, RT);
+    tile_store(facc, y, ldy, nr, acc_y, RT, bits == 16 ? ds : NULL);
 }
 
 /* ---- Q6_K (micro6) ----------------------------------------------------------
@@ -1207,7 +1314,7 @@ AI void micro6(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc
         }
         __asm__ volatile("" ::: "memory"); /* keep facc in memory, registers for the loop */
     }
-    tile_store(facc, y, ldy, nr, acc_y, RT);
+    tile_store(facc, y, ldy, nr, acc_y, RT, NULL);
 }
 
 #define MICRO6(BITS)                                                                               \
@@ -1218,13 +1325,24 @@ AI void micro6(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc
     default: micro6(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, GEMM_RT, BITS); break;        \
     }
 
-#define MICRO_BITS(BITS)                                                                           \
+#define MICRO_BITS(BITS, ONE)                                                                      \
     switch (rt) {                                                                                  \
-    case 1: micro(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, 1, BITS); break;                \
-    case 2: micro(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, 2, BITS); break;                \
-    case 3: micro(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, 3, BITS); break;                \
-    default: micro(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, GEMM_RT, BITS); break;         \
+    case 1: micro(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, 1, BITS, ONE); break;           \
+    case 2: micro(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, 2, BITS, ONE); break;           \
+    case 3: micro(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, 3, BITS, ONE); break;           \
+    default: micro(pg, xt, a->x_stride, nsc, yt, a->ldy, nr, acc_y, GEMM_RT, BITS, ONE); break;    \
     }
+
+/* P16 rows t < rt at x, x_stride apart: whether every one has one scale for
+ * the row (da = 1: dw * da == dw, so micro's flush without the multiply
+ * gives the same bits as the one with it, whatever the tile's other rows) */
+static int x16_one(const uint8_t *x, size_t x_stride, int rt)
+{
+    for (int t = 0; t < rt; t++)
+        if (((const float *)(x + t * x_stride + 512 + 32))[1] == 0.0f)
+            return 0;
+    return 1;
+}
 
 static int type_bits(int type)
 {
@@ -1276,13 +1394,15 @@ void cpu_avx2_gemm_p(const cpu_gemm_args *a)
                 } else if (bits == 2) {
                     MICRO6(2)
                 } else if (bits == 4) {
-                    MICRO_BITS(4)
+                    MICRO_BITS(4, 0)
                 } else if (bits == 5) {
-                    MICRO_BITS(5)
+                    MICRO_BITS(5, 0)
                 } else if (bits == 8) {
-                    MICRO_BITS(8)
+                    MICRO_BITS(8, 0)
+                } else if (x16_one(xt, a->x_stride, rt)) {
+                    MICRO_BITS(16, 1)
                 } else {
-                    MICRO_BITS(16)
+                    MICRO_BITS(16, 0)
                 }
             }
         }

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "../../core/dtype.h"
+#include "../../core/dtype_blocks.h"
 #include "cpu_kernels.h"
 
 struct cpu_matmul {
@@ -131,6 +132,54 @@ bool cpu_weight_repack(cpu_matmul *mm, be_weight *w)
     return true;
 }
 
+/* ---- the prefill GEMM's Q8_0 activations, as scalars (the tests' oracle) --- */
+
+int cpu_x16_quantize_ref(const float *x, int64_t n, int16_t *q, float *da, float *ds)
+{
+    const int64_t nb = n / 32;
+    float amax = 0.0f, bmin = INFINITY;
+    for (int64_t b = 0; b < nb; b++) {
+        float m = 0.0f;
+        for (int i = 0; i < 32; i++)
+            m = fmaxf(m, fabsf(x[32 * b + i]));
+        amax = fmaxf(amax, m);
+        if (m > 0.0f)
+            bmin = fminf(bmin, m);
+    }
+    const int one = bmin * 256.0f >= amax;
+    *ds = one ? amax / 32767.0f : 1.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        float d = *ds;
+        if (one) {
+            da[b] = 1.0f;
+        } else {
+            float m = 0.0f;
+            for (int i = 0; i < 32; i++)
+                m = fmaxf(m, fabsf(x[32 * b + i]));
+            d = da[b] = m / 32767.0f;
+        }
+        float id = d > 0.0f ? 1.0f / d : 0.0f;
+        for (int i = 0; i < 32; i++) {
+            long v = lrintf(x[32 * b + i] * id);
+            q[32 * b + i] = (int16_t)(v > 32767 ? 32767 : (v < -32768 ? -32768 : v));
+        }
+    }
+    return one;
+}
+
+double cpu_x16_dot_q8_0_ref(const void *w, const int16_t *q, const float *da, float ds, int64_t n)
+{
+    const dt_block_q8_0 *wb = w;
+    double sum = 0.0;
+    for (int64_t b = 0; b < n / 32; b++) {
+        int64_t s = 0;
+        for (int i = 0; i < 32; i++)
+            s += (int64_t)wb[b].qs[i] * q[32 * b + i];
+        sum += (double)fp16_to_f32(wb[b].d) * da[b] * (double)s;
+    }
+    return sum * ds;
+}
+
 /* ---- scalar path ---------------------------------------------------------- */
 
 static void gemm_scalar(const cpu_gemm_args *a)
@@ -157,6 +206,55 @@ static cpu_kernel mm_kernel(cpu_level level, int type)
         k.gemm = gemm_scalar;
     }
     return k;
+}
+
+/* The AVX2 prefill GEMM for this product, or no kernel (.gemm NULL) */
+static cpu_kernel mm_gemm_kernel(cpu_level level, int type, int64_t n, int64_t n_tok)
+{
+    cpu_kernel none = {CPU_ACT_F32, NULL, NULL};
+#if defined(__x86_64__)
+    if (level == CPU_AVX2 && n_tok > cpu_avx2_gemv_multi_max(type) && n_tok >= 2 && n % 32 == 0) {
+        cpu_kernel g = cpu_kernel_avx2_gemm(type);
+        if (g.gemm && (g.act != CPU_ACT_P8K || n % 256 == 0))
+            return g;
+    }
+#endif
+    (void)level, (void)type, (void)n, (void)n_tok;
+    return none;
+}
+
+bool cpu_matmul_x16(const cpu_matmul *mm, int type, int64_t n, int64_t n_tok)
+{
+    return type == DT_Q8_0 && mm_gemm_kernel(mm->level, type, n, n_tok).gemm != NULL;
+}
+
+double cpu_matmul_ref(const cpu_matmul *mm, int type, const void *w, const float *x, int64_t n,
+                      int64_t n_tok)
+{
+    int vt = dtype_vec_dot_type(type);
+    if (mm->level == CPU_SCALAR || vt == DT_F32 || n % dtype_get(type)->block_size != 0)
+        return dot_row(type, w, x, n);
+    double r = NAN;
+    if (cpu_matmul_x16(mm, type, n, n_tok)) {
+        int16_t *q = malloc((size_t)n * sizeof *q);
+        float *da = malloc((size_t)(n / 32 + 1) * sizeof *da), ds;
+        if (q && da) {
+            cpu_x16_quantize_ref(x, n, q, da, &ds);
+            r = cpu_x16_dot_q8_0_ref(w, q, da, ds, n);
+        }
+        free(q), free(da);
+        return r;
+    }
+    void *xq = malloc((size_t)n * 2 + 1024);
+    if (xq) {
+        if (vt == DT_Q8_0)
+            quantize_row_q8_0(x, xq, n);
+        else
+            quantize_row_q8_k(x, xq, n);
+        r = vec_dot_q8(type, w, xq, n);
+    }
+    free(xq);
+    return r;
 }
 
 /* ---- parallel driver ------------------------------------------------------ */
@@ -263,22 +361,18 @@ void cpu_matmul_run(cpu_matmul *mm, float *y, const be_weight *w, const float *x
     /* prefill on AVX2: the register-blocked GEMM on packed panels (gemm_avx2.c);
      * a few tokens (<= cpu_avx2_gemv_multi_max) go to the fused decode of gemv_multi_avx2.c */
     int64_t gemm_rc = 0;
-#if defined(__x86_64__)
-    if (mm->level == CPU_AVX2 && n_tok > cpu_avx2_gemv_multi_max(w->type) && n_tok >= 2) {
-        cpu_kernel g = cpu_kernel_avx2_gemm(w->type);
-        if (g.gemm && (g.act != CPU_ACT_P8K || n % 256 == 0) && n % 32 == 0) {
-            j.k = g;
-            /* row chunks of up to 64 rows: their panel (64 x 2048 levels +
-             * scales, 160 KiB) stays in L2 while the token groups pass */
-            gemm_rc = w->ne1 / (4 * nth);
-            gemm_rc = (gemm_rc + GEMM_RR - 1) / GEMM_RR * GEMM_RR;
-            if (gemm_rc > 64)
-                gemm_rc = 64;
-            if (gemm_rc < GEMM_RR)
-                gemm_rc = GEMM_RR;
-        }
+    cpu_kernel g = mm_gemm_kernel(mm->level, w->type, n, n_tok);
+    if (g.gemm) {
+        j.k = g;
+        /* row chunks of up to 64 rows: their panel (64 x 2048 levels +
+         * scales, 160 KiB) stays in L2 while the token groups pass */
+        gemm_rc = w->ne1 / (4 * nth);
+        gemm_rc = (gemm_rc + GEMM_RR - 1) / GEMM_RR * GEMM_RR;
+        if (gemm_rc > 64)
+            gemm_rc = 64;
+        if (gemm_rc < GEMM_RR)
+            gemm_rc = GEMM_RR;
     }
-#endif
     /* R4 weights: one token, a few tokens and the prefill GEMM of the types
      * that say so on the groups (the GEMM packs its panels from them: an
      * unpacked copy would be one more pass over the weights and 64 rows of

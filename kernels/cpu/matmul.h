@@ -50,3 +50,25 @@ void cpu_matmul_run(cpu_matmul *mm, float *y, const be_weight *w, const float *x
 bool cpu_weight_repack(cpu_matmul *mm, be_weight *w);
 /* The R4 layout of a weight re-laid by cpu_weight_repack, else NULL. */
 const struct cpu_repack *cpu_weight_layout(const be_weight *w);
+
+/* The activations of the AVX2 prefill GEMM for Q8_0 weights (gemm_avx2.c,
+ * cpu_avx2_quant_p16) in scalar form, the tests' oracle: n (a multiple of
+ * 32) floats -> 16-bit levels q[n] with x ~ ds * da[i / 32] * q[i]. One scale
+ * for the row (ds = amax / 32767, every da 1; returns 1) when every block
+ * of 32 that is not all zero has a maximum of at least amax / 256; else one
+ * per block (da = block max / 32767, ds = 1; returns 0). */
+int cpu_x16_quantize_ref(const float *x, int64_t n, int16_t *q, float *da, float *ds);
+/* Q8_0 row w . those activations, exact integer sums per block */
+double cpu_x16_dot_q8_0_ref(const void *w, const int16_t *q, const float *da, float ds, int64_t n);
+/* Whether cpu_matmul_run(mm, ...) of a `type` weight with rows of n over
+ * n_tok tokens quantizes the activations that way (else as
+ * quantize_row_q8_0 / _q8_k for the SIMD levels, not at all for the scalar
+ * one). */
+bool cpu_matmul_x16(const cpu_matmul *mm, int type, int64_t n, int64_t n_tok);
+/* The scalar oracle of one output of cpu_matmul_run(mm, ...): row w (of a
+ * `type` weight, n elements) . token x in a product of n_tok tokens: dot_row
+ * for the scalar level and float weights, else the integer path on the
+ * activations as that path quantizes them (vec_dot_q8 of quantize_row_q8_0
+ * / _q8_k, or the x16 functions above). NAN when out of memory. */
+double cpu_matmul_ref(const cpu_matmul *mm, int type, const void *w, const float *x, int64_t n,
+                      int64_t n_tok);

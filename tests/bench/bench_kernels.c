@@ -1,5 +1,6 @@
 /* bench_kernels.c - one benchmark per CPU matmul kernel and weight type:
- * validates against the scalar oracle first (vec_dot_q8 / dot_row), then
+ * validates against the scalar oracle first (cpu_matmul_ref: dot_row, or
+ * the integer path on the activations as the kernel quantizes them), then
  * times the median of repetitions and prints one line per type and path:
  *   op=matvec ... gb_s=   (one token: weight bytes streamed per second)
  *   op=gemm   ... gflop_s= (n_tok tokens: 2*rows*n*n_tok per second)
@@ -20,35 +21,28 @@
 #include "testutil.h"
 #include "bench_common.h"
 
-/* max |y - oracle| / sum|w||x| over the first rows x tokens */
-static double validate(int type, cpu_level lv, const be_weight *bw, const float *x, const float *y,
-                       int64_t n_tok, int64_t rows_checked)
+/* max |y - oracle| / sum|w||x| over the first rows x tokens of a product
+ * of n_tok tokens */
+static double validate(int type, cpu_matmul *mm, const be_weight *bw, const float *x, const float *y,
+                       int64_t n_tok, int64_t tok_checked, int64_t rows_checked)
 {
     int64_t n = bw->ne0;
-    int vt = dtype_vec_dot_type(type);
-    uint8_t *xq = malloc((size_t)n * 2 + 1024);
     float *deq = malloc((size_t)n * 4);
     double worst = 0;
-    for (int64_t t = 0; t < n_tok; t++) {
+    for (int64_t t = 0; t < tok_checked; t++) {
         const float *xt = x + t * n;
-        if (vt == DT_Q8_0)
-            quantize_row_q8_0(xt, xq, n);
-        else if (vt == DT_Q8_K)
-            quantize_row_q8_k(xt, xq, n);
         for (int64_t r = 0; r < rows_checked; r++) {
             const uint8_t *wr = (const uint8_t *)bw->data + r * bw->row_bytes;
             dequantize_row(type, wr, deq, n);
             double mag = 1e-30;
             for (int64_t i = 0; i < n; i++)
                 mag += fabs((double)deq[i] * xt[i]);
-            float ref = (lv != CPU_SCALAR && vt != DT_F32) ? vec_dot_q8(type, wr, xq, n)
-                                                           : dot_row(type, wr, xt, n);
+            double ref = cpu_matmul_ref(mm, type, wr, xt, n, n_tok);
             double e = fabs((double)y[t * bw->ne1 + r] - ref) / mag;
             if (!(e <= worst))
                 worst = e;
         }
     }
-    free(xq);
     free(deq);
     return worst;
 }
@@ -144,7 +138,7 @@ int main(int argc, char **argv)
                 int64_t nt = (lv == CPU_SCALAR && op == 1) ? 8 : n_tok;
                 int r = lv == CPU_SCALAR ? 3 : reps;
                 cpu_matmul_run(mm[lv], y, &bw, x, nt);
-                double err = validate(type, (cpu_level)lv, &bw, x, y, nt < 4 ? nt : 4, 64);
+                double err = validate(type, mm[lv], &bw, x, y, nt, nt < 4 ? nt : 4, 64);
                 int ok = err <= 2e-5;
                 if (!ok)
                     failures++;
@@ -175,7 +169,7 @@ int main(int argc, char **argv)
                 memcpy(b4.data, w, bw.row_bytes * (size_t)rows);
                 if (cpu_weight_repack(mm[CPU_AVX2], &b4)) {
                     cpu_matmul_run(mm[CPU_AVX2], y, &b4, x, n_tok);
-                    double err = validate(type, CPU_AVX2, &bw, x, y, n_tok < 4 ? n_tok : 4, 64);
+                    double err = validate(type, mm[CPU_AVX2], &bw, x, y, n_tok, n_tok < 4 ? n_tok : 4, 64);
                     int ok = err <= 2e-5;
                     failures += !ok;
                     double t = time_run(mm[CPU_AVX2], y, &b4, x, n_tok, reps);
