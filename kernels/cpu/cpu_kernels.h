@@ -81,10 +81,12 @@ static inline size_t cpu_scratch_bytes(int act, int64_t n)
     return CPU_TILE_ROWS * cpu_unpacked_row_bytes(act, n) + cpu_align64(64 * (size_t)cpu_pad8(n / 32));
 }
 
-/* Per-thread scratch of the prefill GEMM for row chunks of `rows` rows. */
-static inline size_t cpu_gemm_scratch_bytes(int act, int64_t rows, int64_t n)
+/* Per-thread scratch of the prefill GEMM for row chunks of `rows` rows:
+ * panels of 256 level bytes (every type's, Q8_0's int8 too) + 64 of
+ * scales per row and super-block. */
+static inline size_t cpu_gemm_scratch_bytes(int64_t rows, int64_t n)
 {
-    size_t qb = act == CPU_ACT_P16 ? 512 : 256;
+    const size_t qb = 256;
     int64_t nsb = (n + 255) / 256;
     if (nsb > GEMM_KC_SB)
         nsb = GEMM_KC_SB;

@@ -19,11 +19,15 @@
  * pack time, so it ends at sum x*w exactly: no offset term per block in the
  * flush (one FMA fewer per super-block and tile entry), and Q5_0 needs no
  * half flush (bounds above micro). Q8_0 levels are signed 8-bit: they are
- * widened to int16 and multiplied with vpmaddwd by 16-bit activations
- * (layout P16: vector u, lane j = elements u, u+16 of block j), 2
- * multiplies + 2 adds per 32 elements (vpsignb + vpmaddubsw + vpmaddwd +
- * vpaddd measured slower: sign, maddubs and madd share the two multiply
- * pipes here). Since the activations are 16-bit anyway, they get 16 bits
+ * widened to int16 (vpmovsxbw as the tile loads them) and multiplied with
+ * vpmaddwd by 16-bit activations (layout P16: vector u, lane j = elements
+ * u, u+16 of block j), 2 multiplies + 2 adds per 32 elements (vpsignb +
+ * vpmaddubsw + vpmaddwd + vpaddd measured slower: sign, maddubs and madd
+ * share the two multiply pipes here). The panels hold the 8-bit levels in
+ * that order: int16 panels, twice the L2 -> L1 traffic, were 3% slower
+ * (bench_kernels Q8_0 1 thread 129-131 vs 134; with every tile reading one
+ * L1-resident panel, 136-137: the weights' L2 traffic was ~6%). Since the
+ * activations are 16-bit anyway, they get 16 bits
  * of precision and, for rows without outliers (cpu_avx2_quant_p16), one
  * scale per row instead of one per block: the flush of a tile of such rows
  * is cvt + FMA by the weight scales, the row scale applied once in
@@ -101,7 +105,8 @@
  * the GEMM's samples on tile_store) and no activation prefetch (287-289
  * either way). Packing
  * (rdtsc, 64 rows x 2048 of Q8_0 / Q4_0, this machine): the Q8_0 int16
- * panels and P16 activations built by scalar stores per block took ~130
+ * panels (since int8) and P16 activations (since 16-bit levels) built by
+ * scalar stores per block took ~130
  * cycles per row and super-block (P16 quantization ~330 per token and
  * super-block, P8 ~300); as in-lane transposes of 8 blocks in registers
  * (p16_store, p8_store) and with the 8 blocks' scales computed in one
@@ -128,7 +133,9 @@
 #define RR GEMM_RR
 #define PSB GEMM_X_SB_BYTES /* bytes of one activation super-block */
 #define XSB(bits) ((bits) == 16 ? GEMM_X16_SB_BYTES : GEMM_X_SB_BYTES)
-#define QB(bits) ((bits) == 16 ? 512 : 256) /* level bytes per super-block and row */
+#define XQB(bits) ((bits) == 16 ? 512 : 256) /* activation level bytes per super-block */
+#define QB(bits) 256 /* level bytes per super-block and row (Q8_0: int8, widened in the tile) */
+#define VB(bits) ((bits) == 16 ? 16 : 32) /* bytes of one panel vector per row */
 
 /* dwords of a block's 32 bytes in permuted order -> u32 slot v*vstride + j */
 AI void perm_store(uint32_t *base, int64_t vstride, int j, __m256i q)
@@ -283,20 +290,19 @@ static void quant_p8_u(const float *x, uint8_t *xq, int64_t n)
     }
 }
 
-/* The P16 levels of one super-block (8 blocks; the weight panels' rows and
- * the activation rows alike): vector u (of 16), at base + u * vstride bytes,
- * holds in int32 lane j the int16 pair (element u, element u + 16) of block
- * j. In: a[k] = [levels 0..15 of block k | of block k + 4], b[k] the same of
- * levels 16..31 (k < 4). An 8 x 16 transpose of int8 pairs in registers,
- * widened at the end: 8 byte interleaves give each block's 16 pairs (block
- * k in the low 128-bit lane, k + 4 in the high one), two rounds of 16/32-bit
- * interleaves gather blocks 0..3 (low lane) and 4..7 (high lane) of two u
- * in one vector, and a byte interleave with the sign widens each half into
- * a vector: 48 in-lane shuffles and 8 compares, no cross-lane step (the
- * 128 scalar stores it replaces: see the head comment). */
+/* The Q8_0 panel levels of one super-block of a row (8 blocks): vector u
+ * (of 16), 16 bytes at base + u * vstride, holds in byte pair j the levels
+ * (u, u + 16) of block j, so that vpmovsxbw makes it the P16 layout's
+ * vector u (int32 lane j = that int16 pair). In: a[k] = [levels 0..15 of
+ * block k | of block k + 4], b[k] the same of levels 16..31 (k < 4). An 8 x
+ * 16 transpose of byte pairs in registers: 8 byte interleaves give each
+ * block's 16 pairs (block k in the low 128-bit lane, k + 4 in the high
+ * one), two rounds of 16/32-bit interleaves gather blocks 0..3 (low lane)
+ * and 4..7 (high lane) of two u in one vector, and one qword permute puts
+ * each u's 16 bytes together: 40 shuffles, no scalar stores (the 128 of the
+ * first version: see the head comment). */
 AI void p16_store(const __m256i a[4], const __m256i b[4], uint8_t *base, size_t vstride)
 {
-    const __m256i zero = _mm256_setzero_si256();
     __m256i lo[4], hi[4]; /* pairs u = 0..7 resp. 8..15 of blocks k | k + 4 */
 #pragma GCC unroll 4
     for (int k = 0; k < 4; k++) {
@@ -309,15 +315,15 @@ AI void p16_store(const __m256i a[4], const __m256i b[4], uint8_t *base, size_t 
         /* blocks (0, 1 | 4, 5) and (2, 3 | 6, 7): pairs u = 0..3, then 4..7 */
         __m256i l01 = _mm256_unpacklo_epi16(v[0], v[1]), h01 = _mm256_unpackhi_epi16(v[0], v[1]);
         __m256i l23 = _mm256_unpacklo_epi16(v[2], v[3]), h23 = _mm256_unpackhi_epi16(v[2], v[3]);
-        /* t[i]: blocks 0..3 | 4..7 of pairs u = 2i, 2i + 1 (8 + ... in hi) */
+        /* t[i]: blocks 0..3 | 4..7 of pairs u = 2i (bytes 0..7 of each lane), 2i + 1 (8..15) */
         __m256i t[4] = {_mm256_unpacklo_epi32(l01, l23), _mm256_unpackhi_epi32(l01, l23),
                         _mm256_unpacklo_epi32(h01, h23), _mm256_unpackhi_epi32(h01, h23)};
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
-            __m256i sg = _mm256_cmpgt_epi8(zero, t[i]);
+            __m256i uv = _mm256_permute4x64_epi64(t[i], 0xd8); /* u = 8h + 2i | u + 1 */
             uint8_t *o = base + (size_t)(8 * h + 2 * i) * vstride;
-            _mm256_storeu_si256((__m256i *)o, _mm256_unpacklo_epi8(t[i], sg));
-            _mm256_storeu_si256((__m256i *)(o + vstride), _mm256_unpackhi_epi8(t[i], sg));
+            _mm_storeu_si128((__m128i *)o, _mm256_castsi256_si128(uv));
+            _mm_storeu_si128((__m128i *)(o + vstride), _mm256_extracti128_si256(uv, 1));
         }
     }
 }
@@ -518,8 +524,8 @@ static void pack_sb(int type, const uint8_t *w, int gr, int64_t n, int64_t s, ui
 {
     uint32_t *q = (uint32_t *)(p + r * 32);
     const int64_t vs = RR * 8;
-    if (type == DT_Q8_0) { /* int16 panel */
-        float *dw = (float *)(p + RR * 512 + r * 64), *mw = dw + 8;
+    if (type == DT_Q8_0) { /* vectors of 16 bytes, widened to int16 in the tile */
+        float *dw = (float *)(p + RR * 256 + r * 64), *mw = dw + 8;
         uint8_t tmp[8 * 34];
         const sb_map m = sb_src(type, w, gr, s, n / 32, tmp);
         __m256i a[4], b[4];
@@ -529,7 +535,7 @@ static void pack_sb(int type, const uint8_t *w, int gr, int64_t n, int64_t s, ui
             a[k] = _mm256_loadu2_m128i((const __m128i *)q1, (const __m128i *)q0);
             b[k] = _mm256_loadu2_m128i((const __m128i *)(q1 + m.hstep), (const __m128i *)(q0 + m.hstep));
         }
-        p16_store(a, b, (uint8_t *)q, RR * 32);
+        p16_store(a, b, p + r * 16, RR * 16);
 #pragma GCC unroll 8
         for (int j = 0; j < 8; j++)
             dw[j] = h2f(sb_d(&m, j)), mw[j] = 0.0f;
@@ -733,7 +739,7 @@ static void pack_sb(int type, const uint8_t *w, int gr, int64_t n, int64_t s, ui
 __attribute__((noinline)) static void pack_panels(int type, const uint8_t *w, size_t w_stride, int64_t rows, int64_t n,
                         int64_t s0, int64_t nsc, uint8_t *p, int r4)
 {
-    const int64_t psb = type == DT_Q8_0 ? PANB(16) : PANB(4), qb = type == DT_Q8_0 ? 512 : 256;
+    const int64_t psb = PANB(4), qb = 256, vb = type == DT_Q8_0 ? VB(16) : VB(4);
     if (r4) {
         /* step i: super-block s0 + i % nsc of group i / nsc, its 4 rows (the
          * group's records in memory order). The weights come from DRAM
@@ -767,8 +773,8 @@ __attribute__((noinline)) static void pack_panels(int type, const uint8_t *w, si
             } else {
                 for (int64_t s = 0; s < nsc; s++) {
                     uint8_t *ps = pg + s * psb;
-                    for (int v = 0; v < qb / 32; v++)
-                        memset(ps + (v * RR + r) * 32, 0, 32);
+                    for (int v = 0; v < qb / vb; v++)
+                        memset(ps + (v * RR + r) * vb, 0, vb);
                     memset(ps + RR * qb + r * 64, 0, 64);
                 }
             }
@@ -870,9 +876,9 @@ AI void tile_store(float facc[RR][GEMM_RT][8], float *y, int64_t ldy, int nr, in
     MUL " " XO "(%[" XK "]), %[w1], %[t1]\n\t"                                                     \
     ADD " %[t0], %[" A0 "], %[" A0 "]\n\t"                                                          \
     ADD " %[t1], %[" A1 "], %[" A1 "]\n\t"
-#define TILE_STEP_XM(MUL, ADD, WO0, WO1, XO)                                                       \
-    "vmovdqa " WO0 "(%[w]), %[w0]\n\t"                                                             \
-    "vmovdqa " WO1 "(%[w]), %[w1]\n\t"                                                             \
+#define TILE_STEP_XM_L(LD, MUL, ADD, WO0, WO1, XO)                                                \
+    LD " " WO0 "(%[w]), %[w0]\n\t"                                                                 \
+    LD " " WO1 "(%[w]), %[w1]\n\t"                                                                 \
     "vmovdqa " XO "(%[x0]), %[xv]\n\t"                                                             \
     MUL " %[xv], %[w0], %[t0]\n\t"                                                                 \
     MUL " %[xv], %[w1], %[t1]\n\t"                                                                 \
@@ -880,12 +886,13 @@ AI void tile_store(float facc[RR][GEMM_RT][8], float *y, int64_t ldy, int nr, in
     ADD " %[t1], %[a10], %[a10]\n\t"                                                               \
     TILE_XM_TOKEN(MUL, ADD, XO, "x1", "a01", "a11") TILE_XM_TOKEN(MUL, ADD, XO, "x2", "a02", "a12")  \
     TILE_XM_TOKEN(MUL, ADD, XO, "x3", "a03", "a13")
+#define TILE_STEP_XM(MUL, ADD, WO0, WO1, XO) TILE_STEP_XM_L("vmovdqa", MUL, ADD, WO0, WO1, XO)
 
 /* TILE_STEP_XM for the first vector of a super-block: the products go
  * straight into the accumulators (no zeroed start, 8 adds fewer) */
-#define TILE_STEP0_XM(MUL, WO0, WO1, XO)                                                           \
-    "vmovdqa " WO0 "(%[w]), %[w0]\n\t"                                                             \
-    "vmovdqa " WO1 "(%[w]), %[w1]\n\t"                                                             \
+#define TILE_STEP0_XM(LD, MUL, WO0, WO1, XO)                                                       \
+    LD " " WO0 "(%[w]), %[w0]\n\t"                                                                 \
+    LD " " WO1 "(%[w]), %[w1]\n\t"                                                                 \
     "vmovdqa " XO "(%[x0]), %[xv]\n\t"                                                             \
     MUL " %[xv], %[w0], %[a00]\n\t"                                                                \
     MUL " %[xv], %[w1], %[a10]\n\t"                                                                \
@@ -910,8 +917,9 @@ AI void tile_store(float facc[RR][GEMM_RT][8], float *y, int64_t ldy, int nr, in
 
 /* unsigned 4/5-bit levels x signed activations, int16 sums */
 #define U_STEP(WO0, WO1, XO) TILE_STEP_XM("vpmaddubsw", "vpaddw", WO0, WO1, XO)
-/* int16 levels (Q8_0): vpmaddwd pairs straight to int32 */
-#define W_STEP(WO0, WO1, XO) TILE_STEP_XM("vpmaddwd", "vpaddd", WO0, WO1, XO)
+/* Q8_0: 8-bit levels widened to int16 as they are loaded (half the panel
+ * bytes), vpmaddwd pairs straight to int32 */
+#define W_STEP(WO0, WO1, XO) TILE_STEP_XM_L("vpmovsxbw", "vpmaddwd", "vpaddd", WO0, WO1, XO)
 /* Q3_K, Q4_0, Q5_0: the vpmaddubsw operands swapped (x unsigned, w signed);
  * int16 sums over all 8 vectors of a super-block */
 #define S_STEP(WO0, WO1, XO)                                                                       \
@@ -933,12 +941,12 @@ AI void w_sb_asm(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const u
                  const uint8_t *x3, __m256i ai[RR][GEMM_RT])
 {
     __m256i w0, w1, xv, t0, t1;
-    __asm__(TILE_STEP0_XM("vpmaddwd", "0", "32", "0") W_STEP("64", "96", "32") W_STEP("128", "160", "64")
-                W_STEP("192", "224", "96") W_STEP("256", "288", "128") W_STEP("320", "352", "160")
-                    W_STEP("384", "416", "192") W_STEP("448", "480", "224") W_STEP("512", "544", "256")
-                        W_STEP("576", "608", "288") W_STEP("640", "672", "320") W_STEP("704", "736", "352")
-                            W_STEP("768", "800", "384") W_STEP("832", "864", "416")
-                                W_STEP("896", "928", "448") W_STEP("960", "992", "480") TILE_ASM_OPERANDS_W);
+    __asm__(TILE_STEP0_XM("vpmovsxbw", "vpmaddwd", "0", "16", "0") W_STEP("32", "48", "32") W_STEP("64", "80", "64")
+                W_STEP("96", "112", "96") W_STEP("128", "144", "128") W_STEP("160", "176", "160")
+                    W_STEP("192", "208", "192") W_STEP("224", "240", "224") W_STEP("256", "272", "256")
+                        W_STEP("288", "304", "288") W_STEP("320", "336", "320") W_STEP("352", "368", "352")
+                            W_STEP("384", "400", "384") W_STEP("416", "432", "416")
+                                W_STEP("448", "464", "448") W_STEP("480", "496", "480") TILE_ASM_OPERANDS_W);
 }
 
 /* unsigned 4-bit levels (bits 4; Q2_K's 2-bit ones): the 8 vectors of a
@@ -947,7 +955,7 @@ AI void u_sb_asm(const uint8_t *w, const uint8_t *x0, const uint8_t *x1, const u
                  const uint8_t *x3, __m256i ai[RR][GEMM_RT])
 {
     __m256i w0, w1, xv, t0, t1;
-    __asm__(TILE_STEP0_XM("vpmaddubsw", "0", "32", "0") U_STEP("64", "96", "32") U_STEP("128", "160", "64")
+    __asm__(TILE_STEP0_XM("vmovdqa", "vpmaddubsw", "0", "32", "0") U_STEP("64", "96", "32") U_STEP("128", "160", "64")
                 U_STEP("192", "224", "96") U_STEP("256", "288", "128") U_STEP("320", "352", "160")
                     U_STEP("384", "416", "192") U_STEP("448", "480", "224") TILE_ASM_OPERANDS_W);
 }
@@ -991,7 +999,7 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
     if (bits == 16)
 #pragma GCC unroll 4
         for (int t = 0; t < RT; t++)
-            ds[t] = ((const float *)(x + t * x_stride + 512 + 32))[0];
+            ds[t] = ((const float *)(x + t * x_stride + XQB(16) + 32))[0];
     for (int64_t s = 0; s < nsc; s++) {
         const uint8_t *ps = pg + s * PANB(bits);
         const uint8_t *xs = x + s * XSB(bits);
@@ -1036,11 +1044,12 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
         } else
 #endif
         {
-        for (int v = 0; v < QB(bits) / 32; v++) {
+        for (int v = 0; v < QB(bits) / VB(bits); v++) {
             __m256i w[RR];
 #pragma GCC unroll 4
             for (int r = 0; r < RR; r++)
-                w[r] = _mm256_load_si256((const __m256i *)(ps + (v * RR + r) * 32));
+                w[r] = bits == 16 ? _mm256_cvtepi8_epi16(_mm_load_si128((const __m128i *)(ps + (v * RR + r) * 16)))
+                                  : _mm256_load_si256((const __m256i *)(ps + (v * RR + r) * 32));
 #pragma GCC unroll 4
             for (int t = 0; t < RT; t++) {
                 __m256i xv = _mm256_load_si256((const __m256i *)(xs + t * x_stride + v * 32));
@@ -1082,7 +1091,7 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
             __m256 dw = _mm256_load_ps(dwp + 16 * r), mw = _mm256_load_ps(dwp + 16 * r + 8);
 #pragma GCC unroll 4
             for (int t = 0; t < RT; t++) {
-                const float *da = (const float *)(xs + t * x_stride + QB(bits));
+                const float *da = (const float *)(xs + t * x_stride + XQB(bits));
                 __m256i is = ai[r][t];
                 if (bits != 16)
                     is = _mm256_madd_epi16(is, ones);
@@ -1339,7 +1348,7 @@ AI void micro6(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc
 static int x16_one(const uint8_t *x, size_t x_stride, int rt)
 {
     for (int t = 0; t < rt; t++)
-        if (((const float *)(x + t * x_stride + 512 + 32))[1] == 0.0f)
+        if (((const float *)(x + t * x_stride + XQB(16) + 32))[1] == 0.0f)
             return 0;
     return 1;
 }

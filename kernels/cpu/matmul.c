@@ -389,7 +389,7 @@ void cpu_matmul_run(cpu_matmul *mm, float *y, const be_weight *w, const float *x
         gemm_rc = (gemm_rc + 3) & ~(int64_t)3;
     }
     size_t x_stride = cpu_act_row_bytes(j.k.act, n);
-    size_t scratch_each = gemm_rc ? cpu_gemm_scratch_bytes(j.k.act, gemm_rc, n)
+    size_t scratch_each = gemm_rc ? cpu_gemm_scratch_bytes(gemm_rc, n)
                                   : cpu_align64(cpu_scratch_bytes(j.k.act, n));
     if (j.rp && !j.rp_gemv && !j.rp_direct) {
         /* the GEMM's chunk at once (its panels are packed per call); else
