@@ -4,11 +4,14 @@
  * Levels: scalar (dot_row from core/dtype.c per (token, row): the oracle),
  * avx2 and avx512 (kernels in matmul_avx2.c / matmul_avx512.c, see
  * cpu_kernels.h). For the SIMD levels the activations are quantized once
- * per matmul (Q8_0-style blocks or Q8_K, as quantize_row_q8_0/_k) unless the
- * weights are float. Work items are (row chunk, token block) pairs handed
- * out through an atomic counter: decode splits the rows over the threads,
- * prefill also blocks the tokens so one block of quantized activations stays
- * in L2 while the weight rows stream through once per block. Prefill on
+ * per matmul (Q8_0-style blocks or Q8_K, as quantize_row_q8_0/_k; for the
+ * AVX2 prefill GEMM of Q8_0 weights to 16 bits, cpu_x16_quantize_ref)
+ * unless the weights are float. cpu_matmul_ref is the scalar oracle of
+ * whichever path a product takes. Work items are (row chunk, token block)
+ * pairs handed out through an atomic counter: decode splits the rows over
+ * the threads, prefill also blocks the tokens so one block of quantized
+ * activations stays in L2 while the weight rows stream through once per
+ * block. Prefill on
  * AVX2 goes to the packed-panel GEMM of gemm_avx2.c (row chunks of up to 64
  * rows, one token block unless the rows are too few to split), which packs
  * Q4_0 / Q8_0 weights re-laid at load (R4, cpu_kernels.h) straight from the
