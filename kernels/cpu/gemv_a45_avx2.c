@@ -391,7 +391,9 @@ static void r4_tail(const int type, const uint8_t *g, const uint8_t *xq, int64_t
  * stream per group ran at ~18 GB/s where 4 streams reach ~25), each step
  * one pair of blocks of every group against the same activations; the fold
  * of group q sits after the products of group q + 1. Group q's row r to
- * y[q * ys + r]. */
+ * y[q * ys + r]. (Each group's fold right after its own products, which
+ * spills less: Q4_0 4-6% faster with the rows in the caches, level in
+ * tg128 from DRAM; not kept.) */
 AI void r4_decg(const int type, const int G, const uint8_t *g, size_t gs, const uint8_t *xq,
                 int64_t n, const uint8_t *tab, float *y, size_t ys)
 {
