@@ -138,6 +138,8 @@
 #define PSB GEMM_X_SB_BYTES /* bytes of one activation super-block */
 #define XSB(bits) ((bits) == 16 ? GEMM_X16_SB_BYTES : GEMM_X_SB_BYTES)
 #define XQB(bits) ((bits) == 16 ? 512 : 256) /* activation level bytes per super-block */
+/* | ds | one | of the P16 super-block at x (cpu_kernels.h) */
+#define X16_TAIL(x) ((const float *)((x) + XQB(16) + 32))
 #define QB(bits) 256 /* level bytes per super-block and row (Q8_0: int8, widened in the tile) */
 #define VB(bits) ((bits) == 16 ? 16 : 32) /* bytes of one panel vector per row */
 
@@ -370,8 +372,9 @@ void cpu_avx2_quant_p16(const float *x, uint8_t *xq, int64_t n)
     const int64_t nb = n / 32, nsb = (nb + 7) / 8;
     const __m256 zero = _mm256_setzero_ps(), inf = _mm256_set1_ps(INFINITY);
     __m256 vmax = zero, vmin = inf; /* max of all block maxima, min of the non-zero ones */
-    for (int64_t s = 0; s < nsb; s++) {
+    for (int64_t s = 0; s < nsb; s++) { /* the block maxima wait in the da slots */
         __m256 m = blocks8_amax(x + 256 * s, nb - 8 * s < 8 ? (int)(nb - 8 * s) : 8);
+        _mm256_storeu_ps((float *)(xq + s * GEMM_X16_SB_BYTES + 512), m);
         vmax = _mm256_max_ps(vmax, m);
         vmin = _mm256_min_ps(vmin, _mm256_blendv_ps(m, inf, _mm256_cmp_ps(m, zero, _CMP_EQ_OQ)));
     }
@@ -388,7 +391,7 @@ void cpu_avx2_quant_p16(const float *x, uint8_t *xq, int64_t n)
         int nblk = nb - 8 * s < 8 ? (int)(nb - 8 * s) : 8;
         __m256 vda = _mm256_set1_ps(1.0f), vid = vid1;
         if (!one) {
-            vda = _mm256_div_ps(blocks8_amax(xs, nblk), _mm256_set1_ps(32767.0f));
+            vda = _mm256_div_ps(_mm256_loadu_ps(da), _mm256_set1_ps(32767.0f));
             vid = _mm256_and_ps(_mm256_cmp_ps(vda, zero, _CMP_GT_OQ), _mm256_div_ps(_mm256_set1_ps(1.0f), vda));
         }
         /* block j: int32 u = its levels (u, u + 16) for u = 0..7 (lo[j]) and 8..15 (hi[j]) */
@@ -1003,7 +1006,7 @@ AI void micro(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc,
     if (bits == 16)
 #pragma GCC unroll 4
         for (int t = 0; t < RT; t++)
-            ds[t] = ((const float *)(x + t * x_stride + XQB(16) + 32))[0];
+            ds[t] = X16_TAIL(x + t * x_stride)[0];
     for (int64_t s = 0; s < nsc; s++) {
         const uint8_t *ps = pg + s * PANB(bits);
         const uint8_t *xs = x + s * XSB(bits);
@@ -1352,7 +1355,7 @@ AI void micro6(const uint8_t *pg, const uint8_t *x, size_t x_stride, int64_t nsc
 static int x16_one(const uint8_t *x, size_t x_stride, int rt)
 {
     for (int t = 0; t < rt; t++)
-        if (((const float *)(x + t * x_stride + XQB(16) + 32))[1] == 0.0f)
+        if (X16_TAIL(x + t * x_stride)[1] == 0.0f)
             return 0;
     return 1;
 }
@@ -1391,6 +1394,7 @@ void cpu_avx2_gemm_p(const cpu_gemm_args *a)
             int64_t n_groups = (a->n_rows + RR - 1) / RR, per_group = (n_lines + n_groups - 1) / n_groups;
             int64_t line = 0, pf_col = 0;
             const uint8_t *pf_row = xn;
+            const int one16 = bits == 16 && x16_one(xt, a->x_stride, rt); /* the token group's, all row groups */
             for (int64_t g = 0; g < a->n_rows; g += RR) {
                 for (int64_t k = 0; k < per_group && line < n_lines; k++, line++) {
                     _mm_prefetch((const char *)(pf_row + pf_col * 64), _MM_HINT_T0);
@@ -1412,7 +1416,7 @@ void cpu_avx2_gemm_p(const cpu_gemm_args *a)
                     MICRO_BITS(5, 0)
                 } else if (bits == 8) {
                     MICRO_BITS(8, 0)
-                } else if (x16_one(xt, a->x_stride, rt)) {
+                } else if (one16) {
                     MICRO_BITS(16, 1)
                 } else {
                     MICRO_BITS(16, 0)
